@@ -1,0 +1,27 @@
+"""Trains a model of the report by its recipe and keeps the parameters at minimum validation loss.
+
+  python -m experiments.train --model=lenet --workdir=runs/lenet [--steps=5000] [--num_seeds=10]
+
+Writes into --workdir: config.json, metrics.jsonl (one line per epoch), snapshots/epoch_*.npz (the
+parameters at initialisation and after each epoch), checkpoints/ (orbax; a killed run resumes from
+here), trained_variables.npz (the minimum-validation-loss variables) and results.json.
+"""
+
+import sys
+
+from absl import app
+
+from experiments import flags_common
+from redundancy_jax import train
+
+
+def main(argv):
+  del argv
+  try:
+    train.train(flags_common.train_config(), flags_common.workdir())
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

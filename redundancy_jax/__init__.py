@@ -1,0 +1,1 @@
+"""redundancy_jax: where the redundancy in a trained network sits, and what removing it costs."""

@@ -1,0 +1,66 @@
+"""Orbax checkpoints of the training state, and loading what a training run left in its workdir."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from redundancy_jax import storage
+
+
+def manager(workdir: str) -> ocp.CheckpointManager:
+  """The workdir's manager of resumable training states (the two newest are kept)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def save_state(mngr: ocp.CheckpointManager, step: int, state) -> None:
+  """Saves `state` at `step` and waits, so a killed run never leaves half a checkpoint as the newest."""
+  mngr.save(step, args=ocp.args.StandardSave(state))
+  mngr.wait_until_finished()
+
+
+def restore_state(mngr: ocp.CheckpointManager, like):
+  """Restores the newest state, shaped and placed like the pytree `like`; None when there is none."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def trained_path(workdir: str) -> str:
+  return os.path.join(workdir, "trained_variables.npz")
+
+
+def has_trained(workdir: str) -> bool:
+  return os.path.exists(trained_path(workdir)) and os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def load_trained(workdir: str, seed: int = 0) -> dict:
+  """The variables at minimum validation loss of replica `seed` ({"params": ..., "batch_stats": ...})."""
+  if not has_trained(workdir):
+    raise FileNotFoundError(
+      f"no trained model in {workdir}: run `python -m experiments.train --workdir={workdir} --model=...` first"
+    )
+  return jax.tree.map(lambda a: a[seed], storage.load_tree(trained_path(workdir)))
+
+
+def snapshot_path(workdir: str, epoch: int) -> str:
+  return os.path.join(workdir, "snapshots", f"epoch_{epoch:05d}.npz")
+
+
+def snapshot_epochs(workdir: str) -> list[int]:
+  """Epochs with a parameter snapshot (0 is the initialisation)."""
+  files = glob.glob(os.path.join(workdir, "snapshots", "epoch_*.npz"))
+  return sorted(int(re.search(r"epoch_(\d+)", f).group(1)) for f in files)
+
+
+def load_snapshot(workdir: str, epoch: int, seed: int = 0) -> dict:
+  """The parameters of replica `seed` at the end of `epoch` (0 = initialisation)."""
+  return jax.tree.map(lambda a: np.asarray(a[seed]), storage.load_tree(snapshot_path(workdir, epoch)))

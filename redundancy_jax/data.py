@@ -1,0 +1,294 @@
+"""Datasets as numpy arrays: MNIST, Fashion-MNIST, CIFAR-10, and generated data.
+
+Sources, in the order `source="auto"` tries them:
+1. files in `data_dir` in their documented binary formats (IDX `.gz` for MNIST/Fashion-MNIST, the
+   CIFAR-10 *binary* version `data_batch_{1..5}.bin` / `test_batch.bin`);
+2. a tensorflow-datasets copy already prepared on this machine (`tfds.data_source`, no TensorFlow,
+   never downloads);
+3. for MNIST only: the real 10,000-image MNIST test set bundled with this package, split into
+   train/validation/test. This is said loudly and recorded as the dataset's `source`.
+
+Images are kept as uint8 NHWC (normalised on device by `normalize`), labels as int32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "teacher_student", "xord", "random_images")
+SOURCES = ("auto", "files", "tfds", "bundled")
+BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "data_files", "mnist")
+BUNDLED_SPLIT = {"train": 8000, "validation": 1000, "test": 1000}
+
+# Per-channel normalisation statistics (MNIST's usual values; CIFAR-10's training-set values).
+NORMALIZATION = {
+  "mnist": ((0.1307,), (0.3081,)),
+  "fashion_mnist": ((0.2860,), (0.3530,)),
+  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+_IDX_FILES = {
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_CIFAR_RECORD = 1 + 32 * 32 * 3
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Train / validation / test splits; images uint8 (N, H, W, C) or float32 for generated data."""
+
+  name: str
+  source: str
+  train_x: np.ndarray
+  train_y: np.ndarray
+  val_x: np.ndarray
+  val_y: np.ndarray
+  test_x: np.ndarray
+  test_y: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...] = (0.0,)
+  std: tuple[float, ...] = (1.0,)
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.train_x.shape[1:])
+
+  def describe(self) -> dict:
+    """What `results.json` records about the data actually used."""
+    return {
+      "name": self.name,
+      "source": self.source,
+      "sizes": {"train": len(self.train_y), "validation": len(self.val_y), "test": len(self.test_y)},
+      "image_shape": list(self.image_shape),
+      "normalization": {"mean": list(self.mean), "std": list(self.std)},
+    }
+
+
+class DataError(ValueError):
+  """A dataset that cannot be read: names the file and the expected format."""
+
+
+def normalize(images, mean, std):
+  """uint8 images to float32, standardised per channel (works on numpy and jax arrays)."""
+  import jax.numpy as jnp
+
+  x = images.astype(jnp.float32)
+  if images.dtype == np.uint8:
+    x = x / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+# ----------------------------------------------------------------------------- binary formats
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an IDX file (gzipped or not): magic 0x0000080D with D dims of big-endian uint32 sizes."""
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except FileNotFoundError:
+    raise DataError(f"missing file {path} (expected an IDX file, gzipped as in the MNIST distribution)")
+  except (OSError, EOFError) as e:
+    raise DataError(f"cannot read {path}: {e} (expected a gzipped IDX file)") from e
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+    raise DataError(f"{path}: bad IDX magic number {raw[:4].hex()} (expected 0x00000801 or 0x00000803)")
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+  expected = header + int(np.prod(dims))
+  if len(raw) != expected:
+    raise DataError(f"{path}: IDX header promises dims {dims} ({expected} bytes) but file has {len(raw)}")
+  return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images (N, 28, 28, 1) uint8 and labels (N,) int32 from IDX files, checked against each other."""
+  images, labels = read_idx(images_path), read_idx(labels_path)
+  if images.ndim != 3:
+    raise DataError(f"{images_path}: expected a 3-d IDX image file (magic 0x00000803), got {images.ndim}-d")
+  if labels.ndim != 1 or len(labels) != len(images):
+    raise DataError(f"{labels_path}: expected {len(images)} labels (magic 0x00000801), got {labels.shape}")
+  return images[..., None], labels.astype(np.int32)
+
+
+def read_cifar10_bin(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """CIFAR-10 binary version: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32)."""
+  try:
+    raw = np.fromfile(path, np.uint8)
+  except FileNotFoundError:
+    raise DataError(f"missing file {path} (expected the CIFAR-10 binary version, cifar-10-binary.tar.gz)")
+  if raw.size == 0 or raw.size % _CIFAR_RECORD:
+    raise DataError(f"{path}: {raw.size} bytes is not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records")
+  records = raw.reshape(-1, _CIFAR_RECORD)
+  labels = records[:, 0].astype(np.int32)
+  if labels.max() > 9:
+    raise DataError(f"{path}: label {labels.max()} out of range 0..9; is this the CIFAR-10 binary file?")
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
+  """Holds out `val_size` examples chosen by `seed`: returns (train_x, train_y, val_x, val_y)."""
+  if not 0 < val_size < len(y):
+    raise ValueError(f"validation size {val_size} must be in 1..{len(y) - 1}")
+  order = np.random.default_rng(seed).permutation(len(y))
+  val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
+  return x[train], y[train], x[val], y[val]
+
+
+def _labelled(name, source, train, test, val_size, seed) -> Dataset:
+  tx, ty, vx, vy = split_validation(*train, val_size, seed)
+  mean, std = NORMALIZATION[name]
+  return Dataset(name, source, tx, ty, vx, vy, test[0], test[1], 10, mean, std)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _from_files(name: str, data_dir: str) -> tuple[tuple, tuple]:
+  if name == "cifar10":
+    folder = data_dir
+    if os.path.isdir(os.path.join(data_dir, "cifar-10-batches-bin")):
+      folder = os.path.join(data_dir, "cifar-10-batches-bin")
+    parts = [read_cifar10_bin(os.path.join(folder, f"data_batch_{i}.bin")) for i in range(1, 6)]
+    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return train, read_cifar10_bin(os.path.join(folder, "test_batch.bin"))
+  splits = [read_idx_pair(*(os.path.join(data_dir, f) for f in _IDX_FILES[s])) for s in ("train", "test")]
+  return splits[0], splits[1]
+
+
+def _from_tfds(name: str, data_dir: str | None) -> tuple[tuple, tuple]:
+  import tensorflow_datasets as tfds  # imported lazily: slow, and optional for file users
+
+  splits = []
+  for split in ("train", "test"):
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    records = [source[i] for i in range(len(source))]
+    x = np.stack([r["image"] for r in records]).astype(np.uint8)
+    y = np.asarray([r["label"] for r in records], np.int32)
+    splits.append((x, y))
+  return splits[0], splits[1]
+
+
+def load_bundled_mnist(seed: int = 0) -> Dataset:
+  """The real MNIST test set shipped in the package, split 8,000 / 1,000 / 1,000 by `seed`."""
+  x, y = read_idx_pair(
+    os.path.join(BUNDLED_DIR, "t10k-images-idx3-ubyte.gz"), os.path.join(BUNDLED_DIR, "t10k-labels-idx1-ubyte.gz")
+  )
+  order = np.random.default_rng(seed).permutation(len(y))
+  n_train, n_val, n_test = BUNDLED_SPLIT["train"], BUNDLED_SPLIT["validation"], BUNDLED_SPLIT["test"]
+  a, b = n_train, n_train + n_val
+  parts = [np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b : b + n_test])]
+  mean, std = NORMALIZATION["mnist"]
+  source = f"bundled MNIST test set (10,000 real images split {n_train:,}/{n_val:,}/{n_test:,})"
+  return Dataset("mnist", source, *(a for p in parts for a in (x[p], y[p])), 10, mean, std)
+
+
+def load_dataset(
+  name: str, *, data_dir: str | None = None, source: str = "auto", seed: int = 0, val_size: int = 5000
+) -> Dataset:
+  """Loads dataset `name` (one of `DATASETS`) with a seeded validation split. See module docstring."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+  if source not in SOURCES:
+    raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+  if name in GENERATORS:
+    return GENERATORS[name](seed=seed)
+  if source == "bundled" or (source == "auto" and not data_dir and name == "mnist" and not _tfds_ready(name)):
+    if name != "mnist":
+      raise ValueError(f"only mnist has a bundled copy, not {name}")
+    logging.warning(
+      "\n%s\nNO MNIST FILES GIVEN AND NO PREPARED TFDS COPY: using the bundled MNIST *test* set "
+      "(10,000 real images) split 8,000/1,000/1,000.\nPass --data_dir with the IDX files for full MNIST.\n%s",
+      "!" * 78, "!" * 78,
+    )
+    return load_bundled_mnist(seed)
+  if source == "files" or (source == "auto" and data_dir and _has_files(name, data_dir)):
+    if not data_dir:
+      raise ValueError("source='files' needs data_dir")
+    train, test = _from_files(name, data_dir)
+    return _labelled(name, f"files in {data_dir}", train, test, val_size, seed)
+  if source == "tfds" or _tfds_ready(name, data_dir):
+    train, test = _from_tfds(name, data_dir)
+    return _labelled(name, "tensorflow-datasets", train, test, val_size, seed)
+  where = (
+    "put the CIFAR-10 binary version (data_batch_1.bin .. data_batch_5.bin, test_batch.bin, from "
+    "cifar-10-binary.tar.gz) in --data_dir, or prepare it with tensorflow-datasets"
+    if name == "cifar10"
+    else "put the IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-...) in --data_dir"
+  )
+  raise DataError(f"no source for {name}: {where}; looked in data_dir={data_dir!r} and tfds")
+
+
+def _has_files(name: str, data_dir: str) -> bool:
+  if name == "cifar10":
+    return any(
+      os.path.exists(os.path.join(data_dir, sub, "test_batch.bin")) for sub in ("", "cifar-10-batches-bin")
+    )
+  return any(os.path.exists(os.path.join(data_dir, f)) for f in _IDX_FILES["test"])
+
+
+def _tfds_ready(name: str, data_dir: str | None = None) -> bool:
+  """Whether tfds has this dataset prepared locally; never touches the network."""
+  root = data_dir or os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+  return os.path.isdir(os.path.join(root, name))
+
+
+# ----------------------------------------------------------------------------- generated data
+
+
+def teacher_student(
+  seed: int = 0, *, input_dim: int = 100, teacher_units: int = 2, n_train: int = 8000, n_test: int = 2000,
+  n_val: int = 1000, noise: float = 0.0,
+) -> Dataset:
+  """Goldt et al.: x ~ N(0, I_N), y = sum_m erf(w*_m . x / sqrt(2N)) with w* ~ N(0, 1). Regression."""
+  from scipy.special import erf
+
+  rng = np.random.default_rng(seed)
+  teacher = rng.standard_normal((teacher_units, input_dim))
+  x = rng.standard_normal((n_train + n_val + n_test, input_dim)).astype(np.float32)
+  y = erf((x @ teacher.T) / np.sqrt(input_dim) / np.sqrt(2.0)).sum(-1) + noise * rng.standard_normal(len(x))
+  y = y.astype(np.float32)
+  a, b = n_train, n_train + n_val
+  return Dataset("teacher_student", "generated", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 0)
+
+
+def xord(seed: int = 0, *, pairs: int = 4, n_train: int = 2000, n_val: int = 500, n_test: int = 1000) -> Dataset:
+  """Brutzkus and Globerson's XORD: d pairs in {-1, 1}; positive iff some pair is (1, 1) or (-1, -1)."""
+  rng = np.random.default_rng(seed)
+  x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_train + n_val + n_test, pairs, 2))
+  y = np.any(x[..., 0] == x[..., 1], axis=1).astype(np.int32)
+  x = x.reshape(len(x), 1, 2 * pairs, 1)  # a 1-pixel-high image of 2d values: conv over pairs
+  a, b = n_train, n_train + n_val
+  return Dataset("xord", "generated", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 2)
+
+
+def random_images(
+  seed: int = 0, *, shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, n_train: int = 2048,
+  n_val: int = 512, n_test: int = 512,
+) -> Dataset:
+  """Learnable CIFAR-shaped uint8 images: each class is a fixed random template plus noise."""
+  rng = np.random.default_rng(seed)
+  templates = rng.uniform(0, 255, size=(num_classes, *shape))
+  y = rng.integers(0, num_classes, n_train + n_val + n_test).astype(np.int32)
+  x = np.clip(templates[y] * 0.6 + rng.uniform(0, 255, size=(len(y), *shape)) * 0.4, 0, 255).astype(np.uint8)
+  a, b = n_train, n_train + n_val
+  mean, std = (0.5,) * shape[-1], (0.25,) * shape[-1]
+  return Dataset("random_images", "generated", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], num_classes, mean, std)
+
+
+GENERATORS: dict[str, Callable[..., Dataset]] = {
+  "teacher_student": teacher_student,
+  "xord": xord,
+  "random_images": random_images,
+}

@@ -1,0 +1,117 @@
+"""A named-layer plan and the one Flax module that runs it.
+
+Every model of the report is a chain of layers (conv or dense, each followed by optional BatchNorm
+and ReLU, optionally by a 2x2 max-pool, a flatten or a global average pool). Writing that chain as a
+plan of `Layer`s lets one module run any contiguous part of it, which is what the pruning sweep needs:
+the network up to the pruned layer runs once, the rest runs for every mask.
+
+Activations named by a layer are the outputs *after* its nonlinearity and *before* any pooling;
+multiplying them by a 0/1 unit mask removes those units exactly (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One layer of a plan: `kind` is "conv" or "dense"; `before` and `after` reshape around it."""
+
+  name: str
+  kind: str
+  features: int
+  before: str = ""  # "" | "flatten" | "gap" (global average pool)
+  after: str = ""  # "" | "pool" (2x2 max-pool, stride 2)
+  output: bool = False  # the classifier: no ReLU, not prunable
+
+
+def scaled(width: int, multiplier: float) -> int:
+  """A hidden width times the model's width multiplier, at least one unit."""
+  return max(1, int(round(width * multiplier)))
+
+
+class PlanNet(nn.Module):
+  """Runs a plan of layers. `start`/`stop` select a contiguous part of it.
+
+  Call signature: `apply(variables, x, train=False, masks=None, start=None, stop=None)`.
+  - `masks`: {layer name: float or bool array of shape (units,)} multiplied into that layer's
+    activation (exact unit removal).
+  - `stop=name`: return that layer's activation (before its mask and pooling) instead of logits.
+  - `start=name`: `x` is that layer's activation; apply its mask and everything after it.
+  Each layer's activation is sown as "<name>_act" into the "intermediates" collection when it is
+  mutable (`models.activations` returns them as a dict).
+  """
+
+  plan: tuple[Layer, ...]
+  batch_norm: bool = False
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = False,
+    masks: Mapping[str, jax.Array] | None = None,
+    start: str | None = None,
+    stop: str | None = None,
+  ) -> jax.Array:
+    masks = masks or {}
+    names = [layer.name for layer in self.plan]
+    first = names.index(start) if start is not None else -1
+    for index, layer in enumerate(self.plan):
+      if index < first:
+        continue
+      if index > first:
+        x = self._layer(layer, x, train)
+        self.sow("intermediates", f"{layer.name}_act", x)
+        if layer.name == stop:
+          return x
+      if layer.name in masks:
+        x = x * masks[layer.name].astype(x.dtype)
+      if layer.after == "pool":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return x
+
+  def _layer(self, layer: Layer, x: jax.Array, train: bool) -> jax.Array:
+    if layer.before == "flatten":
+      x = x.reshape(x.shape[0], -1)
+    elif layer.before == "gap":
+      x = jnp.mean(x, axis=(1, 2))
+    init = dict(kernel_init=nn.initializers.glorot_normal(), bias_init=nn.initializers.zeros)
+    if layer.kind == "conv":
+      x = nn.Conv(layer.features, (3, 3), padding="SAME", name=layer.name, **init)(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"{layer.name}_bn"
+        )(x)
+    else:
+      x = nn.Dense(layer.features, name=layer.name, **init)(x)
+    return x if layer.output else nn.relu(x)
+
+
+def dense_head(widths: Sequence[int], num_classes: int, multiplier: float, before: str) -> list[Layer]:
+  """The fully connected layers fc1..fcK ending in the classifier."""
+  head = [
+    Layer(f"fc{i + 1}", "dense", scaled(w, multiplier), before=before if i == 0 else "")
+    for i, w in enumerate(widths)
+  ]
+  head.append(Layer(f"fc{len(widths) + 1}", "dense", num_classes, output=True))
+  if not widths:
+    head[0] = dataclasses.replace(head[0], before=before)
+  return head
+
+
+def conv_stack(stages: Sequence[Sequence[int]], multiplier: float) -> list[Layer]:
+  """Convolutions conv1..convK; each stage of widths ends with a 2x2 max-pool."""
+  layers, index = [], 0
+  for stage in stages:
+    for position, width in enumerate(stage):
+      index += 1
+      after = "pool" if position == len(stage) - 1 else ""
+      layers.append(Layer(f"conv{index}", "conv", scaled(width, multiplier), after=after))
+  return layers

@@ -1,0 +1,10 @@
+"""LeNet-300-100 (LeCun et al. 1998): a multilayer perceptron on flattened images."""
+
+from redundancy_jax.models.common import PlanNet, dense_head
+
+
+def lenet(num_classes: int = 10, width: float = 1.0, batch_norm: bool = False) -> PlanNet:
+  """Dense 300-100-`num_classes`; `width` scales the hidden layers. No BatchNorm (dense only)."""
+  if batch_norm:
+    raise ValueError("lenet has no convolutions, so it has no BatchNorm option")
+  return PlanNet(plan=tuple(dense_head((300, 100), num_classes, width, before="flatten")))

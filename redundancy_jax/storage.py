@@ -1,0 +1,83 @@
+"""Results files: atomic JSON writes, JSON lines, and parameter pytrees as flat `.npz` files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write(path: str, write) -> None:
+  """Calls `write(file)` on a temporary file beside `path`, then renames it onto `path`."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as indented JSON, atomically (a reader never sees half a file)."""
+  atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def append_jsonl(path: str, obj: Any) -> None:
+  """Appends one JSON object as a line."""
+  with open(path, "a") as f:
+    f.write(json.dumps(obj, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+  if isinstance(x, (np.floating, np.integer, np.bool_)):
+    return x.item()
+  if hasattr(x, "tolist"):
+    return np.asarray(x).tolist()
+  raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+  """{"fc1": {"kernel": a}} -> {"fc1/kernel": a}."""
+  flat = {}
+  for name, value in tree.items():
+    key = f"{prefix}{name}"
+    if isinstance(value, dict):
+      flat.update(flatten(value, key + "/"))
+    else:
+      flat[key] = np.asarray(value)
+  return flat
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+  tree: dict = {}
+  for key, value in flat.items():
+    node = tree
+    *parents, leaf = key.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def save_tree(path: str, tree: dict) -> None:
+  """Saves a nested dict of arrays as an uncompressed `.npz`, atomically."""
+  atomic_write(path, lambda f: np.savez(f, **flatten(tree)))
+
+
+def load_tree(path: str) -> dict:
+  """Loads what `save_tree` wrote (never unpickles)."""
+  with np.load(path, allow_pickle=False) as z:
+    return unflatten({k: z[k] for k in z.files})

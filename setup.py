@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+  name="redundancy_jax",
+  version="0.1.0",
+  description="Sources of redundancy in neural networks: pruning criteria, training dynamics, subspaces (JAX).",
+  packages=find_packages(include=["redundancy_jax", "redundancy_jax.*", "experiments", "benchmarks"]),
+  package_data={"redundancy_jax": ["data_files/mnist/*"]},
+  python_requires=">=3.10",
+  install_requires=[
+    "jax>=0.7,<0.11",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "tensorflow-datasets>=4.9.9,<5",
+    "numpy>=1.26,<3",
+    "scipy>=1.11,<2",
+    "matplotlib>=3.8,<4",
+    "absl-py>=2.1,<3",
+  ],
+  extras_require={
+    "test": ["pytest>=8,<10", "networkx>=3.2,<4"],
+    "gpu": ["jax[cuda12]>=0.7,<0.11"],
+    "tpu": ["jax[tpu]>=0.7,<0.11"],
+  },
+)

@@ -1,0 +1,214 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from redundancy_jax import checkpoint, data, pruning
+from redundancy_jax.models import create_model, init_variables
+
+# ----------------------------------------------------------------------------- orders by hand
+
+# rows: w0, w1 share a direction (exact tie), w2 points elsewhere, w3 is zero, w4 is orthogonal to all.
+W_HAND = jnp.array([[2.0, 0, 0], [1, 0, 0], [0, 3, 0], [0, 0, 0], [0, 0, 1]])
+
+
+def test_magnitude_orders_by_hand():
+  # norms 2, 1, 3, 0, 1: ascending with the tie (1, 4) going to the lower index
+  assert pruning.removal_order(W_HAND, "max_mag").tolist() == [3, 1, 4, 0, 2]
+  assert pruning.removal_order(W_HAND, "min_mag").tolist() == [2, 0, 1, 4, 3]
+
+
+def test_frame_potential_orders_by_hand():
+  # c = [2, 2, 1, 0, 1]. max_fp removes the smallest c: 3 (zero row, c=0), 2, 4 (tie at 1 -> lower
+  # index), then 0 (c0 = c1 = 2 -> lower index), after which c1 drops to 1.
+  assert pruning.removal_order(W_HAND, "max_fp").tolist() == [3, 2, 4, 0, 1]
+  # min_fp removes the largest: 0 (tie with 1), then c = [., 1, 1, 0, 1] -> 1, 2, 4, and the zero row last.
+  assert pruning.removal_order(W_HAND, "min_fp").tolist() == [0, 1, 2, 4, 3]
+
+
+def _frame_potential(W):
+  norms = np.linalg.norm(W, axis=1, keepdims=True)
+  U = np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
+  return float(np.sum((U @ U.T) ** 2))
+
+
+def _brute_force_fp_order(W, maximise):
+  """Reference: at each step try every removal and keep the best remaining frame potential."""
+  remaining, order = list(range(len(W))), []
+  while remaining:
+    scores = [_frame_potential(W[[j for j in remaining if j != i]]) for i in remaining]
+    best = max(scores) if maximise else min(scores)
+    tied = [i for i, s in zip(remaining, scores) if abs(s - best) <= 1e-9 * max(1.0, abs(best))]
+    pick = min(tied)
+    order.append(pick)
+    remaining.remove(pick)
+  return order
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_frame_potential_matches_brute_force(seed):
+  W = np.random.default_rng(seed).standard_normal((9, 4))
+  for criterion, maximise in (("max_fp", True), ("min_fp", False)):
+    order = pruning.removal_order(jnp.asarray(W, jnp.float32), criterion).tolist()
+    assert order == _brute_force_fp_order(W, maximise), criterion
+
+
+def test_random_order_is_a_seeded_permutation():
+  a = pruning.removal_order(W_HAND, "random", key=jax.random.key(3))
+  b = pruning.removal_order(W_HAND, "random", key=jax.random.key(3))
+  assert sorted(a.tolist()) == list(range(5)) and a.tolist() == b.tolist()
+  with pytest.raises(pruning.PruningError, match="needs a key"):
+    pruning.removal_order(W_HAND, "random")
+
+
+def test_unknown_criterion_lists_valid_ones():
+  with pytest.raises(pruning.PruningError, match="max_mag, min_mag, max_fp, min_fp, random"):
+    pruning.removal_order(W_HAND, "taylor")
+
+
+@pytest.mark.parametrize("criterion", pruning.CRITERIA)
+def test_masks_are_nested(criterion):
+  W = jax.random.normal(jax.random.key(0), (20, 6))
+  order = pruning.removal_order(W, criterion, key=jax.random.key(1))
+  masks = np.asarray(pruning.level_masks(order, jnp.arange(21)))
+  assert masks[0].all() and not masks[-1].any()
+  for p in range(20):
+    assert (masks[p + 1] <= masks[p]).all()  # level p+1 keeps a subset of level p
+    assert np.flatnonzero(masks[p] & ~masks[p + 1]).tolist() == [int(order[p])]
+
+
+def test_unit_matrix_layouts():
+  dense = {"fc1": {"kernel": jnp.arange(6.0).reshape(3, 2)}}
+  np.testing.assert_array_equal(pruning.unit_matrix(dense, "fc1"), np.arange(6.0).reshape(3, 2).T)
+  kernel = jnp.arange(3 * 3 * 2 * 4.0).reshape(3, 3, 2, 4)
+  W = pruning.unit_matrix({"conv1": {"kernel": kernel}}, "conv1")
+  assert W.shape == (4, 18)
+  np.testing.assert_array_equal(W[1], np.asarray(kernel)[..., 1].reshape(-1))
+
+
+# ----------------------------------------------------------------------------- exact removal
+
+
+CASES = [
+  ("lenet", {}, "fc1", (28, 28, 1)),  # dense before dense
+  ("conv2", {"width": 0.25}, "conv1", (32, 32, 3)),  # conv before conv
+  ("conv2", {"width": 0.25}, "conv2", (32, 32, 3)),  # last conv (then pool) before the dense head
+  ("conv4", {"width": 0.25, "batch_norm": True}, "conv3", (32, 32, 3)),  # conv with BatchNorm
+  ("vgg19", {"width": 0.125}, "conv16", (32, 32, 3)),  # BN conv before global average pool
+]
+
+
+def _perturbed_variables(model, shape, key):
+  """Initial variables with non-zero biases, BN shifts and statistics, so leaks would show."""
+  variables = init_variables(model, key, shape)
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  leaves = [l + 0.1 * jax.random.normal(k, l.shape) if l.ndim == 1 else l for l, k in zip(leaves, keys)]
+  variables = jax.tree.unflatten(tree, leaves)
+  if "batch_stats" in variables:
+    variables["batch_stats"] = jax.tree.map(jnp.abs, variables["batch_stats"])
+  return variables
+
+
+@pytest.mark.parametrize("name, options, layer, shape", CASES)
+def test_remove_units_equals_physically_shrunk_network(name, options, layer, shape):
+  model = create_model(name, **options)
+  variables = _perturbed_variables(model, shape, jax.random.key(0))
+  m = variables["params"][layer]["kernel"].shape[-1]
+  keep = np.random.default_rng(1).random(m) < 0.6
+  x = jax.random.normal(jax.random.key(2), (4, *shape))
+  masked = model.apply(pruning.remove_units(variables, layer, jnp.asarray(keep)), x)
+  small_vars = pruning.shrink(variables, layer, keep)
+  small = pruning.resize(model, small_vars)
+  assert small_vars["params"][layer]["kernel"].shape[-1] == keep.sum()
+  np.testing.assert_allclose(masked, small.apply(small_vars, x), rtol=1e-4, atol=1e-5)
+  # zeroing only the incoming weights is not removal: the bias (or BN shift) still flows on
+  zeroed = jax.tree.map(lambda a: a, variables)
+  zeroed["params"][layer] = {**zeroed["params"][layer], "kernel": zeroed["params"][layer]["kernel"] * keep}
+  assert not np.allclose(model.apply(zeroed, x), masked, atol=1e-5)
+
+
+def test_remove_units_vmaps_over_masks():
+  model = create_model("lenet")
+  variables = init_variables(model, jax.random.key(0), (28, 28, 1))
+  order = pruning.removal_order(pruning.unit_matrix(variables, "fc1"), "max_mag")
+  keep = pruning.level_masks(order, jnp.array([0, 100, 299]))
+  pruned = jax.vmap(lambda k: pruning.remove_units(variables, "fc1", k))(keep)
+  assert pruned["params"]["fc2"]["kernel"].shape == (3, 300, 100)
+  assert int(jnp.sum(jnp.any(pruned["params"]["fc2"]["kernel"][2] != 0, axis=1))) == 1
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def _loop_accuracy(model, variables, layer, x, y, order, level):
+  keep = pruning.level_masks(order, jnp.array([level]))[0]
+  logits = model.apply(pruning.remove_units(variables, layer, keep), x)
+  return float(jnp.mean(jnp.argmax(logits, -1) == y))
+
+
+def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
+  workdir, _ = trained_lenet
+  model = create_model("lenet")
+  variables = checkpoint.load_trained(workdir)
+  ds = data.load_bundled_mnist(0)
+  x = data.normalize(ds.test_x, ds.mean, ds.std)
+  for layer in ("fc1", "fc2"):
+    W = pruning.unit_matrix(variables, layer)
+    orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
+    orders["random/0"] = pruning.removal_order(W, "random", key=jax.random.key(0))
+    out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders, normalization=(ds.mean, ds.std))
+    m = W.shape[0]
+    for name, level in itertools.product(orders, [0, 1, m // 3, m // 2, m - 5, m]):
+      expected = _loop_accuracy(model, variables, layer, x, ds.test_y, orders[name], level)
+      assert out[name]["accuracy"][level] == pytest.approx(expected, abs=1e-6), (layer, name, level)
+    assert out["max_mag"]["accuracy"][0] == pytest.approx(float(np.mean(
+      np.argmax(model.apply(variables, x), -1) == ds.test_y)))
+
+
+@pytest.mark.parametrize("layer, nested", [("conv1", False), ("conv2", True), ("conv2", False), ("fc1", True)])
+def test_sweep_matches_loop_on_conv2(layer, nested):
+  model = create_model("conv2", width=0.125)
+  variables = _perturbed_variables(model, (32, 32, 3), jax.random.key(0))
+  ds = data.random_images(seed=0, n_train=16, n_val=8, n_test=300)
+  x = data.normalize(ds.test_x, ds.mean, ds.std)
+  W = pruning.unit_matrix(variables, layer)
+  orders = {c: pruning.removal_order(W, c) for c in ("max_mag", "min_fp")}
+  m = W.shape[0]
+  levels = [0, 2, m // 2, m - 1, m]
+  out = pruning.sweep(
+    model, variables, layer, ds.test_x, ds.test_y, orders, levels, normalization=(ds.mean, ds.std),
+    data_chunk=128, mask_chunk=3, nested=nested,
+  )
+  for name in orders:
+    for i, level in enumerate(levels):
+      expected = _loop_accuracy(model, variables, layer, x, ds.test_y, orders[name], level)
+      assert out[name]["accuracy"][i] == pytest.approx(expected, abs=1e-6), (name, level)
+
+
+@pytest.mark.parametrize(
+  "layer, levels, message",
+  [
+    ("fc9", None, "unknown layer 'fc9'; prunable layers: fc1, fc2"),
+    ("fc3", None, "output layer, which is not prunable; prunable layers: fc1, fc2"),
+    ("fc1", [0, 301], r"levels must lie in 0\.\.300"),
+    ("fc1", [5, 3], "strictly increasing"),
+  ],
+)
+def test_sweep_bad_input(layer, levels, message):
+  model = create_model("lenet")
+  variables = init_variables(model, jax.random.key(0), (28, 28, 1))
+  x, y = np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int32)
+  order = {"max_mag": jnp.arange(300)}
+  with pytest.raises(pruning.PruningError, match=message):
+    pruning.sweep(model, variables, layer, x, y, order, levels)
+
+
+def test_output_layer_and_non_finite_weights_are_errors():
+  params = {"fc1": {"kernel": jnp.ones((4, 3))}, "fc2": {"kernel": jnp.ones((3, 2))}}
+  with pytest.raises(pruning.PruningError, match="output layer"):
+    pruning.remove_units(params, "fc2", jnp.ones(2, bool))
+  with pytest.raises(pruning.PruningError, match="layer 'fc1' has non-finite"):
+    pruning.check_finite(jnp.array([[1.0, jnp.nan]]), "fc1")
