@@ -226,35 +226,49 @@ def _loss_and_correct(logits, y):
   return jnp.sum(jnp.where(real, loss, 0.0), -1), jnp.sum(real & (jnp.argmax(logits, -1) == y), -1)
 
 
-def _dense_next_contributions(model, variables, layer, nxt, h):
-  """Per-unit contribution to the next (dense) layer's pre-activation: (N, m, out)."""
-  plan = layer_of(model, layer)
-  if plan.after == "pool":
+def _next_layer_inputs(model, variables, layer, nxt, h):
+  """`layer`'s activation as the next (dense) layer reads it: (N, P, m) for P spatial positions
+  (channel last, as flattened; P = 1 for a dense layer or after global average pooling), and the
+  next kernel as (P, m, out)."""
+  if layer_of(model, layer).after == "pool":
     h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-  kernel = variables["params"][nxt]["kernel"]
-  m = h.shape[-1]
   if layer_of(model, nxt).before == "gap":
     h = jnp.mean(h, axis=(1, 2))
-  positions = h.reshape(h.shape[0], -1, m)  # (N, P, m), channel last as in flatten
-  return jnp.einsum("npm,pmo->nmo", positions, kernel.reshape(-1, m, kernel.shape[-1]))
+  m = h.shape[-1]
+  kernel = variables["params"][nxt]["kernel"]
+  return h.reshape(h.shape[0], -1, m), kernel.reshape(-1, m, kernel.shape[-1])
 
 
 def _sweep_nested(model, variables, layer, nxt, h, y, orders_CxM, levels):
-  """Dense next layer: its pre-activation at every level is a reverse cumulative sum over the order."""
-  contrib = _dense_next_contributions(model, variables, layer, nxt, h)  # (N, m, out)
+  """Dense next layer: walking the removal order backwards from level m (nothing kept) to level 0,
+  each level's pre-activation of the next layer is the previous one plus one unit's contribution.
+  One running sum per order; the network after the next layer runs once per level."""
+  inputs_NxPxM, kernel_PxMxO = _next_layer_inputs(model, variables, layer, nxt, h)
+  n, positions, m = inputs_NxPxM.shape
+  if positions == 1:  # a unit's contribution is an outer product, computed when needed
+    contribution = lambda u: inputs_NxPxM[:, 0, u, None] * kernel_PxMxO[0, u][None, :]
+  else:  # flattened conv channels: contract over positions once for all units, (m, N, out)
+    per_unit = jnp.einsum("npm,pmo->mno", inputs_NxPxM, kernel_PxMxO)
+    contribution = lambda u: per_unit[u]
   bias = variables["params"][nxt]["bias"]
   output = layer_of(model, nxt).output
 
-  def one_order(order):
-    ordered = contrib[:, order]  # (N, m, out): removal order
-    tail = jnp.cumsum(ordered[:, ::-1], axis=1)[:, ::-1]  # tail[:, p] = sum_{i >= p}
-    tail = jnp.concatenate([tail, jnp.zeros_like(tail[:, :1])], axis=1)[:, levels]  # (N, L, out)
-    z = jnp.swapaxes(tail, 0, 1) + bias  # (L, N, out)
-    if output:
-      logits = z
-    else:
-      logits = jax.vmap(lambda a: model.apply(variables, a, start=nxt))(jax.nn.relu(z))
+  def evaluate(z_NxO):
+    logits = z_NxO if output else model.apply(variables, jax.nn.relu(z_NxO), start=nxt)
     return _loss_and_correct(logits, y)
+
+  def one_order(order):
+    z_top = jnp.broadcast_to(bias, (n, bias.shape[0]))
+
+    def add_unit(z, p):  # level p keeps order[p:], so it adds order[p] to level p + 1
+      z = z + contribution(order[p])
+      return z, evaluate(z)
+
+    _, (loss, correct) = jax.lax.scan(add_unit, z_top, jnp.arange(m - 1, -1, -1))
+    top_loss, top_correct = evaluate(z_top)
+    loss = jnp.concatenate([loss[::-1], top_loss[None]])[levels]  # back to level order 0..m
+    correct = jnp.concatenate([correct[::-1], top_correct[None]])[levels]
+    return loss, correct
 
   return jax.lax.map(one_order, orders_CxM)
 
@@ -352,8 +366,8 @@ def sweep(
   levels=None,
   *,
   normalization: tuple | None = None,
-  data_chunk: int = 500,
-  mask_chunk: int = 32,
+  data_chunk: int | None = None,
+  mask_chunk: int = 16,
   nested: bool | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
   """Accuracy and mean loss on (x, y) for every order in `orders` and every level (default 0..m).
@@ -361,7 +375,8 @@ def sweep(
   One batched computation: per data chunk the network up to `layer` runs once; when the next layer is
   dense (`nested`, default automatic) the nested masks turn its pre-activation into cumulative sums,
   otherwise the rest of the network runs vmapped over chunks of masks. `normalization=(mean, std)`
-  standardises uint8 images as in training.
+  standardises uint8 images as in training. Memory is bounded by `data_chunk` images (default 2,048 for
+  the running sums, 250 when masks are batched) times `mask_chunk` masks.
   """
   check_prunable(model, layer)
   nxt = next_layer(variables, layer)
@@ -372,7 +387,7 @@ def sweep(
   if nested is None:
     nested = layer_of(model, nxt).kind == "dense"
   n = len(y)
-  chunk = min(data_chunk, n)
+  chunk = min(data_chunk or (2048 if nested else 250), n)
   chunks = math.ceil(n / chunk)
   pad = chunks * chunk - n
   xs = jnp.concatenate([jnp.asarray(x), jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(chunks, chunk, *x.shape[1:])
