@@ -18,6 +18,9 @@ def atomic_write(path: str, write) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
