@@ -9,16 +9,21 @@ here), trained_variables.npz (the minimum-validation-loss variables) and results
 
 import sys
 
-from absl import app
+from absl import app, flags
 
 from experiments import flags_common
 from redundancy_jax import train
+
+flags.DEFINE_float("checkpoint_every_secs", 60.0, "Seconds between resumable checkpoints (and one at the end).")
 
 
 def main(argv):
   del argv
   try:
-    train.train(flags_common.train_config(), flags_common.workdir())
+    train.train(
+      flags_common.train_config(), flags_common.workdir(),
+      checkpoint_every_secs=flags_common.FLAGS.checkpoint_every_secs,
+    )
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"error: {e}")
 

@@ -157,3 +157,36 @@ def test_train_script_bad_model_exits_with_message(tmp_path):
     capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
   )
   assert proc.returncode != 0 and "valid models: lenet, conv2, conv4, conv6, vgg19" in proc.stderr
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path):
+  """SIGKILL a real training process after a few epochs; the rerun ends exactly like an unbroken run."""
+  import signal
+  import time
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = ["--model=lenet", "--steps=2000", "--batch_size=64", "--checkpoint_every_secs=0"]
+  cmd = lambda wd: [sys.executable, "-m", "experiments.train", f"--workdir={wd}", *args]
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(cmd(killed), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    metrics = killed / "metrics.jsonl"
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not (killed / "results.json").exists()
+  for wd in (killed, tmp_path / "straight"):
+    done = subprocess.run(cmd(wd), cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("resumed from checkpoint" in done.stdout) == (wd == killed)
+  a = json.load(open(killed / "results.json"))
+  b = json.load(open(tmp_path / "straight" / "results.json"))
+  for key in ("best_step", "best_val_loss", "test_accuracy", "test_loss"):
+    assert a[key] == b[key], key
+  va = storage.load_tree(checkpoint.trained_path(str(killed)))
+  vb = storage.load_tree(checkpoint.trained_path(str(tmp_path / "straight")))
+  jax.tree.map(np.testing.assert_array_equal, va, vb)
