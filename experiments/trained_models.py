@@ -1,0 +1,56 @@
+"""Finding, or training, the model an analysis script needs in a workdir, with its data and module."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+from redundancy_jax import checkpoint, data, storage, train
+from redundancy_jax.models import PlanNet, create_model
+
+
+def stored_config(workdir: str) -> train.TrainConfig:
+  """The resolved training config a workdir's config.json records."""
+  raw = storage.read_json(os.path.join(workdir, "config.json"))
+  names = {f.name for f in dataclasses.fields(train.TrainConfig)}
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
+  return train.TrainConfig(**fields).resolve()
+
+
+def ensure_trained(cfg: train.TrainConfig, workdir: str, log: Callable[[str], None] = print) -> train.TrainConfig:
+  """The config of the trained model in `workdir`, training `cfg` there first when there is none.
+
+  A workdir that already holds a trained model is reused as it is (its own config.json wins over
+  `cfg`), but it must hold the same model and at least `cfg.num_seeds` replicas.
+  """
+  if not checkpoint.has_trained(workdir):
+    log(f"no trained model in {workdir}: training {cfg.model} now (python -m experiments.train does the same)")
+    train.train(cfg, workdir, log=log)
+    return stored_config(workdir)
+  stored = stored_config(workdir)
+  if stored.model != cfg.model:
+    raise ValueError(f"{workdir} holds a trained {stored.model}, not {cfg.model}; pass another --workdir")
+  if stored.num_seeds < cfg.num_seeds:
+    raise ValueError(f"{workdir} holds {stored.num_seeds} replica(s), fewer than the {cfg.num_seeds} asked for")
+  log(f"reusing the trained {stored.model} in {workdir} (its config.json; delete results.json to retrain)")
+  return stored
+
+
+def load_data(cfg: train.TrainConfig) -> data.Dataset:
+  """The dataset, with the same validation split, that `cfg` was trained on."""
+  return data.load_dataset(
+    cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
+  )
+
+
+def build_model(cfg: train.TrainConfig, dataset: data.Dataset) -> PlanNet:
+  return create_model(cfg.model, num_classes=dataset.num_classes, **train.model_options(cfg))
+
+
+def check_layer(cfg: train.TrainConfig, layer: str, allow_all: bool = False) -> None:
+  """Fails fast, before any training, when `layer` is not a layer of the model `cfg` describes."""
+  names = [l.name for l in create_model(cfg.model, **train.model_options(cfg.resolve())).plan]
+  valid = names + (["all"] if allow_all else [])
+  if layer not in valid:
+    raise ValueError(f"unknown layer {layer!r} for {cfg.model}; valid: {', '.join(valid)}")

@@ -1,0 +1,327 @@
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.linalg
+
+from redundancy_jax import data, spectral
+from redundancy_jax.models import create_model, init_variables
+from redundancy_jax.pruning import unit_matrix
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+_init = jax.jit(init_variables, static_argnums=(0, 2))  # one compilation instead of one per op
+
+
+def _glorot(m, n, seed=0):
+  return (np.random.default_rng(seed).standard_normal((m, n)) * np.sqrt(2 / (m + n))).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- spectra
+
+
+@pytest.mark.parametrize("m, n", [(300, 784), (256, 256), (512, 256), (64, 27), (10, 512)])
+def test_esd_matches_scipy_float64(m, n):
+  W = _glorot(m, n)
+  ours = np.asarray(spectral.esd(W), np.float64)
+  s = scipy.linalg.svdvals(W.astype(np.float64))
+  ref = np.sort(np.concatenate([np.zeros(max(m - n, 0)), s**2]))
+  assert ours.shape == (m,) and np.all(np.diff(ours) >= 0)
+  assert np.all(ours[: max(m - n, 0)] == 0.0)  # exact zeros when m > n
+  top = int(np.ceil(0.9 * min(m, n)))
+  np.testing.assert_allclose(ours[-top:], ref[-top:], rtol=1e-4)
+  np.testing.assert_allclose(ours, ref, atol=1e-5 * ref.max())
+
+
+@pytest.mark.parametrize("m, n, var", [(300, 784, 2 / 1084), (512, 512, 1e-3), (512, 128, 0.02)])
+def test_marchenko_pastur_edges_match_formula(m, n, var):
+  lo, hi = spectral.marchenko_pastur_edges(m=m, n=n, var=var)
+  # independent form: var (sqrt(n) -+ sqrt(m))^2
+  np.testing.assert_allclose([float(lo), float(hi)], [var * (np.sqrt(n) - np.sqrt(m)) ** 2,
+                                                      var * (np.sqrt(n) + np.sqrt(m)) ** 2], rtol=1e-5)
+
+
+def test_glorot_dense_bulk_scale_is_2q_over_1_plus_q():
+  m, n = 300, 784
+  var = spectral.glorot_variance((n, m))
+  q = n / m
+  assert n * var == pytest.approx(2 * q / (1 + q))
+  assert spectral.glorot_variance((3, 3, 64, 128)) == pytest.approx(2 / (9 * (64 + 128)))
+
+
+@pytest.mark.parametrize("m, n", [(100, 400), (200, 200), (400, 100)])
+def test_marchenko_pastur_pdf_integrates_to_min_1_q(m, n):
+  var = 0.01
+  q = n / m
+  lo, hi = (float(e) for e in spectral.marchenko_pastur_edges(m=m, n=n, var=var))
+  pdf = lambda lam: float(spectral.marchenko_pastur_pdf(np.float32(lam), m=m, n=n, var=var))
+  mass = scipy.integrate.quad(pdf, lo, hi, limit=200)[0]
+  assert mass == pytest.approx(min(1.0, q), rel=1e-3)
+  # first moment of the whole law (the point mass sits at 0) is tr(W W^T)/m = n var
+  mean = scipy.integrate.quad(lambda lam: lam * pdf(lam), lo, hi, limit=200)[0]
+  assert mean == pytest.approx(n * var, rel=1e-3)
+  assert pdf(0.5 * lo) == 0.0 and pdf(1.01 * hi) == 0.0
+
+
+@pytest.mark.parametrize("m, n", [(300, 784), (256, 256), (512, 256)])
+def test_fit_recovers_noise_scale_and_planted_spikes(m, n):
+  W = _glorot(m, n, seed=1)
+  var = 2 / (m + n)
+  fit = spectral.fit_marchenko_pastur(spectral.esd(W), m=m, n=n)
+  assert float(fit.var) == pytest.approx(var, rel=0.03)
+  assert int(fit.spikes_tw) == 0
+  rng = np.random.default_rng(2)
+  u, _ = np.linalg.qr(rng.standard_normal((m, 3)))
+  v, _ = np.linalg.qr(rng.standard_normal((n, 3)))
+  lam_plus = var * (np.sqrt(n) + np.sqrt(m)) ** 2
+  spiked = W + (u * np.sqrt(3 * lam_plus)) @ v.T  # three directions well above the bulk edge
+  fit = spectral.fit_marchenko_pastur(spectral.esd(spiked), m=m, n=n)
+  assert float(fit.var) == pytest.approx(var, rel=0.05)
+  assert int(fit.spikes) >= 3 and int(fit.spikes_tw) == 3
+
+
+def test_tracy_widom_margin_formula():
+  m, n, var = 100, 400, 0.5
+  expected = spectral.TW1_QUANTILE_99 * var * (20 + 10) * (1 / 20 + 1 / 10) ** (1 / 3)
+  assert float(spectral.tracy_widom_margin(m=m, n=n, var=var)) == pytest.approx(expected, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- low rank
+
+
+@pytest.mark.parametrize("m, n", [(40, 90), (60, 60), (90, 40)])
+def test_low_rank_is_eckart_young(m, n):
+  W = _glorot(m, n, seed=3)
+  W64 = W.astype(np.float64)
+  U, s, Vt = np.linalg.svd(W64, full_matrices=False)
+  r = np.asarray(spectral.residuals(W), np.float64)
+  assert r.shape == (min(m, n) + 1,) and r[0] == pytest.approx(1.0) and r[-1] == 0.0
+  for k in (1, 7, min(m, n) - 1):
+    Wk = np.asarray(spectral.low_rank(W, k), np.float64)
+    np.testing.assert_allclose(Wk, (U[:, :k] * s[:k]) @ Vt[:k], atol=1e-5)
+    assert np.linalg.matrix_rank(Wk, tol=1e-4) == k
+    remaining = np.sum(s[k:] ** 2) / np.sum(s**2)
+    assert r[k] == pytest.approx(remaining, rel=1e-4)
+    assert np.sum((W64 - Wk) ** 2) / np.sum(W64**2) == pytest.approx(remaining, rel=1e-3)
+    assert float(spectral.kept_norm(jnp.asarray(r), k)) == pytest.approx(
+      np.linalg.norm(Wk) / np.linalg.norm(W64), rel=1e-4)
+
+
+def test_elbow_on_hand_built_curves():
+  # chord from (1, .5) to (7, .05); the gap below it is largest at k = 2
+  r = jnp.array([1.0, 0.5, 0.1, 0.09, 0.08, 0.07, 0.06, 0.05, 0.0])
+  assert int(spectral.elbow(r)) == 2
+  # rescaling the curve does not move the elbow
+  assert int(spectral.elbow(0.3 * r)) == 2
+  # a straight line: every gap is 0, the tie goes to the smallest k
+  assert int(spectral.elbow(jnp.linspace(1.0, 0.0, 11))) == 1
+  assert int(spectral.elbow(jnp.array([1.0, 0.4, 0.0]))) == 1  # p = 2: only k = 1
+  with pytest.raises(spectral.SpectralError, match="min"):
+    spectral.elbow(jnp.array([1.0, 0.0]))
+
+
+def test_elbow_finds_planted_rank():
+  rng = np.random.default_rng(4)
+  u, _ = np.linalg.qr(rng.standard_normal((80, 5)))
+  v, _ = np.linalg.qr(rng.standard_normal((120, 5)))
+  W = (u * np.array([10.0, 9, 8, 7, 6])) @ v.T + 0.01 * rng.standard_normal((80, 120))
+  assert int(spectral.elbow(spectral.residuals(W))) == 5
+
+
+def test_project_update_by_hand():
+  W0 = np.ones((3, 2), np.float32)
+  W = W0 + np.array([[3.0, 0], [0, 1], [0, 0]], np.float32)  # update: s = (3, 1), u = (e1, e2)
+  np.testing.assert_allclose(spectral.project_update(W, W0, 1), [[4, 1], [1, 1], [1, 1]], atol=1e-6)
+  # on a random matrix: W0 + U_k U_k^T (W - W0) with NumPy float64
+  rng = np.random.default_rng(5)
+  W0, W = rng.standard_normal((30, 50)), rng.standard_normal((30, 50))
+  U = np.linalg.svd(W - W0)[0][:, :4]
+  np.testing.assert_allclose(spectral.project_update(W.astype(np.float32), W0.astype(np.float32), 4),
+                             W0 + U @ U.T @ (W - W0), atol=1e-4)
+
+
+def test_kernel_from_units_inverts_unit_matrix():
+  rng = np.random.default_rng(6)
+  params = {"conv1": {"kernel": rng.standard_normal((3, 3, 4, 8))}, "fc1": {"kernel": rng.standard_normal((12, 5))}}
+  for layer in ("conv1", "fc1"):
+    kernel = params[layer]["kernel"]
+    assert unit_matrix(params, layer).shape == (kernel.shape[-1], kernel.size // kernel.shape[-1])
+    np.testing.assert_array_equal(spectral.kernel_from_units(unit_matrix(params, layer), kernel.shape), kernel)
+
+
+def test_bad_input_errors_name_the_layer_and_range():
+  W = _glorot(6, 4)
+  for k in (0, 4, 5, -1):
+    with pytest.raises(spectral.SpectralError, match=r"1\.\.3"):
+      spectral.low_rank(W, k, layer="fc1")
+  with pytest.raises(spectral.SpectralError, match="1..3"):
+    spectral.project_update(W, 0 * W + 1, 4)
+  with pytest.raises(spectral.SpectralError, match="'fc2'.*all zeros"):
+    spectral.esd(np.zeros((5, 3)), layer="fc2")
+  bad = W.copy()
+  bad[1, 2] = np.nan
+  with pytest.raises(spectral.SpectralError, match="'conv3'.*non-finite"):
+    spectral.residuals(bad, layer="conv3")
+  with pytest.raises(spectral.SpectralError, match="fc1 update"):
+    spectral.project_update(W, W, 1, layer="fc1")
+  with pytest.raises(spectral.SpectralError, match="2-d"):
+    spectral.esd(np.ones(4))
+
+
+# ----------------------------------------------------------------------------- batched accuracy
+
+
+def _explicit_accuracy(apply, variables, layer, W_new, x, y):
+  kernel = variables["params"][layer]["kernel"]
+  params = {**variables["params"], layer: {**variables["params"][layer],
+                                           "kernel": spectral.kernel_from_units(W_new, kernel.shape)}}
+  return int(np.sum(np.argmax(apply({**variables, "params": params}, x), -1) == y))
+
+
+@pytest.mark.parametrize("model_name, layer, shape, loop, factorized", [
+  ("lenet", "fc1", (28, 28, 1), "scan", None),  # first layer, dense: factorized
+  ("conv2", "conv2", (12, 12, 3), "python", None),  # a convolution
+  ("conv2", "fc1", (12, 12, 3), "python", None),  # dense after conv + pool + flatten
+])
+def test_rank_sweep_equals_explicit_loop(model_name, layer, shape, loop, factorized):
+  ds = data.random_images(0, shape=shape, n_train=8, n_val=8, n_test=150)
+  model = create_model(model_name, width=0.25 if model_name == "conv2" else 1.0)
+  variables = _init(model, jax.random.key(1), shape)
+  init_params = _init(model, jax.random.key(2), shape)["params"]
+  ks = [1, 3, 9]
+  got = spectral.rank_sweep(model, variables, layer, ds.test_x, ds.test_y, ks, init_params=init_params,
+                            normalization=(ds.mean, ds.std), data_chunk=64, k_chunk=2, loop=loop,
+                            factorized=factorized)
+  x, n = data.normalize(ds.test_x, ds.mean, ds.std), len(ds.test_y)
+  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
+  apply = jax.jit(model.apply)
+  full = int(np.sum(np.argmax(apply(variables, x), -1) == ds.test_y))
+  assert round(got["full"] * n) == full
+  for i, k in enumerate(ks):
+    assert round(got["low_rank"][i] * n) == _explicit_accuracy(apply, variables, layer, spectral.low_rank(W, k),
+                                                               x, ds.test_y)
+    assert round(got["project_update"][i] * n) == _explicit_accuracy(
+      apply, variables, layer, spectral.project_update(W, W0, k), x, ds.test_y)
+
+
+def test_rank_sweep_rejects_bad_requests():
+  model = create_model("lenet", width=0.05)
+  variables = _init(model, jax.random.key(0), (4, 4, 1))
+  x, y = np.zeros((3, 4, 4, 1), np.uint8), np.zeros(3, np.int32)
+  with pytest.raises(spectral.SpectralError, match="layers: fc1, fc2, fc3"):
+    spectral.rank_sweep(model, variables, "conv1", x, y, [1])
+  with pytest.raises(spectral.SpectralError, match=r"outside 1\.\.14"):
+    spectral.rank_sweep(model, variables, "fc1", x, y, [1, 15])  # fc1 is (15, 16)
+  with pytest.raises(spectral.SpectralError, match="valid loops"):
+    spectral.rank_sweep(model, variables, "fc1", x, y, [1], loop="fori")
+
+
+def test_rank_grid():
+  assert spectral.rank_grid(6).tolist() == [1, 2, 3, 4, 5]
+  grid = spectral.rank_grid(512, num=20, include=[130])
+  assert grid[0] == 1 and grid[-1] == 511 and 130 in grid and np.all(np.diff(grid) > 0)
+
+
+# ----------------------------------------------------------------------------- experiments (smoke)
+
+
+def _commands(root):
+  """The smoke runs. "table_lenet" reuses the two LeNet replicas that "subspace" trains (same workdir)."""
+  lenet = root / "mnist" / "lenet_seeds2_steps20"
+  return {
+    "subspace": ["experiments.subspace", "--model=lenet", "--steps=20", "--eval_every=20", "--num_seeds=2",
+                 "--num_ranks=4", f"--workdir={lenet}"],
+    "bad_layer": ["experiments.subspace", "--model=lenet", "--layer=fc9", f"--workdir={root / 'never'}"],
+    "table_cifar": ["experiments.subspace_table", "--models=conv2", "--dataset=random_images", "--width=0.25",
+                    "--steps=10", "--eval_every=10", "--num_seeds=2", f"--workdir_root={root / 'cifar'}"],
+    "table_lenet": ["experiments.subspace_table", "--models=lenet", "--steps=20", "--eval_every=20",
+                    "--num_seeds=2", f"--workdir_root={root / 'mnist'}"],
+  }
+
+
+def _start(args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scripts_started(request, tmp_path_factory):
+  """Starts the experiment scripts when the module begins, so that they run beside the unit tests
+  (their time is mostly single-threaded compilation); only when a smoke test is selected."""
+  if not any("script_runs" in item.fixturenames for item in request.session.items):
+    yield None
+    return
+  root = tmp_path_factory.mktemp("scripts")
+  commands = _commands(root)
+  procs = {name: _start(commands[name]) for name in ("subspace", "bad_layer", "table_cifar")}
+  yield root, commands, procs
+  for proc in procs.values():  # e.g. after `pytest -x` stopped early
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def script_runs(_scripts_started):
+  root, commands, procs = _scripts_started
+  done = {}
+  for name in ("subspace", "bad_layer", "table_cifar", "table_lenet"):
+    if name == "table_lenet":
+      procs[name] = _start(commands[name])  # after "subspace" has trained its workdir
+    out, err = procs[name].communicate(timeout=600)
+    done[name] = (procs[name].returncode, out, err)
+  return root, done
+
+
+def _ok(script_runs, name):
+  root, done = script_runs
+  code, out, err = done[name]
+  assert code == 0, err[-3000:]
+  return root, out
+
+
+def test_subspace_experiment_smoke(script_runs):
+  root, _ = _ok(script_runs, "subspace")
+  out = root / "mnist" / "lenet_seeds2_steps20" / "subspace" / "fc1"
+  results = json.loads((out / "results.json").read_text())
+  fc1 = results["layers"]["fc1"]
+  assert fc1["trained"]["m"] == 300 and len(fc1["trained"]["eigenvalues"]) == 300
+  assert 1 <= fc1["trained"]["elbow"] <= 299 and fc1["trained"]["elbow"] in fc1["sweep"]["ks"]
+  assert fc1["update"]["elbow"] in fc1["sweep"]["ks"]
+  for name in ("esd", "residuals", "accuracy"):
+    assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").exists()
+  assert json.loads((out / "config.json").read_text())["training"]["num_seeds"] == 2
+
+
+def test_subspace_experiment_names_valid_layers_before_training(script_runs):
+  root, done = script_runs
+  code, _, err = done["bad_layer"]
+  assert code != 0 and "unknown layer 'fc9' for lenet; valid: fc1, fc2, fc3, all" in err
+  assert not (root / "never").exists()
+
+
+def test_subspace_table_smoke_lenet_mnist(script_runs):
+  root, stdout = _ok(script_runs, "table_lenet")
+  rows = json.loads((root / "mnist" / "subspace_table.json").read_text())["rows"]
+  assert [r["model"] for r in rows] == ["lenet"] and len(rows[0]["seeds"]) == 2
+  assert rows[0]["neurons"] == 300 and rows[0]["Q"] == pytest.approx(784 / 300)
+  assert rows[0]["dataset"].startswith("bundled MNIST")
+  table = (root / "mnist" / "subspace_table.md").read_text()
+  assert "| Number of neurons m | 300 |" in table and "a − a_proj" in table and table in stdout
+  assert (root / "mnist" / "subspace_table.csv").read_text().startswith("model,")
+
+
+def test_subspace_table_smoke_cifar_model_on_generated_data(script_runs):
+  root, _ = _ok(script_runs, "table_cifar")
+  rows = json.loads((root / "cifar" / "subspace_table.json").read_text())["rows"]
+  assert rows[0]["model"] == "conv2" and rows[0]["neurons"] == 64 and len(rows[0]["seeds"]) == 2
+  assert rows[0]["Q"] == pytest.approx(16 * 16 * 16 / 64)  # 16 channels of 16x16 after the pool
+  assert os.path.isdir(root / "cifar" / "conv2_seeds2_w0.25_random_images_steps10")
