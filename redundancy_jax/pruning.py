@@ -14,6 +14,7 @@ ReLU(bias) nor a BatchNorm shift reaches the rest of the network (SPEC section 2
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Mapping
 
@@ -209,8 +210,6 @@ def shrink(params: Mapping, layer: str, keep) -> Mapping:
 def resize(model: PlanNet, params: Mapping) -> PlanNet:
   """`model` with every layer's width read from `params` (e.g. after `shrink`)."""
   params = _params(params)
-  import dataclasses
-
   plan = tuple(dataclasses.replace(l, features=int(params[l.name]["kernel"].shape[-1])) for l in model.plan)
   return model.clone(plan=plan)
 

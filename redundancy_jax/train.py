@@ -1,4 +1,5 @@
-"""Training: the report's recipes, one jitted pure step, one compiled `lax.scan` per epoch.
+"""Training: the report's recipes, one jitted pure step, one compiled `lax.scan` per epoch (on CPU,
+models with convolutions step from Python instead: XLA:CPU convolutions are ~13x slower in loops).
 
 `K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); the
 batch is sharded over every local device (`parallel.py`). Every `eval_every` iterations the validation
@@ -10,6 +11,7 @@ a parameter snapshot, and (at most every `checkpoint_every_secs`) an orbax check
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -392,8 +394,6 @@ def _trim_metrics(path: str, last_epoch: int) -> None:
   """After resuming from `last_epoch`, drops metric lines of epochs that are being redone."""
   if not os.path.exists(path):
     return
-  import json
-
   with open(path) as f:
     lines = [l for l in f if l.strip() and json.loads(l).get("epoch", 0) <= last_epoch]
   storage.atomic_write(path, lambda f: f.write("".join(lines).encode()))
