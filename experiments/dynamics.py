@@ -18,8 +18,8 @@ import time
 
 from absl import app, flags
 
-from experiments import flags_common
-from redundancy_jax import checkpoint, data, dynamics, storage, train
+from experiments import flags_common, trained_models
+from redundancy_jax import checkpoint, dynamics, storage, train
 from redundancy_jax.models import create_model, prunable_layers
 from redundancy_jax.plots import dynamics as plots
 
@@ -49,12 +49,6 @@ def _no_snapshots(workdir: str, model: str) -> FileNotFoundError:
   )
 
 
-def _train_config(workdir: str) -> train.TrainConfig:
-  raw = storage.read_json(os.path.join(workdir, "config.json"))
-  raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-  return train.TrainConfig(**raw).resolve()
-
-
 def _check_layer(model, name: str, layer: str) -> None:
   if layer not in prunable_layers(model):
     valid = ", ".join(prunable_layers(model))
@@ -70,13 +64,11 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
       raise _no_snapshots(workdir, cfg.model)
     print(f"no training run in {workdir}: training {cfg.model} first")
     train.train(cfg, workdir)
-  cfg = _train_config(workdir)
+  cfg = trained_models.stored_config(workdir)
   if may_train and FLAGS["model"].present and FLAGS.model != cfg.model:
     raise ValueError(f"{workdir} holds a {cfg.model} run, not {FLAGS.model}; drop --model or use another workdir")
-  ds = data.load_dataset(
-    cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
-  )
-  model = create_model(cfg.model, num_classes=ds.num_classes, **train.model_options(cfg))
+  ds = trained_models.load_data(cfg)
+  model = trained_models.build_model(cfg, ds)
   _check_layer(model, cfg.model, layer)
   epochs = checkpoint.snapshot_epochs(workdir)
   if not epochs:

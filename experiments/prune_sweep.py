@@ -18,9 +18,9 @@ import time
 import numpy as np
 from absl import app, flags
 
-from experiments import flags_common
-from redundancy_jax import checkpoint, data, pruning, storage, train
-from redundancy_jax.models import create_model, prunable_layers
+from experiments import flags_common, trained_models
+from redundancy_jax import checkpoint, pruning, storage, train
+from redundancy_jax.models import prunable_layers
 from redundancy_jax.plots import pruning as pruning_plots
 
 flags.DEFINE_string("layer", "fc1", "Layer to prune, or 'all' for every prunable layer.")
@@ -81,12 +81,12 @@ def main(argv):
   try:
     source, trained = _trained_run(flags_common.workdir())
     cfg = train.TrainConfig.from_json(trained["config"])
-    model = create_model(cfg.model, **train.model_options(cfg))
+    ds = trained_models.load_data(cfg)
+    model = trained_models.build_model(cfg, ds)
     variables = checkpoint.load_trained(source)
     layers = prunable_layers(model) if FLAGS.layer == "all" else [FLAGS.layer]
     for layer in layers:
       pruning.check_prunable(model, layer)
-    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size)
     x, y = (ds.test_x, ds.test_y) if FLAGS.split == "test" else (ds.val_x, ds.val_y)
     x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
     out_dir = os.path.join(flags_common.workdir(), "prune_sweep")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable
 
@@ -12,10 +11,7 @@ from redundancy_jax.models import PlanNet, create_model
 
 def stored_config(workdir: str) -> train.TrainConfig:
   """The resolved training config a workdir's config.json records."""
-  raw = storage.read_json(os.path.join(workdir, "config.json"))
-  names = {f.name for f in dataclasses.fields(train.TrainConfig)}
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
-  return train.TrainConfig(**fields).resolve()
+  return train.TrainConfig.from_json(storage.read_json(os.path.join(workdir, "config.json"))).resolve()
 
 
 def ensure_trained(cfg: train.TrainConfig, workdir: str, log: Callable[[str], None] = print) -> train.TrainConfig:

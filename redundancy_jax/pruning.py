@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from redundancy_jax.data import normalize
-from redundancy_jax.models import PlanNet, layer_of, prunable_layers
+from redundancy_jax.models import PlanNet, input_of, layer_of, prunable_layers
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
 DETERMINISTIC_CRITERIA = CRITERIA[:4]
@@ -229,10 +229,7 @@ def _next_layer_inputs(model, variables, layer, nxt, h):
   """`layer`'s activation as the next (dense) layer reads it: (N, P, m) for P spatial positions
   (channel last, as flattened; P = 1 for a dense layer or after global average pooling), and the
   next kernel as (P, m, out)."""
-  if layer_of(model, layer).after == "pool":
-    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-  if layer_of(model, nxt).before == "gap":
-    h = jnp.mean(h, axis=(1, 2))
+  h = input_of(model, layer, nxt, h)
   m = h.shape[-1]
   kernel = variables["params"][nxt]["kernel"]
   return h.reshape(h.shape[0], -1, m), kernel.reshape(-1, m, kernel.shape[-1])

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from redundancy_jax.data import normalize
-from redundancy_jax.models import PlanNet, layer_of
+from redundancy_jax.models import PlanNet, input_of, layer_of
 from redundancy_jax.pruning import unit_matrix
 
 # 99th percentile of the Tracy-Widom law for beta = 1 (real matrices); Johnstone 2001, Table 1.
@@ -331,13 +331,9 @@ def _previous(model: PlanNet, layer: str) -> str | None:
 
 
 def _dense_input(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.Array:
-  """The input of dense `layer` from the previous layer's activation `h` (its pooling, then flatten or
-  global average pool), as `PlanNet` computes it."""
-  if prev is not None and layer_of(model, prev).after == "pool":
-    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-  before = layer_of(model, layer).before
-  if before == "gap":
-    h = jnp.mean(h, axis=(1, 2))
+  """The input of dense `layer` from the previous layer's activation `h`, flattened, as `PlanNet`
+  computes it."""
+  h = input_of(model, prev, layer, h)
   return h.reshape(h.shape[0], -1)
 
 

@@ -63,3 +63,13 @@ def activations(model: PlanNet, variables: dict, x: jax.Array) -> tuple[jax.Arra
   logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
   acts = {name[: -len("_act")]: value[0] for name, value in state["intermediates"].items()}
   return logits, acts
+
+
+def input_of(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.Array:
+  """Layer `prev`'s activation `h` as layer `layer` reads it, before any flatten: `prev`'s 2x2
+  max-pool, then `layer`'s global average pool. With `prev=None`, `h` is the network input."""
+  if prev is not None and layer_of(model, prev).after == "pool":
+    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  if layer_of(model, layer).before == "gap":
+    h = jnp.mean(h, axis=(1, 2))
+  return h
