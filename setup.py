@@ -5,7 +5,7 @@ setup(
   version="0.1.0",
   description="Sources of redundancy in neural networks: pruning criteria, training dynamics, subspaces (JAX).",
   packages=find_packages(include=["redundancy_jax", "redundancy_jax.*", "experiments", "benchmarks"]),
-  package_data={"redundancy_jax": ["data_files/mnist/*"]},
+  package_data={"redundancy_jax": ["data_files/mnist/*", "plots/templates/*"]},
   python_requires=">=3.10",
   install_requires=[
     "jax>=0.7,<0.11",

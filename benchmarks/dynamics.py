@@ -3,7 +3,7 @@
   python -m benchmarks.dynamics [--nodes=512] [--epochs=60] [--ticks=300] [--nx_layouts=3] \
       [--experiment_workdir=runs/lenet_dyn]
 
-1. The compiled d3-force layout (`dynamics.layout_sequence`: `--nodes` units, `--ticks` ticks per epoch,
+1. The compiled d3-force layout (`force_layout.layout_sequence`: `--nodes` units, `--ticks` ticks per epoch,
    `--epochs` epochs, each from the previous one) against networkx `spring_layout` on the same graphs
    with the same iteration count: `method="force"` (Fruchterman-Reingold iterations; networkx's own
    choice for >= 500 nodes is `method="energy"`, also timed) and, as the most favourable NumPy
@@ -25,7 +25,7 @@ import networkx as nx
 import numpy as np
 from absl import app, flags
 
-from redundancy_jax import checkpoint, dynamics
+from redundancy_jax import checkpoint, dynamics, force_layout
 
 flags.DEFINE_integer("nodes", 512, "Units (nodes) per graph.")
 flags.DEFINE_integer("epochs", 60, "Graphs (epochs) in the sequence.")
@@ -60,7 +60,8 @@ def main(argv):
   edges = [np.count_nonzero(A) // 2 for A in graphs]
   print(f"{FLAGS.epochs} graphs of {FLAGS.nodes} nodes, {min(edges)}..{max(edges)} edges, {FLAGS.ticks} ticks each")
 
-  run = lambda: dynamics.layout_sequence(graphs, ticks=FLAGS.ticks).block_until_ready()
+  params = force_layout.LayoutParams(ticks=FLAGS.ticks)
+  run = lambda: force_layout.layout_sequence(graphs, params).block_until_ready()
   first = _time(run)
   ours = statistics.median(_time(run) for _ in range(FLAGS.repeats))
   per_layout = ours / FLAGS.epochs

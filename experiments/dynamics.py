@@ -13,17 +13,16 @@ when imageio-ffmpeg is installed), dynamics.html (the interactive offline page) 
 
 import dataclasses
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, dynamics, storage, train
-from redundancy_jax.models import create_model, prunable_layers
+from redundancy_jax import checkpoint, dynamics, force_layout, storage, train
+from redundancy_jax.models import check_layer
 from redundancy_jax.plots import dynamics as plots
 
-flags.DEFINE_string("layer", "fc1", "Layer whose units are the nodes (any layer but the classifier).")
+flags_common.define_analysis_flags("Layer whose units are the nodes (any layer but the classifier).")
 flags.DEFINE_float("sigma", 1.0, "Width of the Gaussian: A_ij = exp(-(1 - cos_ij) / sigma^2).")
 flags.DEFINE_float("threshold", None, "Edges lighter than this are dropped (default: mean degree 2 at the last epoch).")
 flags.DEFINE_float("mean_degree", 2.0, "Mean degree at the last epoch that picks the default threshold.")
@@ -49,17 +48,11 @@ def _no_snapshots(workdir: str, model: str) -> FileNotFoundError:
   )
 
 
-def _check_layer(model, name: str, layer: str) -> None:
-  if layer not in prunable_layers(model):
-    valid = ", ".join(prunable_layers(model))
-    raise dynamics.DynamicsError(f"unknown layer {layer!r} for {name}; valid layers: {valid}")
-
-
 def load_run(workdir: str, layer: str, *, may_train: bool):
   """(model, {epoch: params}, dataset) of the run in `workdir`, training it first if allowed."""
   if not checkpoint.snapshot_epochs(workdir):
     cfg = flags_common.train_config().resolve()
-    _check_layer(create_model(cfg.model, **train.model_options(cfg)), cfg.model, layer)  # before training
+    trained_models.check_layer(cfg, layer, prunable=True)  # before training
     if checkpoint.has_trained(workdir) or not may_train:
       raise _no_snapshots(workdir, cfg.model)
     print(f"no training run in {workdir}: training {cfg.model} first")
@@ -69,7 +62,7 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
     raise ValueError(f"{workdir} holds a {cfg.model} run, not {FLAGS.model}; drop --model or use another workdir")
   ds = trained_models.load_data(cfg)
   model = trained_models.build_model(cfg, ds)
-  _check_layer(model, cfg.model, layer)
+  check_layer(model, layer, prunable=True, error=dynamics.DynamicsError)
   epochs = checkpoint.snapshot_epochs(workdir)
   if not epochs:
     raise _no_snapshots(workdir, cfg.model)
@@ -77,27 +70,19 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
   return model, {e: checkpoint.load_snapshot(workdir, e) for e in chosen}, ds
 
 
-def main(argv):
-  del argv
-  try:
-    run()
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
-
-
 def run() -> None:
   workdir = flags_common.workdir()
+  layout = force_layout.LayoutParams(ticks=FLAGS.ticks, reheat_alpha=FLAGS.reheat_alpha, weighted=FLAGS.weighted)
   cfg = dynamics.DynamicsConfig(
     layer=FLAGS.layer, sigma=FLAGS.sigma, threshold=FLAGS.threshold, mean_degree=FLAGS.mean_degree,
-    ticks=FLAGS.ticks, reheat_alpha=FLAGS.reheat_alpha, weighted=FLAGS.weighted, seed=FLAGS.seed,
-    max_nodes=FLAGS.max_nodes, edges_per_node=FLAGS.edges_per_node,
+    layout=layout, seed=FLAGS.seed, max_nodes=FLAGS.max_nodes, edges_per_node=FLAGS.edges_per_node,
   ).check()
   runs = []
   for path in [workdir] + ([FLAGS.compare_workdir] if FLAGS.compare_workdir else []):
     model, snapshots, ds = load_run(path, cfg.layer, may_train=path == workdir)
     begin = time.time()
     x = ds.test_x[: FLAGS.num_examples]
-    result = dynamics.analyse(model, snapshots, cfg, x=x, normalization=(ds.mean, ds.std), log=print)
+    result = dynamics.analyse(model, snapshots, cfg, x=x, log=print)
     result["workdir"] = path
     print(f"{path}: {len(snapshots)} epochs analysed in {time.time() - begin:.1f}s")
     runs.append((os.path.basename(os.path.normpath(path)), result))
@@ -117,4 +102,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run_app(run)

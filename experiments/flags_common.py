@@ -1,6 +1,10 @@
-"""Training flags shared by every experiment script, and the config they build."""
+"""Flags shared by the experiment scripts (declared once here), the config they build, and the one
+entry point every script runs through."""
 
-from absl import flags
+import sys
+from typing import Any, Callable
+
+from absl import app, flags
 
 from redundancy_jax import train
 
@@ -37,3 +41,28 @@ def train_config() -> train.TrainConfig:
 
 def workdir() -> str:
   return FLAGS.workdir or f"runs/{FLAGS.model}"
+
+
+def define_analysis_flags(layer_help: str, eval_chunk: bool = False) -> None:
+  """The flags the analysis scripts share: --layer (its help says what the script accepts) and, for
+  those that batch their evaluation by hand, --eval_chunk."""
+  flags.DEFINE_string("layer", "fc1", layer_help)
+  if eval_chunk:
+    flags.DEFINE_integer("eval_chunk", 500, "Test images per batched evaluation step.")
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+def run_app(run: Callable[[], Any]) -> None:
+  """Runs `run()` as an absl app; an error a user can cause exits with its message, no traceback."""
+
+  def main(argv):
+    if len(argv) > 1:
+      sys.exit(f"error: unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
+    try:
+      run()
+    except USER_ERRORS as e:
+      sys.exit(f"error: {e}")
+
+  app.run(main)

@@ -12,18 +12,17 @@ orders.npz (the removal orders, to regenerate masks), figure2.png/.pdf, and prin
 
 import csv
 import os
-import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import flags_common, trained_models
 from redundancy_jax import checkpoint, pruning, storage, train
 from redundancy_jax.models import prunable_layers
 from redundancy_jax.plots import pruning as pruning_plots
 
-flags.DEFINE_string("layer", "fc1", "Layer to prune, or 'all' for every prunable layer.")
+flags_common.define_analysis_flags("Layer to prune, or 'all' for every prunable layer.")
 flags.DEFINE_string("checkpoint", None, "Workdir of an existing training run to prune (default: --workdir).")
 flags.DEFINE_list("criteria", list(pruning.CRITERIA), "Criteria to compare.")
 flags.DEFINE_integer("random_seeds", 5, "Random permutations averaged for the random criterion.")
@@ -76,49 +75,45 @@ def _print_summary(results: dict) -> None:
       print(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
 
 
-def main(argv):
-  del argv
-  try:
-    source, trained = _trained_run(flags_common.workdir())
-    cfg = train.TrainConfig.from_json(trained["config"])
-    ds = trained_models.load_data(cfg)
-    model = trained_models.build_model(cfg, ds)
-    variables = checkpoint.load_trained(source)
-    layers = prunable_layers(model) if FLAGS.layer == "all" else [FLAGS.layer]
-    for layer in layers:
-      pruning.check_prunable(model, layer)
-    x, y = (ds.test_x, ds.test_y) if FLAGS.split == "test" else (ds.val_x, ds.val_y)
-    x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
-    out_dir = os.path.join(flags_common.workdir(), "prune_sweep")
-    results = {
-      "config": {**cfg.to_json(), "layer": FLAGS.layer, "criteria": FLAGS.criteria, "random_seeds": FLAGS.random_seeds,
-                 "split": FLAGS.split, "examples": int(len(y)), "checkpoint": source},
-      "dataset": ds.describe(),
-      "trained": {k: trained[k] for k in ("best_step", "best_val_loss", "test_accuracy")},
-      "layers": {},
-    }
-    orders = {}
-    for layer in layers:
-      m = variables["params"][layer]["kernel"].shape[-1]
-      begin = time.time()
-      r = pruning.compare_criteria(
-        model, variables, layer, x, y, criteria=FLAGS.criteria, levels=_levels(m), random_seeds=FLAGS.random_seeds,
-        seed=cfg.seed, normalization=(ds.mean, ds.std),
-      )
-      r["seconds"] = time.time() - begin
-      print(f"{layer}: {m} units x {len(r['levels'])} levels x {len(r['orders'])} orders in {r['seconds']:.2f}s")
-      orders.update({f"{layer}/{name}": np.asarray(o, np.int32) for name, o in r.pop("orders").items()})
-      results["layers"][layer] = r
-    results["base_accuracy"] = next(iter(results["layers"].values()))["base_accuracy"]
-    storage.write_json(os.path.join(out_dir, "results.json"), results)
-    storage.atomic_write(os.path.join(out_dir, "orders.npz"), lambda f: np.savez(f, **orders))
-    _write_csv(os.path.join(out_dir, "curves.csv"), results)
-    paths = pruning_plots.save_figure(results, os.path.join(out_dir, "figure2"))
-    _print_summary(results)
-    print(f"\nwrote {out_dir}/results.json, curves.csv, orders.npz, {', '.join(os.path.basename(p) for p in paths)}")
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    sys.exit(f"error: {e}")
+def run() -> None:
+  source, trained = _trained_run(flags_common.workdir())
+  cfg = train.TrainConfig.from_json(trained["config"])
+  ds = trained_models.load_data(cfg)
+  model = trained_models.build_model(cfg, ds)
+  variables = checkpoint.load_trained(source)
+  layers = prunable_layers(model) if FLAGS.layer == "all" else [FLAGS.layer]
+  for layer in layers:
+    pruning.check_prunable(model, layer)
+  x, y = (ds.test_x, ds.test_y) if FLAGS.split == "test" else (ds.val_x, ds.val_y)
+  x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
+  out_dir = os.path.join(flags_common.workdir(), "prune_sweep")
+  results = {
+    "config": {**cfg.to_json(), "layer": FLAGS.layer, "criteria": FLAGS.criteria, "random_seeds": FLAGS.random_seeds,
+               "split": FLAGS.split, "examples": int(len(y)), "checkpoint": source},
+    "dataset": ds.describe(),
+    "trained": {k: trained[k] for k in ("best_step", "best_val_loss", "test_accuracy")},
+    "layers": {},
+  }
+  orders = {}
+  for layer in layers:
+    m = variables["params"][layer]["kernel"].shape[-1]
+    begin = time.time()
+    r = pruning.compare_criteria(
+      model, variables, layer, x, y, criteria=FLAGS.criteria, levels=_levels(m), random_seeds=FLAGS.random_seeds,
+      seed=cfg.seed, data_chunk=FLAGS.eval_chunk,
+    )
+    r["seconds"] = time.time() - begin
+    print(f"{layer}: {m} units x {len(r['levels'])} levels x {len(r['orders'])} orders in {r['seconds']:.2f}s")
+    orders.update({f"{layer}/{name}": np.asarray(o, np.int32) for name, o in r.pop("orders").items()})
+    results["layers"][layer] = r
+  results["base_accuracy"] = next(iter(results["layers"].values()))["base_accuracy"]
+  storage.write_json(os.path.join(out_dir, "results.json"), results)
+  storage.atomic_write(os.path.join(out_dir, "orders.npz"), lambda f: np.savez(f, **orders))
+  _write_csv(os.path.join(out_dir, "curves.csv"), results)
+  paths = pruning_plots.save_figure(results, os.path.join(out_dir, "figure2"))
+  _print_summary(results)
+  print(f"\nwrote {out_dir}/results.json, curves.csv, orders.npz, {', '.join(os.path.basename(p) for p in paths)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run_app(run)

@@ -13,19 +13,17 @@ Writes into <workdir>/subspace/<layer>/ (<layer> is "all" with --layer=all):
 """
 
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from experiments import flags_common, trained_models
 from redundancy_jax import checkpoint, spectral, storage
 from redundancy_jax.plots import spectral as plots
 
-flags.DEFINE_string("layer", "fc1", "Layer to analyse, or 'all' for every layer of the model.")
+flags_common.define_analysis_flags("Layer to analyse, or 'all' for every layer of the model.", eval_chunk=True)
 flags.DEFINE_integer("replica", 0, "Which trained replica (seed index) to analyse.")
 flags.DEFINE_integer("num_ranks", 48, "Ranks k in the accuracy curve (geometric grid plus the elbow); 0: every k.")
-flags.DEFINE_integer("eval_chunk", 500, "Test images per batched evaluation step.")
 flags.DEFINE_integer("rank_chunk", 16, "Ranks evaluated together (vmapped) per step.")
 
 FLAGS = flags.FLAGS
@@ -34,7 +32,8 @@ FLAGS = flags.FLAGS
 def run(log=print) -> dict:
   """Trains if needed, analyses the layers, writes results and figures; returns the results."""
   workdir = flags_common.workdir()
-  trained_models.check_layer(flags_common.train_config(), FLAGS.layer, allow_all=True)
+  if FLAGS.layer != "all":
+    trained_models.check_layer(flags_common.train_config(), FLAGS.layer)
   cfg = trained_models.ensure_trained(flags_common.train_config(), workdir, log)
   if not 0 <= FLAGS.replica < cfg.num_seeds:
     raise ValueError(f"--replica={FLAGS.replica} is outside 0..{cfg.num_seeds - 1} ({cfg.num_seeds} trained)")
@@ -53,7 +52,7 @@ def run(log=print) -> dict:
     begin = time.time()
     analyses[layer] = spectral.analyze_layer(
       model, variables, init_params, layer, dataset.test_x, dataset.test_y,
-      normalization=(dataset.mean, dataset.std), num_ranks=FLAGS.num_ranks,
+      num_ranks=FLAGS.num_ranks,
       data_chunk=FLAGS.eval_chunk, k_chunk=FLAGS.rank_chunk,
     )
     a = analyses[layer]
@@ -81,13 +80,5 @@ def run(log=print) -> dict:
   return results
 
 
-def main(argv):
-  del argv
-  try:
-    run()
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run_app(run)

@@ -15,12 +15,12 @@ k_Δ, the elbow of the update's own residual curve, and a - a_NK there.
 
 import csv
 import dataclasses
+import io
 import os
-import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import flags_common, trained_models
 from redundancy_jax import checkpoint, spectral, storage
@@ -29,9 +29,8 @@ from redundancy_jax.pruning import unit_matrix
 
 flags.DEFINE_list("models", ["lenet", "conv2", "conv6", "vgg19"], f"Models, comma separated: {', '.join(MODELS)}.")
 flags.DEFINE_string("workdir_root", "runs", "Folder holding one training workdir per model.")
-flags.DEFINE_string("layer", "fc1", "Layer to replace by its low-rank approximation (the first dense layer).")
 flags.DEFINE_string("out", None, "Output path without extension (default: <workdir_root>/subspace_table).")
-flags.DEFINE_integer("eval_chunk", 500, "Test images per batched evaluation step.")
+flags_common.define_analysis_flags("Layer to replace by its low-rank approximation (the first dense layer).", eval_chunk=True)
 flags.FLAGS.set_default("num_seeds", 10)
 
 FLAGS = flags.FLAGS
@@ -69,7 +68,7 @@ def model_row(model_name: str, log=print) -> dict:
     ks = sorted({k, k_update})
     sweep = spectral.rank_sweep(
       model, variables, FLAGS.layer, dataset.test_x, dataset.test_y, ks, init_params=init_params,
-      normalization=(dataset.mean, dataset.std), data_chunk=FLAGS.eval_chunk,
+      data_chunk=FLAGS.eval_chunk,
     )
     a = sweep["full"]
     a_proj, a_nk = float(sweep["low_rank"][ks.index(k)]), float(sweep["project_update"][ks.index(k)])
@@ -128,35 +127,31 @@ def markdown(rows: list[dict]) -> str:
 def write_outputs(rows: list[dict], out: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   storage.write_json(f"{out}.json", {"rows": rows})
-  with open(f"{out}.md", "w") as f:
-    f.write(markdown(rows))
+  storage.atomic_write(f"{out}.md", lambda f: f.write(markdown(rows).encode()))
   columns = [k for k in rows[0] if k != "seeds"]
-  with open(f"{out}.csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows({k: r[k] for k in columns} for r in rows)
+  text = io.StringIO()
+  writer = csv.DictWriter(text, columns)
+  writer.writeheader()
+  writer.writerows({k: r[k] for k in columns} for r in rows)
+  storage.atomic_write(f"{out}.csv", lambda f: f.write(text.getvalue().encode()))
 
 
-def main(argv):
-  del argv
-  try:
-    unknown = [m for m in FLAGS.models if m not in MODELS]
-    if unknown or not FLAGS.models:
-      raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; valid models: {', '.join(MODELS)}")
-    for name in FLAGS.models:  # every name checked before anything trains
-      trained_models.check_layer(dataclasses.replace(flags_common.train_config(), model=name), FLAGS.layer)
-    rows = []
-    for name in FLAGS.models:
-      begin = time.time()
-      rows.append(model_row(name))
-      print(f"{name}: done in {time.time() - begin:.0f}s")
-    out = FLAGS.out or os.path.join(FLAGS.workdir_root, "subspace_table")
-    write_outputs(rows, out)
-    print(markdown(rows))
-    print(f"wrote {out}.md, {out}.csv, {out}.json")
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    sys.exit(f"error: {e}")
+def run() -> None:
+  unknown = [m for m in FLAGS.models if m not in MODELS]
+  if unknown or not FLAGS.models:
+    raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; valid models: {', '.join(MODELS)}")
+  for name in FLAGS.models:  # every name checked before anything trains
+    trained_models.check_layer(dataclasses.replace(flags_common.train_config(), model=name), FLAGS.layer)
+  rows = []
+  for name in FLAGS.models:
+    begin = time.time()
+    rows.append(model_row(name))
+    print(f"{name}: done in {time.time() - begin:.0f}s")
+  out = FLAGS.out or os.path.join(FLAGS.workdir_root, "subspace_table")
+  write_outputs(rows, out)
+  print(markdown(rows))
+  print(f"wrote {out}.md, {out}.csv, {out}.json")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run_app(run)

@@ -7,9 +7,7 @@ parameters at initialisation and after each epoch), checkpoints/ (orbax; a kille
 here), trained_variables.npz (the minimum-validation-loss variables) and results.json.
 """
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 from experiments import flags_common
 from redundancy_jax import train
@@ -17,16 +15,11 @@ from redundancy_jax import train
 flags.DEFINE_float("checkpoint_every_secs", 60.0, "Seconds between resumable checkpoints (and one at the end).")
 
 
-def main(argv):
-  del argv
-  try:
-    train.train(
-      flags_common.train_config(), flags_common.workdir(),
-      checkpoint_every_secs=flags_common.FLAGS.checkpoint_every_secs,
-    )
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    sys.exit(f"error: {e}")
+def run() -> None:
+  train.train(
+    flags_common.train_config(), flags_common.workdir(), checkpoint_every_secs=flags_common.FLAGS.checkpoint_every_secs
+  )
 
 
 if __name__ == "__main__":
-  app.run(main)
+  flags_common.run_app(run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from redundancy_jax import checkpoint, data, storage, train
+from redundancy_jax import checkpoint, data, models, storage, train
 from redundancy_jax.models import PlanNet, create_model
 
 
@@ -41,12 +41,11 @@ def load_data(cfg: train.TrainConfig) -> data.Dataset:
 
 
 def build_model(cfg: train.TrainConfig, dataset: data.Dataset) -> PlanNet:
-  return create_model(cfg.model, num_classes=dataset.num_classes, **train.model_options(cfg))
+  """The model `cfg` trained, standardising its input by the dataset's mean and std."""
+  return train.make_setup(cfg, dataset).model
 
 
-def check_layer(cfg: train.TrainConfig, layer: str, allow_all: bool = False) -> None:
+def check_layer(cfg: train.TrainConfig, layer: str, prunable: bool = False) -> None:
   """Fails fast, before any training, when `layer` is not a layer of the model `cfg` describes."""
-  names = [l.name for l in create_model(cfg.model, **train.model_options(cfg.resolve())).plan]
-  valid = names + (["all"] if allow_all else [])
-  if layer not in valid:
-    raise ValueError(f"unknown layer {layer!r} for {cfg.model}; valid: {', '.join(valid)}")
+  cfg = cfg.resolve()
+  models.check_layer(create_model(cfg.model, **train.model_options(cfg)), layer, prunable=prunable)

@@ -8,7 +8,8 @@ Sources, in the order `source="auto"` tries them:
 3. for MNIST only: the real 10,000-image MNIST test set bundled with this package, split into
    train/validation/test. This is said loudly and recorded as the dataset's `source`.
 
-Images are kept as uint8 NHWC (normalised on device by `normalize`), labels as int32.
+Images are kept as uint8 NHWC (the model standardises them on device with the dataset's `mean` and
+`std`, see `models.create_model`), labels as int32.
 """
 
 from __future__ import annotations
@@ -72,16 +73,6 @@ class Dataset:
 
 class DataError(ValueError):
   """A dataset that cannot be read: names the file and the expected format."""
-
-
-def normalize(images, mean, std):
-  """uint8 images to float32, standardised per channel (works on numpy and jax arrays)."""
-  import jax.numpy as jnp
-
-  x = images.astype(jnp.float32)
-  if images.dtype == np.uint8:
-    x = x / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- binary formats

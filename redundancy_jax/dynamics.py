@@ -1,21 +1,14 @@
 """Training dynamics as a time-varying graph (SPEC section 3, report section 3.2).
 
 A layer at one epoch is a graph: one node per unit, sized by the norm of its weight vector, and an edge
-between two units whose weight vectors point in similar directions. Its layout is d3-force's
-simulation, compiled as one `lax.scan` over ticks:
+between two units whose weight vectors point in similar directions; `force_layout` lays the graphs out:
 
-  A = edge_weights(W, sigma=1.0, threshold=0.6)       # (m, m), zero diagonal
-  xy = force_layout(A)                                 # (m, 2): 300 ticks from d3's phyllotaxis
-  frames = layout_sequence([A_0, A_1, ...])            # (T, m, 2): each epoch from the previous one
+  A = edge_weights(W, sigma=1.0, threshold=0.6)           # (m, m), zero diagonal
+  frames = force_layout.layout_sequence([A_0, A_1, ...])  # (T, m, 2): each epoch from the previous one
 
-How edge weights enter the layout: a link joins i and j wherever A_ij > 0 after the threshold, with
-d3's default strength 1 / min(deg i, deg j), bias deg i / (deg i + deg j) and distance 30;
-`weighted=True` multiplies the strength by A_ij. The weights also shade the edges in the drawings.
-
-Links are applied one at a time in a fixed order (d3's Gauss-Seidel pass). The order groups the links
-into rounds in which no two links share a node (a greedy edge colouring), so a round can be applied at
-once with exactly the result of applying its links one by one: one scan step per round, not per link.
-`link_schedule(A).order()` lists that order for sequential re-implementations.
+Past the threshold the edge weights shade the edges in the drawings (and, with
+`LayoutParams(weighted=True)`, scale d3's link strengths). `analyse` adds per-epoch statistics, the
+units' repeat counts and how many of them can be removed without changing the predictions.
 """
 
 from __future__ import annotations
@@ -25,23 +18,15 @@ import functools
 import logging
 import math
 import time
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 
-from redundancy_jax import pruning
-from redundancy_jax.data import normalize
-from redundancy_jax.models import prunable_layers
-
-ALPHA_MIN = 0.001
-ALPHA_DECAY = 1 - ALPHA_MIN ** (1 / 300)  # d3: alpha falls from 1 to alpha_min in 300 ticks
-VELOCITY_DECAY = 0.6  # d3: v <- (1 - 0.4) v
-CHARGE_DISTANCE_MIN = 1.0
-PHYLLOTAXIS_RADIUS = 10.0
-PHYLLOTAXIS_ANGLE = math.pi * (3 - math.sqrt(5))
+from redundancy_jax import force_layout, pruning, variants
+from redundancy_jax.models import check_layer
 
 
 class DynamicsError(ValueError):
@@ -119,220 +104,6 @@ def cap_edges(A: np.ndarray, max_per_node: int) -> np.ndarray:
   return out
 
 
-# ----------------------------------------------------------------------------- link schedule
-
-
-class Links(NamedTuple):
-  """Links in application order, as rounds of node-disjoint links: every array is (rounds, width).
-
-  Padding entries link node 0 to itself with strength 0 (no effect).
-  """
-
-  source: np.ndarray
-  target: np.ndarray
-  strength: np.ndarray
-  bias: np.ndarray
-
-  def order(self) -> np.ndarray:
-    """(E, 2) int array: (source, target) of every real link, in the order they are applied."""
-    real = self.strength.ravel() > 0
-    return np.stack([self.source.ravel()[real], self.target.ravel()[real]], 1)
-
-
-def _colour_edges(source: np.ndarray, target: np.ndarray, m: int) -> np.ndarray:
-  """Greedy edge colouring (at most 2 max-degree - 1 colours): each edge, in order, takes the
-  smallest colour free at both of its nodes. Colours used at a node are bits of a Python int."""
-  used = [0] * m
-  colours = np.empty(len(source), np.int64)
-  for e, (s, t) in enumerate(zip(source.tolist(), target.tolist())):
-    free = ~(used[s] | used[t])
-    c = (free & -free).bit_length() - 1
-    colours[e] = c
-    used[s] |= 1 << c
-    used[t] |= 1 << c
-  return colours
-
-
-def link_schedule(A: np.ndarray, *, weighted: bool = False, rounds: int = 1, width: int = 1) -> Links:
-  """d3's links for the graph `A` (an edge i < j wherever A_ij > 0, source i, target j), grouped into
-  rounds of node-disjoint links and padded to at least (`rounds`, `width`).
-
-  Strength 1 / min(deg s, deg t) (times A_st when `weighted`), bias deg s / (deg s + deg t).
-  """
-  A = np.asarray(A, np.float64)
-  if A.ndim != 2 or A.shape[0] != A.shape[1]:
-    raise DynamicsError(f"adjacency must be a square matrix, got shape {A.shape}")
-  m = A.shape[0]
-  source, target = np.nonzero(np.triu(A, 1) > 0)
-  degree = np.bincount(np.concatenate([source, target]), minlength=m).astype(np.float64)
-  strength = 1.0 / np.minimum(degree[source], degree[target])
-  if weighted:
-    strength = strength * A[source, target]
-  bias = degree[source] / (degree[source] + degree[target])
-  colours = _colour_edges(source, target, m)
-  order = np.lexsort((target, source, colours))  # by colour, then (source, target)
-  colours = colours[order]
-  counts = np.bincount(colours) if len(colours) else np.zeros(0, int)
-  slot = np.arange(len(colours)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[colours] if len(colours) else colours
-  shape = (max(rounds, len(counts), 1), max(width, counts.max() if len(counts) else 0, 1))
-  out = [np.zeros(shape, np.int32), np.zeros(shape, np.int32), np.zeros(shape), np.zeros(shape)]
-  for array, values in zip(out, (source, target, strength, bias)):
-    array[colours, slot] = values[order]
-  return Links(*out)
-
-
-def _pad_links(links: Links, rounds: int, width: int) -> Links:
-  r, b = links.source.shape
-  return Links(*(np.pad(a, ((0, rounds - r), (0, width - b))) for a in links))
-
-
-# ----------------------------------------------------------------------------- the simulation
-
-
-def phyllotaxis(m: int) -> np.ndarray:
-  """d3's initial positions: r_i = 10 sqrt(0.5 + i), theta_i = i pi (3 - sqrt 5)."""
-  i = np.arange(m, dtype=np.float64)
-  r, theta = PHYLLOTAXIS_RADIUS * np.sqrt(0.5 + i), i * PHYLLOTAXIS_ANGLE
-  return np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
-
-
-def _charge(p: jax.Array, strength, alpha) -> jax.Array:
-  """Exact all-pairs many-body force: dv_i = alpha sum_j s (p_j - p_i) / l_ij (l clamped below)."""
-  dx = p[None, :, 0] - p[:, None, 0]  # dx[i, j] = x_j - x_i
-  dy = p[None, :, 1] - p[:, None, 1]
-  l = dx * dx + dy * dy
-  l = jnp.where(l < CHARGE_DISTANCE_MIN**2, CHARGE_DISTANCE_MIN * jnp.sqrt(l), l)
-  w = jnp.where(l > 0, strength * alpha / jnp.where(l > 0, l, 1.0), 0.0)  # l = 0: i == j or coincident
-  # sum_j w_ij (p_j - p_i) as a matmul: on CPU 1.7x faster than reducing w * dx and w * dy
-  return w @ p - jnp.sum(w, 1, keepdims=True) * p
-
-
-def _link_pass(p: jax.Array, v: jax.Array, links: Links, alpha, distance) -> jax.Array:
-  """d3's link force, one round of node-disjoint links per loop step (Gauss-Seidel across rounds)."""
-
-  def one_round(r, v):
-    s, t, k, b = links.source[r], links.target[r], links.strength[r], links.bias[r]
-    D = (p[t] + v[t]) - (p[s] + v[s])
-    L = jnp.sqrt(jnp.sum(D * D, 1))
-    scale = jnp.where(L > 0, alpha * k * (L - distance) / jnp.where(L > 0, L, 1.0), 0.0)
-    D = D * scale[:, None]
-    return v.at[t].add(-b[:, None] * D).at[s].add((1 - b)[:, None] * D)
-
-  return jax.lax.fori_loop(0, links.source.shape[0], one_round, v)
-
-
-def _simulate(p, links, alpha, charge, distance, gravity, alpha_decay, *, ticks):
-  """`ticks` d3 ticks from positions `p` (velocities 0) at `alpha`: one `lax.scan`."""
-
-  def tick(carry, _):
-    p, v, alpha = carry
-    alpha = alpha + (0.0 - alpha) * alpha_decay
-    v = v + _charge(p, charge, alpha)
-    v = _link_pass(p, v, links, alpha, distance)
-    v = v - p * (gravity * alpha)  # forceX / forceY towards the centre (0, 0)
-    v = v * VELOCITY_DECAY
-    return (p + v, v, alpha), None
-
-  return jax.lax.scan(tick, (p, jnp.zeros_like(p), jnp.asarray(alpha, p.dtype)), length=ticks)[0][0]
-
-
-_simulate_jit = jax.jit(_simulate, static_argnames="ticks")
-
-
-def _jiggle(p: jax.Array, key: jax.Array | None) -> jax.Array:
-  """d3's jiggle, (u - 0.5) 1e-6 per coordinate, when a key is given; otherwise `p` unchanged."""
-  return p if key is None else p + (jax.random.uniform(key, p.shape, p.dtype) - 0.5) * 1e-6
-
-
-def force_layout(
-  A: np.ndarray,
-  *,
-  init_positions: np.ndarray | None = None,
-  alpha: float = 1.0,
-  ticks: int = 300,
-  charge: float = -30.0,
-  link_distance: float = 30.0,
-  gravity: float = 0.1,
-  key: jax.Array | None = None,
-  weighted: bool = False,
-  alpha_decay: float = ALPHA_DECAY,
-) -> jax.Array:
-  """Positions (m, 2) after `ticks` ticks of d3-force on the graph `A` (SPEC section 3).
-
-  Starts from `init_positions` (default: d3's phyllotaxis) at rest. Deterministic; a `key` adds d3's
-  1e-6 jiggle to the start. Runs in the default float precision (float64 under `jax.enable_x64`).
-  """
-  A = np.asarray(A)
-  links = link_schedule(A, weighted=weighted)
-  p0 = phyllotaxis(A.shape[0]) if init_positions is None else np.asarray(init_positions)
-  if p0.shape != (A.shape[0], 2):
-    raise DynamicsError(f"init_positions must have shape ({A.shape[0]}, 2), got {p0.shape}")
-  p0 = _jiggle(jnp.asarray(p0), key)
-  return _simulate_jit(
-    p0, Links(*map(jnp.asarray, links)), alpha, charge, link_distance, gravity, alpha_decay, ticks=int(ticks)
-  )
-
-
-def align_positions(P: jax.Array, Q: jax.Array) -> jax.Array:
-  """`P` rotated and translated to match `Q` best in least squares (2-d Procrustes, no reflection)."""
-  P, Q = jnp.asarray(P), jnp.asarray(Q)
-  pc, qc = P - P.mean(0), Q - Q.mean(0)
-  sin = jnp.sum(pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0])
-  cos = jnp.sum(pc[:, 0] * qc[:, 0] + pc[:, 1] * qc[:, 1])
-  theta = jnp.arctan2(sin, cos)
-  c, s = jnp.cos(theta), jnp.sin(theta)
-  return pc @ jnp.stack([jnp.stack([c, s]), jnp.stack([-s, c])]) + Q.mean(0)
-
-
-def _sequence(p0, links, alphas, charge, distance, gravity, alpha_decay, *, ticks):
-  def epoch(p, xs):
-    links_t, alpha, align = xs
-    new = _simulate(p, links_t, alpha, charge, distance, gravity, alpha_decay, ticks=ticks)
-    new = jnp.where(align, align_positions(new, p), new)
-    return new, new
-
-  aligns = jnp.arange(alphas.shape[0]) > 0
-  return jax.lax.scan(epoch, p0, (links, alphas, aligns))[1]
-
-
-_sequence_jit = jax.jit(_sequence, static_argnames="ticks")
-
-
-def layout_sequence(
-  adjacencies: Sequence[np.ndarray],
-  *,
-  reheat_alpha: float = 0.3,
-  init_positions: np.ndarray | None = None,
-  alpha: float = 1.0,
-  ticks: int = 300,
-  charge: float = -30.0,
-  link_distance: float = 30.0,
-  gravity: float = 0.1,
-  key: jax.Array | None = None,
-  weighted: bool = False,
-  alpha_decay: float = ALPHA_DECAY,
-) -> jax.Array:
-  """One layout per graph (epoch), (T, m, 2), compiled as one scan over epochs.
-
-  The first is `force_layout(adjacencies[0], alpha=alpha)`; every later one starts from the previous
-  positions (at rest: a cooled layout's velocities are about 0) re-heated to `reheat_alpha`, and is
-  then rotated and translated onto the previous frame.
-  """
-  if len(adjacencies) == 0:
-    raise DynamicsError("layout_sequence needs at least one graph")
-  m = np.asarray(adjacencies[0]).shape[0]
-  if any(np.shape(A) != (m, m) for A in adjacencies):
-    raise DynamicsError(f"every graph must be {m} x {m}, got shapes {sorted({np.shape(A) for A in adjacencies})}")
-  schedules = [link_schedule(A, weighted=weighted) for A in adjacencies]
-  rounds = max(s.source.shape[0] for s in schedules)
-  width = max(s.source.shape[1] for s in schedules)
-  stacked = Links(*(jnp.asarray(np.stack(a)) for a in zip(*(_pad_links(s, rounds, width) for s in schedules))))
-  p0 = phyllotaxis(m) if init_positions is None else np.asarray(init_positions)
-  p0 = _jiggle(jnp.asarray(p0), key)
-  alphas = jnp.asarray([alpha] + [reheat_alpha] * (len(adjacencies) - 1), p0.dtype)
-  return _sequence_jit(p0, stacked, alphas, charge, link_distance, gravity, alpha_decay, ticks=int(ticks))
-
-
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -395,25 +166,9 @@ def _correlation(a: jax.Array) -> jax.Array:
   return cov * inv[:, None] * inv[None, :]
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _logits(model, variables, x):
-  return model.apply(variables, x)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "layer"))
 def _layer_activations(model, variables, x, *, layer):
   return model.apply(variables, x, stop=layer)
-
-
-def predict(model, variables: Mapping, x: np.ndarray, normalization=None, chunk: int = 500) -> np.ndarray:
-  """Predicted labels, one compiled call per chunk (no convolution inside a loop body on CPU)."""
-  out = []
-  for start in range(0, len(x), chunk):
-    xb = jnp.asarray(x[start : start + chunk])
-    if normalization is not None:
-      xb = normalize(xb, *normalization)
-    out.append(np.asarray(jnp.argmax(_logits(model, variables, xb), -1)))
-  return np.concatenate(out).astype(np.int32)
 
 
 def removable_units(
@@ -425,7 +180,6 @@ def removable_units(
   key: jax.Array,
   *,
   seeds: int = 5,
-  normalization: tuple | None = None,
 ) -> dict[str, np.ndarray]:
   """Fraction of predictions on `x` that do not change when a random fraction f of `layer`'s units
   is zeroed (no rescaling), for every f in `fractions` and `seeds` random orders.
@@ -433,20 +187,19 @@ def removable_units(
   Batched with `pruning.sweep`: its labels are the unpruned network's predictions, so its accuracy
   is the agreement. Returns {"fractions", "agreement" (seeds, F), "mean" (F,), "std" (F,)}.
   """
-  if layer not in prunable_layers(model):
-    raise DynamicsError(f"unknown layer {layer!r}; valid layers: {', '.join(prunable_layers(model))}")
+  check_layer(model, layer, prunable=True, error=DynamicsError)
   fractions = np.asarray(fractions, np.float64)
   if fractions.ndim != 1 or len(fractions) == 0 or fractions.min() < 0 or fractions.max() > 1:
     raise DynamicsError("fractions must be a non-empty list of numbers in [0, 1]")
   W = pruning.unit_matrix(variables, layer)
   m = W.shape[0]
   levels, inverse = np.unique(np.round(fractions * m).astype(int), return_inverse=True)
-  y = predict(model, variables, x, normalization)
+  y = variants.predict(model, variables, x)
   keys = jax.random.split(key, seeds)
   orders = {f"random/{i}": pruning.removal_order(W, "random", key=k) for i, k in enumerate(keys)}
   # few levels: masking the rest of the network beats the sweep's all-levels cumulative sums
   nested = None if len(levels) > m // 4 else False
-  results = pruning.sweep(model, variables, layer, x, y, orders, levels, normalization=normalization, nested=nested)
+  results = pruning.sweep(model, variables, layer, x, y, orders, levels, nested=nested)
   agreement = np.stack([results[f"random/{i}"]["accuracy"] for i in range(seeds)])[:, inverse]
   return {"fractions": fractions, "agreement": agreement, "mean": agreement.mean(0), "std": agreement.std(0)}
 
@@ -462,9 +215,7 @@ class DynamicsConfig:
   sigma: float = 1.0
   threshold: float | None = None  # None: `auto_threshold` of the last epoch at `mean_degree`
   mean_degree: float = 2.0
-  ticks: int = 300
-  reheat_alpha: float = 0.3
-  weighted: bool = False
+  layout: force_layout.LayoutParams = force_layout.LayoutParams()  # ticks, reheat_alpha, weighted, ...
   repeat_threshold: float = 0.5
   fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
   seeds: int = 5
@@ -476,10 +227,9 @@ class DynamicsConfig:
     check_graph_args(self.sigma, 0.0 if self.threshold is None else self.threshold)
     if self.mean_degree <= 0:
       raise DynamicsError(f"mean_degree must be positive, got {self.mean_degree}")
-    if self.ticks <= 0 or self.seeds <= 0 or self.edges_per_node <= 0:
-      raise DynamicsError("ticks, seeds and edges_per_node must be positive")
-    if not 0 < self.reheat_alpha <= 1:
-      raise DynamicsError(f"reheat_alpha must lie in (0, 1], got {self.reheat_alpha}")
+    if self.seeds <= 0 or self.max_nodes <= 0 or self.edges_per_node <= 0:
+      raise DynamicsError("seeds, max_nodes and edges_per_node must be positive")
+    self.layout.check()
     return self
 
 
@@ -489,7 +239,6 @@ def analyse(
   cfg: DynamicsConfig,
   *,
   x: np.ndarray | None = None,
-  normalization: tuple | None = None,
   log=logging.info,
 ) -> dict:
   """Everything about `cfg.layer` at every snapshot {epoch: params}: graphs, layouts, statistics.
@@ -499,8 +248,7 @@ def analyse(
   numpy arrays (`rounded` turns it into JSON).
   """
   cfg.check()
-  if cfg.layer not in prunable_layers(model):
-    raise DynamicsError(f"unknown layer {cfg.layer!r}; valid layers: {', '.join(prunable_layers(model))}")
+  check_layer(model, cfg.layer, prunable=True, error=DynamicsError)
   epochs = sorted(snapshots)
   Ws = [np.asarray(pruning.unit_matrix(snapshots[e], cfg.layer), np.float64) for e in epochs]
   m = Ws[0].shape[0]
@@ -520,11 +268,8 @@ def analyse(
   if cap is not None:
     graphs = [cap_edges(A, cap) for A in graphs]
   log(f"laying out {len(epochs)} graphs of {m} units ({sum(np.count_nonzero(A) // 2 for A in graphs)} edges in all)")
-  positions = np.asarray(
-    layout_sequence(graphs, reheat_alpha=cfg.reheat_alpha, ticks=cfg.ticks, weighted=cfg.weighted), np.float64
-  )
+  positions = np.asarray(force_layout.layout_sequence(graphs, cfg.layout), np.float64)
   use_data = x is not None and not getattr(model, "batch_norm", False)
-  xn = None if x is None or normalization is None else normalize(jnp.asarray(x), *normalization)
   key = jax.random.key(cfg.seed)
   frames, begin = [], time.time()
   for t, (epoch, W, A) in enumerate(zip(epochs, Ws, graphs)):
@@ -533,13 +278,12 @@ def analyse(
     frame["stats"] = graph_statistics(W, Ws[0], A)
     if use_data:
       variables = {"params": snapshots[epoch]}
-      acts = _layer_activations(model, variables, x if xn is None else xn, layer=cfg.layer)
+      acts = _layer_activations(model, variables, jnp.asarray(x), layer=cfg.layer)
       counts, _ = repeated_units(acts, threshold=cfg.repeat_threshold)
       frame["repeats"] = counts
       frame["stats"]["repeated_units"] = int(np.count_nonzero(counts))
       removable = removable_units(
-        model, variables, cfg.layer, x, cfg.fractions, jax.random.fold_in(key, epoch), seeds=cfg.seeds,
-        normalization=normalization,
+        model, variables, cfg.layer, x, cfg.fractions, jax.random.fold_in(key, epoch), seeds=cfg.seeds
       )
       frame["removable"] = {"mean": removable["mean"], "std": removable["std"]}
     frames.append(frame)

@@ -25,15 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax.data import normalize
-from redundancy_jax.models import PlanNet, input_of, layer_of
+from redundancy_jax import variants
+from redundancy_jax.models import PlanNet, check_layer, dense_input, layer_of, previous_layer
 from redundancy_jax.pruning import unit_matrix
 
 # 99th percentile of the Tracy-Widom law for beta = 1 (real matrices); Johnstone 2001, Table 1.
 TW1_QUANTILE_99 = 2.0234
 # Quantile levels of the bulk matched by `fit_marchenko_pastur` (robust to up to 25% outliers on top).
 FIT_LEVELS = tuple(float(q) for q in np.linspace(0.05, 0.75, 15))
-LOOPS = ("auto", "scan", "python")
 
 
 class SpectralError(ValueError):
@@ -156,10 +155,10 @@ def _mp_quantiles(levels: jax.Array, q: float, points: int = 4096) -> jax.Array:
   """
   lo, hi = (1 - 1 / math.sqrt(q)) ** 2, (1 + 1 / math.sqrt(q)) ** 2
   theta = (jnp.arange(points) + 0.5) * jnp.pi / points
-  lam = lo + (hi - lo) * (1 - jnp.cos(theta)) / 2
+  lam = lo + (hi - lo) * jnp.sin(theta / 2) ** 2  # (1 - cos theta) / 2 without cancellation near 0
   weight = ((hi - lo) / 2) ** 2 * jnp.sin(theta) ** 2 / lam
   cdf = jnp.cumsum(weight) / jnp.sum(weight)
-  edges = lo + (hi - lo) * (1 - jnp.cos(theta + jnp.pi / (2 * points))) / 2  # right end of each cell
+  edges = lo + (hi - lo) * jnp.sin((theta + jnp.pi / (2 * points)) / 2) ** 2  # right end of each cell
   return jnp.interp(levels, jnp.concatenate([jnp.zeros(1), cdf]), jnp.concatenate([jnp.full(1, lo), edges]))
 
 
@@ -324,106 +323,35 @@ def kernel_from_units(W_MxN: jax.Array, kernel_shape: Sequence[int]) -> jax.Arra
   return W_MxN.T.reshape(kernel_shape)
 
 
-def _previous(model: PlanNet, layer: str) -> str | None:
-  names = [l.name for l in model.plan]
-  index = names.index(layer)
-  return names[index - 1] if index else None
-
-
-def _dense_input(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.Array:
-  """The input of dense `layer` from the previous layer's activation `h`, flattened, as `PlanNet`
-  computes it."""
-  h = input_of(model, prev, layer, h)
-  return h.reshape(h.shape[0], -1)
-
-
-def _correct(logits: jax.Array, y: jax.Array) -> jax.Array:
-  """Correct predictions over the last batch axis; labels -1 mark padding."""
-  return jnp.sum((jnp.argmax(logits, -1) == y) & (y >= 0), -1)
-
-
-def _prefix(model, variables, prev, normalization, x):
-  """The network up to (and including) the layer before the analysed one; the normalised input if none."""
-  if normalization is not None:
-    x = normalize(x, *normalization)
-  return x if prev is None else model.apply(variables, x, stop=prev)
-
-
-def _rest(model, variables, prev, h):
-  """The network from the previous layer's activation `h` on (everything when there is none)."""
-  return model.apply(variables, h) if prev is None else model.apply(variables, h, start=prev)
-
-
-def _full(model, variables, prev, h, y):
-  return _correct(_rest(model, variables, prev, h), y)
-
-
-def _project(model, variables, layer, prev, h, factors):
-  """Dense layer: per mode, its pre-activation with the base weights (x base^T + b) and its input on
-  the right singular vectors (x Vt^T): computed once per data chunk, shared by every k."""
-  x = _dense_input(model, prev, layer, h)
+def _factor_inputs(model, layer, variables, factors, h):
+  """`prepare` of a dense layer: per mode, its pre-activation with the base weights (x base^T + b) and
+  its input on the right singular vectors (x Vt^T), computed once per data chunk and shared by every k."""
+  x = dense_input(model, previous_layer(model, layer), layer, h)
   bias = variables["params"][layer]["bias"]
-  return {mode: (x @ base.T + bias, x @ Vt.T) for mode, (base, U, s, Vt) in factors.items()}
+  return jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"])
 
 
-def _suffix(model, variables, layer, prev, inputs, y, factors, ks, factorized):
-  """Correct counts for every k of `ks` (one chunk) and every mode in `factors`:
-  `factors[mode] = (base, U, s, Vt)`, and the layer's W is base + truncate(U, s, Vt, k).
-  `inputs` is the previous layer's activation, or `_project`'s output when `factorized`."""
+def _factorized_rank(model, layer, variables, factors, inputs, y, variant):
+  """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T, then the layers
+  after this one. W_k is never formed."""
+  mode, k = variant
+  z0, A = inputs[0][mode], inputs[1][mode]
+  s = factors["s"][mode]
+  z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ factors["U"][mode].T
+  logits = z if layer_of(model, layer).output else model.apply(variables, jax.nn.relu(z), start=layer)
+  return variants.loss_and_correct(logits, y)
+
+
+def _replaced_rank(model, layer, variables, factors, h, y, variant):
+  """`score` of (mode, k) for any layer: its kernel replaced by base + truncate(U, s, Vt, k), and the
+  network run on from the previous layer's activation `h` (from the input when there is none)."""
+  mode, k = variant
   params = variables["params"]
-  counts = {}
-  for mode, (base, U, s, Vt) in factors.items():
-    if factorized:  # z_k = x base^T + b + ((x Vt^T) * s_k) U^T, then the layers after this one
-      z0, A = inputs[mode]
-      output = layer_of(model, layer).output
-
-      def one(k):
-        z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ U.T
-        return _correct(z if output else model.apply(variables, jax.nn.relu(z), start=layer), y)
-
-    else:
-      kernel = params[layer]["kernel"]
-
-      def one(k):
-        new = kernel_from_units(base + truncate(U, s, Vt, k), kernel.shape)
-        v = {**variables, "params": {**params, layer: {**params[layer], "kernel": new}}}
-        return _correct(_rest(model, v, prev, inputs), y)
-
-    counts[mode] = jax.vmap(one)(ks)
-  return counts
-
-
-def _chunk_inputs(model, variables, layer, prev, normalization, x, factors, factorized):
-  """For one data chunk: the suffix's inputs (see `_suffix`) and the activation `h` before the layer."""
-  h = _prefix(model, variables, prev, normalization, x)
-  return (_project(model, variables, layer, prev, h, factors) if factorized else h), h
-
-
-_STATIC = ("model", "layer", "prev", "factorized")
-_suffix_jit = jax.jit(_suffix, static_argnames=_STATIC)
-_inputs_jit = jax.jit(_chunk_inputs, static_argnames=_STATIC + ("normalization",))
-_full_jit = jax.jit(_full, static_argnames=("model", "prev"))
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC + ("normalization",))
-def _scan_all(model, variables, layer, prev, normalization, xs, ys, factors, ks_CxK, factorized):
-  """Every data chunk (scan) and every k chunk (map) in one program: for accelerators and dense nets."""
-
-  def per_data(totals, chunk):
-    x, y = chunk
-    inputs, h = _chunk_inputs(model, variables, layer, prev, normalization, x, factors, factorized)
-    suffix = lambda ks: _suffix(model, variables, layer, prev, inputs, y, factors, ks, factorized)
-    counts = jax.lax.map(suffix, ks_CxK)
-    counts["full"] = _full(model, variables, prev, h, y)
-    return jax.tree.map(jnp.add, totals, counts), None
-
-  zeros = {mode: jnp.zeros(ks_CxK.shape, jnp.int32) for mode in factors}
-  zeros["full"] = jnp.zeros((), jnp.int32)
-  return jax.lax.scan(per_data, zeros, (xs, ys))[0]
-
-
-def _thin_svd(W):
-  return jnp.linalg.svd(W, full_matrices=False)
+  kernel = params[layer]["kernel"]
+  W = factors["base"][mode] + truncate(factors["U"][mode], factors["s"][mode], factors["Vt"][mode], k)
+  v = {**variables, "params": {**params, layer: {**params[layer], "kernel": kernel_from_units(W, kernel.shape)}}}
+  prev = previous_layer(model, layer)
+  return variants.loss_and_correct(model.apply(v, h) if prev is None else model.apply(v, h, start=prev), y)
 
 
 def rank_sweep(
@@ -435,73 +363,38 @@ def rank_sweep(
   ks,
   *,
   init_params: Mapping | None = None,
-  normalization: tuple | None = None,
   data_chunk: int = 500,
   k_chunk: int = 16,
-  loop: str = "auto",
   factorized: bool | None = None,
 ) -> dict[str, np.ndarray]:
   """Accuracy on (x, y) with `layer`'s W replaced by W_k ("low_rank") and, given the initial
   parameters, by W0 + P_k (W - W0) ("project_update"), for every k of `ks`; "full": unchanged.
 
-  Batched like the pruning sweep: per data chunk the network up to the layer before runs once, then
-  the rest runs vmapped over chunks of `k_chunk` ranks. For a dense layer (`factorized`, default
-  automatic) W_k is never formed: its input is projected on the right singular vectors once and each
-  k only masks singular values. `loop="python"` (the default on CPU for models with convolutions,
-  which XLA:CPU runs ~13x slower inside loops) steps the chunks from Python; "scan" runs one program.
-  `normalization=(mean, std)` standardises uint8 images as in training.
+  Batched through `variants.evaluate` like the pruning sweep: per data chunk the network up to the
+  layer before runs once, then every (mode, k) runs vmapped in batches of `k_chunk`. For a dense layer
+  (`factorized`, default automatic) W_k is never formed: its input is projected on the right singular
+  vectors once and each k only masks singular values.
   """
-  names = [l.name for l in model.plan]
-  if layer not in names:
-    raise SpectralError(f"unknown layer {layer!r}; layers: {', '.join(names)}")
-  if loop not in LOOPS:
-    raise SpectralError(f"unknown loop {loop!r}; valid loops: {', '.join(LOOPS)}")
+  check_layer(model, layer, error=SpectralError)
   W = check_matrix(unit_matrix(variables, layer), layer)
   ks = np.asarray(ks)
   check_rank(ks, W.shape, layer)
-  factors = {"low_rank": (jnp.zeros_like(W), *_thin_svd(W))}
+  modes = {"low_rank": (jnp.zeros_like(W), *jnp.linalg.svd(W, full_matrices=False))}
   if init_params is not None:
     W0 = jnp.asarray(unit_matrix(init_params, layer))
     update = check_matrix(W - W0, f"{layer} update W - W0")
-    factors["project_update"] = (W0, *_thin_svd(update))
-  prev = _previous(model, layer)
+    modes["project_update"] = (W0, *jnp.linalg.svd(update, full_matrices=False))
+  factors = {name: jnp.stack([f[i] for f in modes.values()]) for i, name in enumerate(("base", "U", "s", "Vt"))}
   if factorized is None:
     factorized = layer_of(model, layer).kind == "dense"
-  if loop == "auto":
-    has_conv = any(l.kind == "conv" for l in model.plan)
-    loop = "python" if jax.default_backend() == "cpu" and has_conv else "scan"
-  if normalization is not None:
-    normalization = tuple(tuple(float(v) for v in part) for part in normalization)
-
-  # pad ranks to whole chunks (repeating the last) and data to whole chunks (label -1)
-  k_chunk = min(k_chunk, len(ks))
-  padded = np.concatenate([ks, np.full((-len(ks)) % k_chunk, ks[-1])]).astype(np.int32)
-  ks_CxK = jnp.asarray(padded.reshape(-1, k_chunk))
-  n = len(y)
-  chunk = min(data_chunk, n)
-  chunks = math.ceil(n / chunk)
-  pad = chunks * chunk - n
-  x = np.concatenate([np.asarray(x), np.zeros((pad, *x.shape[1:]), np.asarray(x).dtype)])
-  y = np.concatenate([np.asarray(y, np.int32), np.full(pad, -1, np.int32)])
-  xs, ys = x.reshape(chunks, chunk, *x.shape[1:]), y.reshape(chunks, chunk)
-  variables = jax.tree.map(jnp.asarray, dict(variables))
-
-  if loop == "scan":
-    counts = _scan_all(model, variables, layer, prev, normalization, jnp.asarray(xs), jnp.asarray(ys), factors,
-                       ks_CxK, factorized)
-  else:
-    counts = {mode: np.zeros(ks_CxK.shape, np.int64) for mode in factors}
-    counts["full"] = 0
-    for xc, yc in zip(xs, ys):
-      yc = jnp.asarray(yc)
-      inputs, h = _inputs_jit(model, variables, layer, prev, normalization, jnp.asarray(xc), factors, factorized)
-      counts["full"] += int(_full_jit(model, variables, prev, h, yc))
-      for c, ks_c in enumerate(ks_CxK):
-        got = _suffix_jit(model, variables, layer, prev, inputs, yc, factors, ks_c, factorized)
-        for mode in factors:
-          counts[mode][c] += np.asarray(got[mode])
-  out = {mode: np.asarray(counts[mode]).reshape(-1)[: len(ks)] / n for mode in factors}
-  return {"ks": ks, "full": float(counts["full"]) / n, **out}
+  prepare, score = (_factor_inputs, _factorized_rank) if factorized else (variants.keep_inputs, _replaced_rank)
+  spec = variants.Pass(layer, previous_layer(model, layer), prepare, score, k_chunk, data_chunk)
+  mode_V = np.repeat(np.arange(len(modes), dtype=np.int32), len(ks))
+  k_V = np.tile(ks.astype(np.int32), len(modes))
+  _, correct = variants.evaluate(model, variables, x, y, spec, (mode_V, k_V), factors)
+  accuracy = np.asarray(correct).reshape(len(modes), len(ks)) / len(y)
+  full = variants.loss_and_accuracy(model, variables, x, y, data_chunk=data_chunk)[1]
+  return {"ks": ks, "full": full, **{name: accuracy[i] for i, name in enumerate(modes)}}
 
 
 def analyze_layer(
@@ -512,7 +405,6 @@ def analyze_layer(
   x,
   y,
   *,
-  normalization: tuple | None = None,
   num_ranks: int = 48,
   **sweep_options,
 ) -> dict:
@@ -537,8 +429,7 @@ def analyze_layer(
   out["update"] = {"residuals": np.asarray(r_update).tolist(), "elbow": k_update,
                    "kept_norm_percent": float(100 * kept_norm(r_update, k_update))}
   ks = rank_grid(min(W.shape), num_ranks, include=[k, k_update])
-  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, normalization=normalization,
-                     **sweep_options)
+  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, **sweep_options)
   at = lambda rank: int(np.searchsorted(sweep["ks"], rank))
   out["sweep"] = jax.tree.map(lambda a: np.asarray(a).tolist(), sweep)
   out.update(

@@ -1,5 +1,7 @@
-"""Training: the report's recipes, one jitted pure step, one compiled `lax.scan` per epoch (on CPU,
-models with convolutions step from Python instead: XLA:CPU convolutions are ~13x slower in loops).
+"""Training: the report's recipes, a module-level pure `train_step` jitted once with donation, one
+compiled `lax.scan` per epoch (on CPU, models with convolutions step the same `train_step` from Python
+instead: XLA:CPU convolutions are ~13x slower in loops). I/O (checkpoints, snapshots, metrics, progress)
+happens in `train` around the compiled pieces, once per epoch.
 
 `K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); the
 batch is sharded over every local device (`parallel.py`). Every `eval_every` iterations the validation
@@ -11,19 +13,22 @@ a parameter snapshot, and (at most every `checkpoint_every_secs`) an orbax check
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+import flax
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from redundancy_jax import checkpoint, data as data_lib, parallel, storage
-from redundancy_jax.models import DEFAULT_DATASET, MODELS, create_model, init_variables
+from redundancy_jax import checkpoint, data as data_lib, parallel, storage, variants
+from redundancy_jax.models import DEFAULT_DATASET, MODELS, PlanNet, create_model, init_variables
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -128,6 +133,82 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   return tx
 
 
+# ----------------------------------------------------------------------------- state and setup
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Every replica's training state, stacked on a leading axis K, plus the shared counters."""
+
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  best_params: Any  # at each replica's minimum validation loss so far
+  best_batch_stats: Any
+  best_loss: jax.Array  # (K,)
+  best_step: jax.Array  # (K,)
+  step: jax.Array
+  epoch: jax.Array
+  bad_step: jax.Array  # first iteration with a non-finite loss, -1 while there is none
+
+
+class Setup(NamedTuple):
+  """What the compiled step depends on besides its arguments (hashable: a static argument)."""
+
+  cfg: TrainConfig
+  model: PlanNet
+  tx: optax.GradientTransformation
+  mesh: jax.sharding.Mesh
+  n_train: int
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.n_train // self.cfg.batch_size
+
+  @property
+  def num_epochs(self) -> int:
+    return math.ceil(self.cfg.steps / self.steps_per_epoch)
+
+
+def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset) -> Setup:
+  """The model (standardising by the dataset's mean and std), optimizer and mesh of a resolved config."""
+  model = create_model(
+    cfg.model, num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std, **model_options(cfg)
+  )
+  mesh = parallel.data_mesh(cfg.num_devices)
+  if cfg.batch_size % mesh.size:
+    raise ValueError(f"batch size {cfg.batch_size} is not divisible by {mesh.size} devices")
+  n_train = len(dataset.train_y)
+  if n_train < cfg.batch_size:
+    raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
+  return Setup(cfg, model, make_optimizer(cfg), mesh, n_train)
+
+
+def _replica_keys(cfg: TrainConfig) -> jax.Array:
+  return jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
+
+
+def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
+  """The K replicas' initial state, replicated over the mesh."""
+  init = lambda k: init_variables(setup.model, k, image_shape)
+  variables = jax.vmap(init)(_replica_keys(setup.cfg))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  k = setup.cfg.num_seeds
+  state = TrainState(
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=jax.vmap(setup.tx.init)(params),
+    best_params=jax.tree.map(jnp.copy, params),  # own buffers: the step donates its state
+    best_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+    best_loss=jnp.full((k,), jnp.inf, jnp.float32),
+    best_step=jnp.zeros((k,), jnp.int32),
+    step=jnp.zeros((), jnp.int32),
+    epoch=jnp.zeros((), jnp.int32),
+    bad_step=jnp.full((), -1, jnp.int32),
+  )
+  return parallel.replicate(state, setup.mesh)
+
+
 # ----------------------------------------------------------------------------- pure pieces
 
 
@@ -152,221 +233,160 @@ def augment_batch(x_BxHxWxC: jax.Array, key: jax.Array, pad: int = 4) -> jax.Arr
   return jnp.where(flip, x[:, :, ::-1], x)
 
 
-def prepare_eval(x: np.ndarray, y: np.ndarray, chunk: int):
-  """Pads a split to whole chunks: (x, y, weight) shaped (chunks, chunk, ...)."""
-  n = len(y)
-  chunks = max(1, math.ceil(n / chunk))
-  pad = chunks * chunk - n
-  weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-  y = np.concatenate([y, np.zeros(pad, y.dtype)])
-  return x.reshape(chunks, chunk, *x.shape[1:]), y.reshape(chunks, chunk), weight.reshape(chunks, chunk)
+def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
+  """One optimisation step of one replica on raw images `x` (the model standardises them)."""
+  if setup.cfg.augment:
+    x = augment_batch(x, key)
+
+  def loss_fn(p):
+    logits, new_stats = forward(setup.model, p, batch_stats, x, train=True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
+
+  (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt_state = setup.tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
 
 
-def chunk_sums(logits: jax.Array, y: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Weighted sums of the loss and of correct predictions over one chunk (padding has weight 0)."""
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-  correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-  return jnp.sum(loss * w), jnp.sum(correct * w)
+def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
+  """One step of every replica on its batch `idx_KxB` of the training split: (state, (loss_K, acc_K))."""
+  train_x, train_y = train_data
+  x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1)
+  keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
+  params, stats, opt, loss, acc = jax.vmap(functools.partial(_replica_step, setup))(
+    state.params, state.batch_stats, state.opt_state, x, train_y[idx_KxB], keys
+  )
+  bad = (state.bad_step < 0) & ~jnp.all(jnp.isfinite(loss))
+  state = state.replace(
+    params=params, batch_stats=stats, opt_state=opt, step=state.step + 1,
+    bad_step=jnp.where(bad, state.step + 1, state.bad_step),
+  )
+  return state, (loss, acc)
 
 
-def _select(take_K: jax.Array, new, old):
-  """Per replica: `new` where `take_K`, else `old` (leading axis K on every leaf)."""
-  pick = lambda a, b: jnp.where(take_K.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
-  return jax.tree.map(pick, new, old)
+def track_best(state: TrainState, val_loss_K: jax.Array) -> TrainState:
+  """Keeps, per replica, the parameters at the minimum validation loss."""
+  better = val_loss_K < state.best_loss
+  pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+  return state.replace(
+    best_loss=jnp.where(better, val_loss_K, state.best_loss),
+    best_step=jnp.where(better, state.step, state.best_step),
+    best_params=jax.tree.map(pick, state.params, state.best_params),
+    best_batch_stats=jax.tree.map(pick, state.batch_stats, state.best_batch_stats),
+  )
 
 
-# ----------------------------------------------------------------------------- the trainer
+def eval_sums(setup: Setup, params, batch_stats, x, y) -> tuple[jax.Array, jax.Array]:
+  """(loss sum, correct count) of every replica on one padded chunk (labels -1 are padding)."""
+  x = parallel.shard_batch(x, setup.mesh)
+  logits = lambda p, b: forward(setup.model, p, b, x, train=False)[0]
+  return jax.vmap(lambda p, b: variants.loss_and_correct(logits(p, b), y))(params, batch_stats)
 
 
-class Trainer:
-  """Holds the compiled epoch for one resolved config and one dataset; the state stays a pytree."""
+def _scanned_eval(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
+  body = lambda totals, chunk: (jax.tree.map(jnp.add, totals, eval_sums(setup, params, batch_stats, *chunk)), None)
+  zeros = (jnp.zeros(setup.cfg.num_seeds, jnp.float32), jnp.zeros(setup.cfg.num_seeds, jnp.int32))
+  return jax.lax.scan(body, zeros, split)[0]
 
-  def __init__(self, cfg: TrainConfig, dataset: data_lib.Dataset, eval_chunk: int = 500, loop: str = "auto"):
-    if loop not in ("auto", "scan", "python"):
-      raise ValueError(f"unknown loop {loop!r}; valid: auto, scan, python")
-    self.cfg, self.dataset = cfg, dataset
-    self.model = create_model(cfg.model, num_classes=dataset.num_classes, **model_options(cfg))
-    self.tx = make_optimizer(cfg)
-    self.mesh = parallel.data_mesh(cfg.num_devices)
-    if cfg.batch_size % self.mesh.size:
-      raise ValueError(f"batch size {cfg.batch_size} is not divisible by {self.mesh.size} devices")
-    n_train = len(dataset.train_y)
-    if n_train < cfg.batch_size:
-      raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-    self.steps_per_epoch = n_train // cfg.batch_size
-    self.num_epochs = math.ceil(cfg.steps / self.steps_per_epoch)
-    self.snapshot_every = cfg.snapshot_every or math.ceil(self.num_epochs / 100)
-    self.replica_keys = jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
-    chunk = min(eval_chunk, max(len(dataset.val_y), 1))
-    chunk = max(self.mesh.size, chunk - chunk % self.mesh.size)
-    put = lambda tree: parallel.replicate(jax.tree.map(jnp.asarray, tree), self.mesh)
-    self.train_data = put((dataset.train_x, dataset.train_y))
-    self.val_data = put(prepare_eval(dataset.val_x, dataset.val_y, chunk))
-    self.test_data = put(prepare_eval(dataset.test_x, dataset.test_y, chunk))
-    self._epoch = jax.jit(self._run_epoch, donate_argnums=0)
-    # XLA:CPU runs convolutions inside loop bodies (scan/while) about 13x slower than outside them
-    # (jax-ml/jax#12868, measured in BUILD_NOTES.md), so on CPU conv models step from Python instead.
-    has_conv = any(layer.kind == "conv" for layer in self.model.plan)
-    self.python_loop = jax.default_backend() == "cpu" and has_conv if loop == "auto" else loop == "python"
-    self._step_jit = jax.jit(self._step, donate_argnums=0)
-    self._track_jit = jax.jit(self._track_best, donate_argnums=0)
-    self._indices = jax.jit(self._epoch_indices)
-    self._evaluate_jit = jax.jit(self._evaluate_replicas)
-    self._chunk_sums_jit = jax.jit(self._chunk_sums)
 
-  # -- state
+def is_due(cfg: TrainConfig, step) -> jax.Array:
+  """Whether iteration `step` (counted after the update) ends with a validation."""
+  return (step % cfg.eval_every == 0) | (step == cfg.steps)
 
-  def init_state(self) -> dict:
-    """Stacked initial state of the K replicas plus the shared counters."""
-    variables = jax.vmap(lambda k: init_variables(self.model, k, self.dataset.image_shape))(self.replica_keys)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    state = {
-      "params": params,
-      "batch_stats": batch_stats,
-      "opt_state": jax.vmap(self.tx.init)(params),
-      "best_params": jax.tree.map(jnp.copy, params),  # own buffers: the epoch donates its state
-      "best_batch_stats": jax.tree.map(jnp.copy, batch_stats),
-      "best_loss": jnp.full((self.cfg.num_seeds,), jnp.inf, jnp.float32),
-      "best_step": jnp.zeros((self.cfg.num_seeds,), jnp.int32),
-      "step": jnp.zeros((), jnp.int32),
-      "epoch": jnp.zeros((), jnp.int32),
-      "bad_step": jnp.full((), -1, jnp.int32),
-    }
-    return parallel.replicate(state, self.mesh)
 
-  # -- compiled pieces
+def epoch_indices(setup: Setup, epoch) -> jax.Array:
+  """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch."""
+  n, b, s = setup.n_train, setup.cfg.batch_size, setup.steps_per_epoch
+  order = lambda k: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(k, 1), epoch), n)
+  idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg))[:, : s * b]
+  return idx_KxSxB.reshape(setup.cfg.num_seeds, s, b).transpose(1, 0, 2)
 
-  def _normalize(self, x):
-    return data_lib.normalize(x, self.dataset.mean, self.dataset.std)
 
-  def _apply(self, params, batch_stats):
-    return lambda x: forward(self.model, params, batch_stats, self._normalize(x), train=False)[0]
+def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
+  """One pass over the training split for every replica as one scan: `train_step`, then (when due)
+  validation and `track_best`. Returns per-step metrics."""
+  cfg, nan_K = setup.cfg, jnp.full(setup.cfg.num_seeds, jnp.nan, jnp.float32)
+  n_val = jnp.sum(val_split[1] >= 0)
 
-  def _chunk_sums(self, params, batch_stats, x, y, w):
-    """(loss sum, correct sum) of every replica on one chunk of a prepared split."""
-    x = parallel.shard_batch(x, self.mesh)
-    return jax.vmap(lambda p, b: chunk_sums(self._apply(p, b)(x), y, w))(params, batch_stats)
+  def validate(s):
+    val_loss = _scanned_eval(setup, s.params, s.batch_stats, val_split)[0] / n_val
+    return track_best(s, val_loss), val_loss
 
-  def _evaluate_replicas(self, params, batch_stats, split):
-    """(loss_K, accuracy_K) of every replica on a prepared split, chunks scanned on device."""
-    body = lambda _, chunk: (None, self._chunk_sums(params, batch_stats, *chunk))
-    losses, corrects = jax.lax.scan(body, None, split)[1]
-    total = jnp.sum(split[2])
-    return jnp.sum(losses, 0) / total, jnp.sum(corrects, 0) / total
+  def body(state, idx_KxB):
+    active = state.step < cfg.steps
+    skip = lambda s: (s, (jnp.zeros(cfg.num_seeds), jnp.zeros(cfg.num_seeds)))
+    state, (loss, acc) = jax.lax.cond(active, lambda s: train_step(setup, s, idx_KxB, train_data), skip, state)
+    state, val_loss = jax.lax.cond(active & is_due(cfg, state.step), validate, lambda s: (s, nan_K), state)
+    return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}
 
-  def evaluate(self, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
-    """(loss_K, accuracy_K) on a prepared split: one compiled scan, or a loop of compiled chunks."""
-    if not self.python_loop:
-      return self._evaluate_jit(params, batch_stats, split)
-    sums = [self._chunk_sums_jit(params, batch_stats, *chunk) for chunk in zip(*split)]
-    total = jnp.sum(split[2])
-    return sum(s[0] for s in sums) / total, sum(s[1] for s in sums) / total
+  state, metrics = jax.lax.scan(body, state, epoch_indices(setup, state.epoch))
+  return state.replace(epoch=state.epoch + 1), metrics
 
-  def _train_step(self, params, batch_stats, opt_state, x_u8, y, key):
-    x = self._normalize(x_u8)
-    if self.cfg.augment:
-      x = augment_batch(x, key)
 
-    def loss_fn(p):
-      logits, new_stats = forward(self.model, p, batch_stats, x, train=True)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
+_train_step_jit = jax.jit(train_step, static_argnames="setup", donate_argnames="state")
+_track_best_jit = jax.jit(track_best, donate_argnames="state")
+_scan_epoch_jit = jax.jit(scan_epoch, static_argnames="setup", donate_argnames="state")
+_eval_sums_jit = jax.jit(eval_sums, static_argnames="setup")
+_scanned_eval_jit = jax.jit(_scanned_eval, static_argnames="setup")
+_epoch_indices_jit = jax.jit(epoch_indices, static_argnames="setup")
 
-    (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = self.tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
 
-  def _epoch_indices(self, epoch) -> jax.Array:
-    """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch."""
-    n, b = len(self.dataset.train_y), self.cfg.batch_size
-    order = lambda k: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(k, 1), epoch), n)
-    idx_KxSxB = jax.vmap(order)(self.replica_keys)[:, : self.steps_per_epoch * b]
-    return idx_KxSxB.reshape(self.cfg.num_seeds, self.steps_per_epoch, b).transpose(1, 0, 2)
+def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
+  """(loss_K, accuracy_K) on a split padded by `variants.pad_chunks`: one compiled scan, or (backend
+  policy `variants.host_loop`) a loop of compiled chunks."""
+  if variants.host_loop(setup.model):
+    sums = [_eval_sums_jit(setup, params, batch_stats, x, y) for x, y in zip(*split)]
+    loss, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
+  else:
+    loss, correct = _scanned_eval_jit(setup, params, batch_stats, split)
+  n = jnp.sum(split[1] >= 0)
+  return loss / n, correct / n
 
-  def _step(self, state, idx_KxB, train_data):
-    """One optimisation step of every replica on its batch `idx_KxB`."""
-    train_x, train_y = train_data
-    x = parallel.shard_batch(train_x[idx_KxB], self.mesh, axis=1)
-    y = train_y[idx_KxB]
-    keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state["step"]))(self.replica_keys)
-    params, stats, opt, loss, acc = jax.vmap(self._train_step)(
-      state["params"], state["batch_stats"], state["opt_state"], x, y, keys
-    )
-    bad = (state["bad_step"] < 0) & ~jnp.all(jnp.isfinite(loss))
-    new = dict(state, params=params, batch_stats=stats, opt_state=opt, step=state["step"] + 1)
-    new["bad_step"] = jnp.where(bad, state["step"] + 1, state["bad_step"])
-    return new, (loss, acc)
 
-  def _validate(self, state, val_data):
-    """Validation loss of every replica; keeps the parameters of each replica's minimum."""
-    loss, _ = self._evaluate_replicas(state["params"], state["batch_stats"], val_data)
-    return self._track_best(state, loss)
-
-  def _track_best(self, state, loss):
-    better = loss < state["best_loss"]
-    new = dict(state, best_loss=jnp.where(better, loss, state["best_loss"]))
-    new["best_step"] = jnp.where(better, state["step"], state["best_step"])
-    new["best_params"] = _select(better, state["params"], state["best_params"])
-    new["best_batch_stats"] = _select(better, state["batch_stats"], state["best_batch_stats"])
-    return new, loss
-
-  def _due(self, step):
-    return (step % self.cfg.eval_every == 0) | (step == self.cfg.steps)
-
-  def _run_epoch(self, state: dict, train_data, val_data) -> tuple[dict, dict]:
-    """One pass over the training split for every replica, as one scan; returns per-step metrics."""
-    cfg = self.cfg
-    nan_K = jnp.full(cfg.num_seeds, jnp.nan, jnp.float32)
-
-    def body(state, idx_KxB):
-      active = state["step"] < cfg.steps
-      skip = lambda s: (s, (jnp.zeros(cfg.num_seeds), jnp.zeros(cfg.num_seeds)))
-      state, (loss, acc) = jax.lax.cond(active, lambda s: self._step(s, idx_KxB, train_data), skip, state)
-      due = active & self._due(state["step"])
-      state, val_loss = jax.lax.cond(due, lambda s: self._validate(s, val_data), lambda s: (s, nan_K), state)
-      return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}
-
-    state, metrics = jax.lax.scan(body, state, self._epoch_indices(state["epoch"]))
-    return dict(state, epoch=state["epoch"] + 1), metrics
-
-  # -- host side
-
-  def run_epoch(self, state):
-    """Runs one epoch: a single compiled scan, or on CPU for conv models a loop of compiled steps."""
-    if not self.python_loop:
-      return self._epoch(state, self.train_data, self.val_data)
-    nan_K = np.full(self.cfg.num_seeds, np.nan, np.float32)
-    metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
-    step = int(state["step"])
-    for idx_KxB in self._indices(state["epoch"]):
-      active = step < self.cfg.steps
-      metrics["active"].append(active)
-      if not active:
-        for k in ("loss", "accuracy", "val_loss"):
-          metrics[k].append(nan_K)
-        continue
-      state, (loss, acc) = self._step_jit(state, idx_KxB, self.train_data)
+def host_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
+  """`scan_epoch` stepped from Python through the same compiled `train_step` and `track_best`: XLA:CPU
+  runs convolutions inside loop bodies and conditionals far slower (BUILD_NOTES.md)."""
+  cfg, nan_K = setup.cfg, np.full(setup.cfg.num_seeds, np.nan, np.float32)
+  metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
+  step = int(state.step)
+  for idx_KxB in _epoch_indices_jit(setup, state.epoch):
+    active = step < cfg.steps
+    loss = acc = val = nan_K
+    if active:
+      state, (loss, acc) = _train_step_jit(setup, state, idx_KxB, train_data)
       step += 1
-      val = nan_K
-      if self._due(step):
-        val = self.evaluate(state["params"], state["batch_stats"], self.val_data)[0]
-        state, val = self._track_jit(state, val)
-      metrics["loss"].append(loss), metrics["accuracy"].append(acc), metrics["val_loss"].append(val)
-    metrics = {k: jnp.stack([jnp.asarray(v) for v in vs]) for k, vs in metrics.items()}
-    return dict(state, epoch=state["epoch"] + 1), metrics
-
-  def test_metrics(self, state) -> tuple[np.ndarray, np.ndarray]:
-    """(loss_K, accuracy_K) of the minimum-validation-loss parameters on the test split."""
-    loss, acc = self.evaluate(state["best_params"], state["best_batch_stats"], self.test_data)
-    return np.asarray(loss), np.asarray(acc)
+      if is_due(cfg, step):
+        val = evaluate(setup, state.params, state.batch_stats, val_split)[0]
+        state = _track_best_jit(state, val)
+    for k, v in zip(metrics, (active, loss, acc, val)):
+      metrics[k].append(v)
+  metrics = {k: jnp.stack([jnp.asarray(v) for v in vs]) for k, vs in metrics.items()}
+  return state.replace(epoch=state.epoch + 1), metrics
 
 
-def best_variables(state) -> dict:
+def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto"):
+  """One epoch: `scan_epoch` compiled whole, or `host_epoch` where the backend policy says so."""
+  if loop not in ("auto", "scan", "python"):
+    raise ValueError(f"unknown loop {loop!r}; valid: auto, scan, python")
+  python = variants.host_loop(setup.model) if loop == "auto" else loop == "python"
+  if python:
+    return host_epoch(setup, state, train_data, val_split)
+  return _scan_epoch_jit(setup, state, train_data, val_split)
+
+
+def device_data(setup: Setup, dataset: data_lib.Dataset, eval_chunk: int = 500):
+  """(train (x, y), validation split, test split) placed on every device of the mesh."""
+  put = lambda tree: parallel.replicate(jax.tree.map(jnp.asarray, tree), setup.mesh)
+  split = lambda x, y: put(variants.pad_chunks(x, y, eval_chunk, multiple=setup.mesh.size))
+  train = put((dataset.train_x, dataset.train_y))
+  return train, split(dataset.val_x, dataset.val_y), split(dataset.test_x, dataset.test_y)
+
+
+def best_variables(state: TrainState) -> dict:
   """{"params", "batch_stats"?} at minimum validation loss, stacked over replicas."""
-  variables = {"params": state["best_params"]}
-  if jax.tree.leaves(state["best_batch_stats"]):
-    variables["batch_stats"] = state["best_batch_stats"]
+  variables = {"params": state.best_params}
+  if jax.tree.leaves(state.best_batch_stats):
+    variables["batch_stats"] = state.best_batch_stats
   return jax.device_get(variables)
 
 
@@ -377,10 +397,13 @@ class ConfigMismatch(ValueError):
   pass
 
 
-def _check_config(workdir: str, cfg: TrainConfig) -> None:
+def _check_config(workdir: str, cfg: TrainConfig, write: bool) -> None:
+  """An error listing the differences when `workdir` holds a run of another config; with `write`,
+  records `cfg` there when it holds none."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    storage.write_json(path, cfg.to_json())
+    if write:
+      storage.write_json(path, cfg.to_json())
     return
   old, new = storage.read_json(path), cfg.to_json()
   diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
@@ -414,7 +437,7 @@ def train(
   """
   cfg = cfg.resolve()
   os.makedirs(workdir, exist_ok=True)
-  _check_config(workdir, cfg)
+  _check_config(workdir, cfg, write=False)
   results_path = os.path.join(workdir, "results.json")
   if checkpoint.has_trained(workdir):
     log(f"{workdir} already holds a trained model; delete results.json to retrain")
@@ -423,34 +446,36 @@ def train(
     dataset = data_lib.load_dataset(
       cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
     )
-  trainer = Trainer(cfg, dataset)
-  state = trainer.init_state()
+  setup = make_setup(cfg, dataset)
+  _check_config(workdir, cfg, write=True)  # only once data and model load
+  train_data, val_split, test_split = device_data(setup, dataset)
+  state = init_state(setup, dataset.image_shape)
   mngr = checkpoint.manager(workdir)
   restored = checkpoint.restore_state(mngr, state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if restored is not None:
-    state = parallel.replicate(restored, trainer.mesh)
-    _trim_metrics(metrics_path, int(state["epoch"]))
-    log(f"resumed from checkpoint at step {int(state['step'])} (epoch {int(state['epoch'])})")
+    state = parallel.replicate(restored, setup.mesh)
+    _trim_metrics(metrics_path, int(state.epoch))
+    log(f"resuming from step {int(state.step)} (epoch {int(state.epoch)})")
   else:
     _trim_metrics(metrics_path, 0)
-    storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state["params"]))
+    storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state.params))
+    log("no checkpoint: starting from scratch")
+  num_epochs = setup.num_epochs
+  snapshot_every = cfg.snapshot_every or math.ceil(num_epochs / 100)
   log(
     f"training {cfg.model} on {dataset.source}: {cfg.steps} steps, batch {cfg.batch_size}, "
-    f"{trainer.steps_per_epoch} steps/epoch, {cfg.num_seeds} replica(s), {trainer.mesh.size} device(s)"
+    f"{setup.steps_per_epoch} steps/epoch, {cfg.num_seeds} replica(s), {setup.mesh.size} device(s)"
   )
-  start_epoch, last_save = int(state["epoch"]), time.time()
-  timed_steps, timed_secs, epochs_run = 0, 0.0, 0
-  for epoch in range(start_epoch, trainer.num_epochs):
-    if max_epochs is not None and epochs_run >= max_epochs:
-      log(f"stopping after {epochs_run} epoch(s) as asked; run again to resume")
-      return {"stopped_at_epoch": epoch}
+  start_epoch, last_save = int(state.epoch), time.time()
+  timed_steps, timed_secs = 0, 0.0
+  for epoch in range(start_epoch, num_epochs):
     begin = time.time()
-    good_step = int(state["step"])
-    state, metrics = trainer.run_epoch(state)
+    good_step = int(state.step)
+    state, metrics = run_epoch(setup, state, train_data, val_split)
     metrics = jax.device_get(metrics)
     seconds = time.time() - begin
-    bad_step = int(state["bad_step"])
+    bad_step = int(state.bad_step)
     if bad_step >= 0:
       raise FloatingPointError(
         f"non-finite training loss at iteration {bad_step}; the last good checkpoint (step "
@@ -461,7 +486,7 @@ def train(
     if epoch > start_epoch:  # the first epoch of a run includes compilation
       timed_steps, timed_secs = timed_steps + steps_done, timed_secs + seconds
     rate = timed_steps / timed_secs if timed_secs else steps_done / seconds
-    step_now = int(state["step"])
+    step_now = int(state.step)
     val = np.asarray(metrics["val_loss"])[active]
     evals = [(good_step + i + 1, v.tolist()) for i, v in enumerate(val) if not np.isnan(v).any()]
     line = {
@@ -470,37 +495,41 @@ def train(
       "train_loss": np.asarray(metrics["loss"])[active].mean(0).tolist(),
       "train_accuracy": np.asarray(metrics["accuracy"])[active].mean(0).tolist(),
       "val_loss": evals,
-      "best_val_loss": np.asarray(state["best_loss"]).tolist(),
-      "best_step": np.asarray(state["best_step"]).tolist(),
+      "best_val_loss": np.asarray(state.best_loss).tolist(),
+      "best_step": np.asarray(state.best_step).tolist(),
       "seconds": seconds,
     }
     storage.append_jsonl(metrics_path, line)
-    if (epoch + 1) % trainer.snapshot_every == 0 or epoch + 1 == trainer.num_epochs:
-      storage.save_tree(checkpoint.snapshot_path(workdir, epoch + 1), jax.device_get(state["params"]))
+    last = epoch + 1 == num_epochs
+    if (epoch + 1) % snapshot_every == 0 or last:
+      storage.save_tree(checkpoint.snapshot_path(workdir, epoch + 1), jax.device_get(state.params))
     eta = (cfg.steps - step_now) / max(rate, 1e-9)
     log(
-      f"epoch {epoch + 1}/{trainer.num_epochs} step {step_now}/{cfg.steps} "
+      f"epoch {epoch + 1}/{num_epochs} step {step_now}/{cfg.steps} "
       f"loss {np.mean(line['train_loss']):.4f} best val {np.mean(line['best_val_loss']):.4f} "
       f"{rate:.0f} steps/s ETA {eta:.0f}s"
     )
-    epochs_run += 1
-    if time.time() - last_save >= checkpoint_every_secs or epoch + 1 == trainer.num_epochs:
+    stop = max_epochs is not None and epoch + 1 - start_epoch >= max_epochs and not last
+    if stop or last or time.time() - last_save >= checkpoint_every_secs:  # every exit path saves
       checkpoint.save_state(mngr, step_now, jax.device_get(state))
       last_save = time.time()
-  test_loss, test_acc = trainer.test_metrics(state)
+    if stop:
+      log(f"stopping after {max_epochs} epoch(s) as asked; run again to resume")
+      return {"stopped_at_epoch": epoch + 1}
+  test_loss, test_acc = (np.asarray(a) for a in evaluate(setup, state.best_params, state.best_batch_stats, test_split))
   storage.save_tree(checkpoint.trained_path(workdir), best_variables(state))
   results = {
     "config": cfg.to_json(),
     "dataset": dataset.describe(),
-    "best_step": np.asarray(state["best_step"]).tolist(),
-    "best_val_loss": np.asarray(state["best_loss"]).tolist(),
+    "best_step": np.asarray(state.best_step).tolist(),
+    "best_val_loss": np.asarray(state.best_loss).tolist(),
     "test_accuracy": test_acc.tolist(),
     "test_loss": test_loss.tolist(),
     "test_accuracy_mean": float(test_acc.mean()),
     "test_accuracy_std": float(test_acc.std()),
     "steps_per_second": rate,
-    "devices": trainer.mesh.size,
-    "epochs": trainer.num_epochs,
+    "devices": setup.mesh.size,
+    "epochs": num_epochs,
   }
   storage.write_json(results_path, results)
   log(

@@ -48,6 +48,83 @@ def test_idx_files_in_data_dir_with_validation_split(tmp_path):
   assert ds.source == f"files in {tmp_path}"
 
 
+def _indexed_images(n, shape, marker, rng):
+  """n random uint8 images whose first pixel values spell (index // 256, index % 256, marker)."""
+  x = rng.integers(0, 256, (n, *shape)).astype(np.uint8)
+  flat = x.reshape(n, -1)
+  flat[:, 0], flat[:, 1], flat[:, 2] = np.arange(n) // 256, np.arange(n) % 256, marker
+  return x
+
+
+def _decode(x):
+  """(index, marker) of each image written by `_indexed_images`, from the same bytes."""
+  flat = x.reshape(len(x), -1).astype(np.int64)
+  return flat[:, 0] * 256 + flat[:, 1], flat[:, 2]
+
+
+def _write_indexed_files(name, folder, n_train, n_test, rng):
+  """Training and test files of `name` holding distinct, numbered images labelled index % 10; returns
+  the images as the loader gives them (N, H, W, C)."""
+  shape = (28, 28, 1) if name == "mnist" else (32, 32, 3)
+  train, test = _indexed_images(n_train, shape, 0, rng), _indexed_images(n_test, shape, 1, rng)
+  if name == "mnist":
+    for prefix, x in (("train", train), ("t10k", test)):
+      _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x[..., 0])
+      _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(len(x)) % 10)
+    return train, test
+  # CIFAR-10 binary records: a label byte, then the R, G, B planes; the training file in five batches
+  def write(path, x, first):
+    labels = (np.arange(len(x)) + first) % 10
+    np.concatenate([labels[:, None], x.transpose(0, 3, 1, 2).reshape(len(x), -1)], 1).astype(np.uint8).tofile(path)
+
+  for i, part in enumerate(np.array_split(np.arange(n_train), 5)):
+    write(folder / f"data_batch_{i + 1}.bin", train[part], part[0])
+  write(folder / "test_batch.bin", test, 0)
+  return train, test
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_validation_split_of_files_is_disjoint_and_train_plus_val_is_the_training_file(tmp_path, name):
+  n_train, n_test, val_size = 300, 40, 70
+  train, test = _write_indexed_files(name, tmp_path, n_train, n_test, np.random.default_rng(0))
+  ds = data.load_dataset(name, data_dir=str(tmp_path), val_size=val_size, seed=3)
+  (train_ids, train_marks), (val_ids, val_marks) = _decode(ds.train_x), _decode(ds.val_x)
+  test_ids, test_marks = _decode(ds.test_x)
+  # train and validation come from the training file, test from the test file, all of it in order
+  assert np.all(train_marks == 0) and np.all(val_marks == 0) and np.all(test_marks == 1)
+  np.testing.assert_array_equal(test_ids, np.arange(n_test))
+  # the validation split is disjoint from train, and the two together are the whole training file
+  assert len(val_ids) == val_size and not set(train_ids) & set(val_ids)
+  np.testing.assert_array_equal(np.sort(np.concatenate([train_ids, val_ids])), np.arange(n_train))
+  # every image kept whole and with its own label
+  for x, y, ids, source in ((ds.train_x, ds.train_y, train_ids, train), (ds.val_x, ds.val_y, val_ids, train),
+                            (ds.test_x, ds.test_y, test_ids, test)):
+    np.testing.assert_array_equal(x, source[ids])
+    np.testing.assert_array_equal(y, ids % 10)
+  # the split is fixed by the seed
+  again = data.load_dataset(name, data_dir=str(tmp_path), val_size=val_size, seed=3)
+  other = data.load_dataset(name, data_dir=str(tmp_path), val_size=val_size, seed=4)
+  np.testing.assert_array_equal(_decode(again.val_x)[0], val_ids)
+  assert set(_decode(other.val_x)[0]) != set(val_ids)
+
+
+def test_bundled_validation_split_is_disjoint_and_the_splits_are_the_whole_file():
+  x, y = data.read_idx_pair(
+    os.path.join(data.BUNDLED_DIR, "t10k-images-idx3-ubyte.gz"),
+    os.path.join(data.BUNDLED_DIR, "t10k-labels-idx1-ubyte.gz"),
+  )
+  index = {image.tobytes(): i for i, image in enumerate(x)}
+  assert len(index) == 10_000  # the 10,000 images are distinct, so bytes identify an image
+  ds = data.load_bundled_mnist(seed=0)
+  ids = {split: np.array([index[image.tobytes()] for image in images])
+         for split, images in (("train", ds.train_x), ("val", ds.val_x), ("test", ds.test_x))}
+  assert {k: len(v) for k, v in ids.items()} == {"train": 8000, "val": 1000, "test": 1000}
+  assert not set(ids["val"]) & set(ids["train"]) and not set(ids["val"]) & set(ids["test"])
+  np.testing.assert_array_equal(np.sort(np.concatenate(list(ids.values()))), np.arange(10_000))
+  for split, labels in (("train", ds.train_y), ("val", ds.val_y), ("test", ds.test_y)):
+    np.testing.assert_array_equal(labels, y[ids[split]])
+
+
 def test_corrupt_idx_names_file_and_format(tmp_path):
   bad = tmp_path / "t10k-images-idx3-ubyte.gz"
   with gzip.open(bad, "wb") as f:

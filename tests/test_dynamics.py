@@ -1,5 +1,6 @@
-"""Training-dynamics graph: d3-force against a NumPy transcription, properties, statistics, the page in
-a real headless browser, and a smoke test of experiments.dynamics."""
+"""Training-dynamics graph: edge weights and caps, statistics, removable units, the page (in a real
+headless browser when there is one), and a smoke test of experiments.dynamics. The layout itself is
+tested in test_force_layout.py."""
 
 import json
 import math
@@ -10,148 +11,16 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 from redundancy_jax import dynamics, storage
+from redundancy_jax.force_layout import LayoutParams
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.plots import dynamics as plots
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-# ----------------------------------------------------------------------------- NumPy transcription
-
-
-def _reference_layout(A, ticks, *, alpha=1.0, p0=None, weighted=False):
-  """SPEC section 3's d3-force equations, literally, in float64; links one at a time in the schedule's
-  order (the only thing taken from the code under test)."""
-  A = np.asarray(A, np.float64)
-  m = len(A)
-  i = np.arange(m)
-  r, theta = 10 * np.sqrt(0.5 + i), i * np.pi * (3 - np.sqrt(5))
-  p = np.stack([r * np.cos(theta), r * np.sin(theta)], 1) if p0 is None else np.array(p0, np.float64)
-  v = np.zeros_like(p)
-  deg = np.count_nonzero(np.triu(A, 1) > 0, 1) + np.count_nonzero(np.triu(A, 1) > 0, 0)
-  order = dynamics.link_schedule(A).order()
-  decay = 1 - 0.001 ** (1 / 300)
-  for _ in range(ticks):
-    alpha += (0 - alpha) * decay
-    for a in range(m):  # charge, exact
-      for b in range(m):
-        if a == b:
-          continue
-        d = p[b] - p[a]
-        l = d @ d
-        if l < 1:
-          l = math.sqrt(l)
-        if l > 0:
-          v[a] += d * -30.0 * alpha / l
-    for s, t in order:  # links, Gauss-Seidel
-      k = 1 / min(deg[s], deg[t]) * (A[s, t] if weighted else 1.0)
-      b = deg[s] / (deg[s] + deg[t])
-      D = p[t] + v[t] - p[s] - v[s]
-      L = math.sqrt(D @ D)
-      if L > 0:
-        D = D * alpha * k * (L - 30.0) / L
-        v[t] -= b * D
-        v[s] += (1 - b) * D
-    v += (0 - p) * 0.1 * alpha  # gravity
-    v *= 0.6
-    p = p + v
-  return p
-
-
-def _random_graph(m, p, seed):
-  rng = np.random.default_rng(seed)
-  upper = np.triu(rng.random((m, m)) < p, 1)
-  W = np.where(upper, rng.uniform(0.3, 1.0, (m, m)), 0.0)
-  return W + W.T
-
-
-@pytest.mark.parametrize(
-  "m, density, ticks, weighted", [(9, 0.35, 60, False), (12, 0.25, 40, True), (6, 0.0, 30, False)]
-)
-def test_force_layout_matches_numpy_transcription_in_float64(m, density, ticks, weighted):
-  A = _random_graph(m, density, seed=m)
-  with jax.enable_x64(True):
-    got = np.asarray(dynamics.force_layout(A, ticks=ticks, weighted=weighted))
-    assert got.dtype == np.float64
-  np.testing.assert_allclose(got, _reference_layout(A, ticks, weighted=weighted), atol=1e-5, rtol=0)
-
-
-def test_force_layout_from_given_positions_and_alpha_matches_transcription():
-  A = _random_graph(8, 0.4, seed=3)
-  p0 = np.random.default_rng(0).normal(0, 40, (8, 2))
-  with jax.enable_x64(True):
-    got = np.asarray(dynamics.force_layout(A, init_positions=p0, alpha=0.3, ticks=25))
-  np.testing.assert_allclose(got, _reference_layout(A, 25, alpha=0.3, p0=p0), atol=1e-5, rtol=0)
-
-
-def test_link_schedule_rounds_are_node_disjoint_and_cover_every_edge_once():
-  A = _random_graph(30, 0.3, seed=1)
-  links = dynamics.link_schedule(A, rounds=40, width=20)
-  assert links.source.shape[0] >= 40 and links.source.shape[1] >= 20  # padded
-  edges = set()
-  for s, t, k in zip(links.source, links.target, links.strength):
-    real = k > 0
-    nodes = np.concatenate([s[real], t[real]])
-    assert len(nodes) == len(set(nodes.tolist()))  # no node twice in a round
-    edges |= {(int(a), int(b)) for a, b in zip(s[real], t[real])}
-  assert edges == {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(A, 1)))}
-  assert len(links.order()) == len(edges)
-  assert dynamics.link_schedule(A).source.shape[0] <= 2 * (A > 0).sum(1).max() - 1  # greedy colouring bound
-
-
-def test_layout_sequence_pads_schedules_and_aligns_frames():
-  A_small, A_big = _random_graph(10, 0.2, seed=4), _random_graph(10, 0.8, seed=5)
-  frames = np.asarray(dynamics.layout_sequence([A_small, A_big, A_big], ticks=50))
-  # the first frame is force_layout itself, although its schedule was padded to the bigger graph's
-  np.testing.assert_allclose(frames[0], np.asarray(dynamics.force_layout(A_small, ticks=50)), atol=1e-4)
-  # later frames: from the previous positions, re-heated, then aligned (same graph: little motion)
-  assert np.abs(frames[2] - frames[1]).max() < np.abs(frames[1] - frames[0]).max()
-  # alignment: undoing a rotation and a translation exactly
-  P = frames[1]
-  c, s = np.cos(1.1), np.sin(1.1)
-  moved = P @ np.array([[c, s], [-s, c]]) + np.array([50.0, -20.0])
-  np.testing.assert_allclose(np.asarray(dynamics.align_positions(moved, P)), P, atol=1e-3)
-
-
-def test_two_disconnected_cliques_end_up_separated():
-  A = np.zeros((12, 12))
-  A[:6, :6] = A[6:, 6:] = 1.0
-  np.fill_diagonal(A, 0)
-  xy = np.asarray(dynamics.force_layout(A))
-  centres = xy[:6].mean(0), xy[6:].mean(0)
-  radii = [np.linalg.norm(xy[s] - c, axis=1).max() for s, c in zip((slice(0, 6), slice(6, 12)), centres)]
-  assert np.linalg.norm(centres[0] - centres[1]) > sum(radii)  # the discs holding the cliques are disjoint
-  d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
-  assert d[:6, 6:].min() > np.median(d[:6, :6][np.triu_indices(6, 1)]) / 2
-
-
-def test_chain_is_laid_out_as_a_path():
-  m = 10
-  A = np.zeros((m, m))
-  A[np.arange(m - 1), np.arange(1, m)] = A[np.arange(1, m), np.arange(m - 1)] = 1.0
-  steps = np.linalg.norm(np.diff(np.asarray(dynamics.force_layout(A)), axis=0), axis=1)
-  assert np.all((steps > 20) & (steps < 45)), steps  # links near their distance of 30
-  xy = np.asarray(dynamics.force_layout(A, gravity=0.0))  # d3's gravity of 0.1 folds a long chain
-  steps = np.linalg.norm(np.diff(xy, axis=0), axis=1)
-  assert np.all((steps > 20) & (steps < 45)), steps
-  d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
-  hops = np.abs(np.arange(m)[:, None] - np.arange(m)[None])
-  assert d[hops >= 2].min() > d[hops == 1].max()  # no fold: only chain neighbours are close
-  upper = np.triu_indices(m, 1)
-  assert scipy.stats.spearmanr(hops[upper], d[upper]).statistic > 0.9  # distance grows along the chain
-
-
-def test_force_layout_is_deterministic_and_key_only_jiggles():
-  A = _random_graph(15, 0.3, seed=2)
-  a, b = np.asarray(dynamics.force_layout(A)), np.asarray(dynamics.force_layout(A))
-  np.testing.assert_array_equal(a, b)
-  c = np.asarray(dynamics.force_layout(A, key=jax.random.key(1)))
-  assert np.isfinite(c).all() and c.shape == (15, 2)
 
 
 # ----------------------------------------------------------------------------- graph and statistics
@@ -195,14 +64,25 @@ def test_statistics_by_hand():
   assert edges.tolist() == [[0, 1, 0.9], [1, 2, 0.9], [3, 4, 0.9]]
 
 
-def test_strongest_edges_cap_keeps_each_nodes_best():
-  A = _random_graph(20, 1.0, seed=7)
-  capped = dynamics.strongest_edges(A, max_per_node=2)
-  for i in range(20):
-    best = set(np.argsort(-A[i])[:2].tolist())
-    kept = {int(b) if int(a) == i else int(a) for a, b, _ in capped if i in (int(a), int(b))}
-    assert best <= kept
-  assert len(capped) <= 40
+def _top_k(A, k):
+  """(m, m) bool: j is among the k heaviest entries of row i (numpy sort; the weights have no ties)."""
+  top = np.zeros(A.shape, bool)
+  np.put_along_axis(top, np.argsort(-A, axis=1)[:, :k], True, 1)
+  return top
+
+
+def test_edge_cap_keeps_the_edges_in_a_top_k_of_either_node():
+  A = dynamics.edge_weights(np.random.default_rng(7).normal(size=(25, 6)), 1.0, 0.3)
+  k = 3
+  top = _top_k(A, k)
+  capped = dynamics.strongest_edges(A, max_per_node=k)
+  kept = {(int(a), int(b)) for a, b, _ in capped}
+  dropped = {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(A, 1)))} - kept
+  assert len(kept) >= 25 * k / 2 and len(dropped) > len(kept)  # the cap has work to do
+  assert all(top[a, b] or top[b, a] for a, b in kept)
+  assert not any(top[a, b] or top[b, a] for a, b in dropped)
+  np.testing.assert_array_equal(capped[:, 2], A[capped[:, 0].astype(int), capped[:, 1].astype(int)])
+  np.testing.assert_array_equal(dynamics.cap_edges(A, k), np.where(top | top.T, A, 0.0))
 
 
 def test_repeated_units_match_numpy_corrcoef():
@@ -229,30 +109,63 @@ def test_repeated_units_match_numpy_corrcoef():
 
 
 def _small_lenet():
-  model = create_model("lenet", width=0.1)  # 30 and 10 hidden units
+  model = create_model("lenet", width=0.1, mean=(0.13,), std=(0.31,))  # 30 and 10 hidden units
   variables = init_variables(model, jax.random.key(0), (28, 28, 1))
   x = np.random.default_rng(0).integers(0, 255, (96, 28, 28, 1), dtype=np.uint8)
   return model, variables, x
 
 
+def _predict(model, params, x):
+  return np.asarray(jnp.argmax(model.apply({"params": params}, jnp.asarray(x)), -1))
+
+
+def _without_fc1_units(params, k):
+  """`params` with fc1's units 0..k-1 removed: fc2's input rows for them zeroed."""
+  kernel = np.where(np.arange(30)[:, None] < k, 0.0, params["fc2"]["kernel"])
+  return {**params, "fc2": {**params["fc2"], "kernel": kernel}}
+
+
 def test_removable_units_agreement():
   model, variables, x = _small_lenet()
-  out = dynamics.removable_units(
-    model, variables, "fc1", x, [0.0, 0.5, 0.5, 1.0], jax.random.key(0), seeds=3, normalization=((0.13,), (0.31,))
-  )
+  params = jax.tree.map(np.asarray, variables["params"])
+  y = _predict(model, params, x)
+  out = dynamics.removable_units(model, variables, "fc1", x, [0.0, 0.3, 0.7, 1.0], jax.random.key(0), seeds=3)
   assert out["agreement"].shape == (3, 4)
   np.testing.assert_array_equal(out["agreement"][:, 0], 1.0)  # nothing removed: every prediction agrees
-  np.testing.assert_array_equal(out["agreement"][:, 1], out["agreement"][:, 2])  # repeated fraction
-  assert np.all((out["agreement"] >= 0) & (out["agreement"] <= 1))
-  with pytest.raises(dynamics.DynamicsError, match="valid layers: fc1, fc2"):
+  # everything removed: the network predicts one constant class, agreeing where y is that class
+  removed = _predict(model, _without_fc1_units(params, 30), x)
+  np.testing.assert_array_equal(out["agreement"][:, 3], np.mean(removed == y))
+  assert len(set(out["agreement"][:, 1].tolist())) > 1  # three seeds, three different random orders
+  np.testing.assert_allclose(out["mean"], out["agreement"].mean(0))
+  with pytest.raises(dynamics.DynamicsError, match="prunable layers: fc1, fc2"):
     dynamics.removable_units(model, variables, "fc3", x, [0.5], jax.random.key(0))
 
 
-# ----------------------------------------------------------------------------- the page in a browser
+@pytest.mark.parametrize("fractions", [[0.0, 0.3, 0.7, 1.0], np.linspace(0, 1, 11).tolist()])  # masks, running sums
+def test_removable_units_match_zeroing_units_by_hand(fractions):
+  """fc1's 30 units made identical: removing any k of them is the same network, so every random order
+  must agree with zeroing the first k units' rows of fc2 in a loop here; biases make the answer depend on k."""
+  model, variables, x = _small_lenet()
+  params = jax.tree.map(np.asarray, variables["params"])
+  rng = np.random.default_rng(3)
+  params = {
+    "fc1": {"kernel": np.repeat(params["fc1"]["kernel"][:, :1], 30, 1), "bias": np.full(30, 0.1, np.float32)},
+    "fc2": {"kernel": np.repeat(params["fc2"]["kernel"][:1], 30, 0), "bias": rng.normal(0, 1, 10).astype(np.float32)},
+    "fc3": {"kernel": params["fc3"]["kernel"], "bias": rng.normal(0, 0.5, 10).astype(np.float32)},
+  }
+  y = _predict(model, params, x)
+  expected = [np.mean(_predict(model, _without_fc1_units(params, round(f * 30)), x) == y) for f in fractions]
+  assert len(set(expected)) >= 3  # removal changes predictions, more with more units removed
+  out = dynamics.removable_units(model, {"params": params}, "fc1", x, fractions, jax.random.key(0), seeds=3)
+  np.testing.assert_array_equal(out["agreement"], np.tile(expected, (3, 1)))
 
 
-def _synthetic_run(max_nodes=2000):
-  """analyse() on a small LeNet whose fc1 units drift towards three directions over four epochs."""
+# ----------------------------------------------------------------------------- a whole run
+
+
+def _drifting_snapshots():
+  """A small LeNet whose fc1 units drift towards three directions over four epochs: (model, {epoch:
+  params}, x)."""
   model, variables, x = _small_lenet()
   rng = np.random.default_rng(1)
   params = variables["params"]
@@ -262,32 +175,60 @@ def _synthetic_run(max_nodes=2000):
   for epoch in range(4):
     mix = epoch / 3 * 0.8
     snapshots[epoch] = {**params, "fc1": {**params["fc1"], "kernel": (1 - mix) * kernel + mix * targets}}
-  cfg = dynamics.DynamicsConfig(
-    layer="fc1", threshold=0.45, ticks=60, seeds=2, max_nodes=max_nodes, edges_per_node=3
-  )
-  return dynamics.analyse(model, snapshots, cfg, x=x, normalization=((0.13,), (0.31,)), log=lambda s: None)
+  return model, snapshots, x
+
+
+def _config(**overrides):
+  return dynamics.DynamicsConfig(layer="fc1", threshold=0.45, layout=LayoutParams(ticks=60), seeds=2, **overrides)
+
+
+def _synthetic_run(max_nodes=2000):
+  """analyse() of `_drifting_snapshots`, with data; over `max_nodes` units, 3 edges per node."""
+  model, snapshots, x = _drifting_snapshots()
+  cfg = _config(max_nodes=max_nodes, edges_per_node=3)
+  return dynamics.analyse(model, snapshots, cfg, x=x, log=lambda s: None)
+
+
+def _edge_set(edges):
+  return {(int(a), int(b)) for a, b, _ in np.asarray(edges).reshape(-1, 3)}
 
 
 def test_analyse_run_structure_and_edge_cap():
   result = _synthetic_run(max_nodes=10)
   assert result["epochs"] == [0, 1, 2, 3] and result["units"] == 30 and result["edge_cap"] == 3
+  assert result["config"]["layout"]["ticks"] == 60 and result["config"]["max_nodes"] == 10
   last = result["frames"][-1]
   assert last["positions"].shape == (30, 2) and len(last["repeats"]) == 30
   assert last["stats"]["components"] < result["frames"][0]["stats"]["components"]  # clusters formed
-  degree = np.bincount(np.asarray(last["edges"])[:, :2].astype(int).ravel(), minlength=30)
   assert last["stats"]["edges"] == len(last["edges"])
   json.dumps(dynamics.rounded(result))  # JSON-ready
-  with pytest.raises(dynamics.DynamicsError, match="valid layers: fc1, fc2"):
+  # the last graph, capped here: an edge stays where it is among the 3 heaviest of either of its nodes
+  model, snapshots, _ = _drifting_snapshots()
+  A = dynamics.edge_weights(np.asarray(snapshots[3]["fc1"]["kernel"], np.float64).T, 1.0, 0.45)
+  top = _top_k(A, 3)
+  capped = np.where(top | top.T, A, 0.0)
+  assert _edge_set(last["edges"]) == _edge_set(dynamics.strongest_edges(capped))
+  degree = np.bincount(np.asarray(last["edges"])[:, :2].astype(int).ravel(), minlength=30)
+  np.testing.assert_array_equal(degree, np.count_nonzero(capped, 1))
+  assert degree.min() >= min(3, np.count_nonzero(A, 1).min()) and np.count_nonzero(A) > np.count_nonzero(capped)
+  # within max_nodes: no cap, every edge over the threshold
+  uncapped = dynamics.analyse(model, snapshots, _config(edges_per_node=3), log=lambda s: None)
+  assert uncapped["edge_cap"] is None
+  assert _edge_set(uncapped["frames"][-1]["edges"]) == _edge_set(dynamics.strongest_edges(A))
+  with pytest.raises(dynamics.DynamicsError, match="prunable layers: fc1, fc2"):
     dynamics.analyse(create_model("lenet", width=0.1), {0: {}}, dynamics.DynamicsConfig(layer="conv1"))
-  assert degree.max() <= 30
 
 
 def test_analyse_conv_layer_filters_are_units():
   model = create_model("conv2", width=0.125)  # 8 filters per convolution
   snapshots = {e: init_variables(model, jax.random.key(e), (16, 16, 3))["params"] for e in range(2)}
-  result = dynamics.analyse(model, snapshots, dynamics.DynamicsConfig(layer="conv2", ticks=20), log=lambda s: None)
+  cfg = dynamics.DynamicsConfig(layer="conv2", layout=LayoutParams(ticks=20))
+  result = dynamics.analyse(model, snapshots, cfg, log=lambda s: None)
   assert result["units"] == 8 and result["fan_in"] == 3 * 3 * 8
   assert result["frames"][1]["positions"].shape == (8, 2) and "repeats" not in result["frames"][1]  # no data given
+
+
+# ----------------------------------------------------------------------------- the page
 
 
 def _chromium(url, tmp_path, *extra):
@@ -314,10 +255,14 @@ def page(tmp_path_factory):
   return path, result
 
 
-def test_page_is_self_contained(page):
-  text = open(page[0], encoding="utf-8").read()
+def test_page_is_self_contained_and_warns_only_of_a_cap(page, tmp_path):
+  path, result = page
+  text = open(path, encoding="utf-8").read()
   assert "http://" not in text and "https://" not in text and "<script src" not in text
-  assert 'id="data"' in text and "Warning" in text
+  assert 'id="data"' in text and "function drawRun" in text  # data and script inline
+  assert 'class="warn"' in text and "only its 3 strongest edges" in text  # 30 units > max_nodes 10
+  uncapped = plots.write_page(str(tmp_path / "uncapped.html"), [("synthetic", {**result, "edge_cap": None})])
+  assert 'class="warn"' not in open(uncapped, encoding="utf-8").read()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium): page not tested")

@@ -85,5 +85,23 @@ def test_intermediates_are_returned():
   np.testing.assert_allclose(acts["fc3"], logits)
 
 
-def test_all_models_listed():
-  assert MODELS == ("lenet", "conv2", "conv4", "conv6", "vgg19")
+@pytest.mark.parametrize("name", MODELS)
+def test_every_registered_model_builds_with_an_explicit_plan(name):
+  """Every name in MODELS builds, and its plan is what the pruning and subspace code rely on: unique
+  explicit names conv1..convK then fc1..fcL in network order, each the name of its parameters (plus
+  <conv>_bn with BatchNorm) with as many units as the plan says; the last layer is the 10-way classifier
+  and the only one that is not prunable."""
+  model, variables = _abstract(name)
+  kinds = [layer.kind for layer in model.plan]
+  k, l = kinds.count("conv"), kinds.count("dense")
+  assert kinds == ["conv"] * k + ["dense"] * l and l >= 1
+  names = [layer.name for layer in model.plan]
+  assert names == [f"conv{i}" for i in range(1, k + 1)] + [f"fc{i}" for i in range(1, l + 1)]
+  params = variables["params"]
+  batch_norm = {f"{n}_bn" for n in names[:k]} if "batch_stats" in variables else set()
+  assert set(params) == set(names) | batch_norm
+  for layer in model.plan:
+    assert params[layer.name]["kernel"].shape[-1] == layer.features == params[layer.name]["bias"].shape[0]
+  assert [layer.output for layer in model.plan] == [False] * (k + l - 1) + [True]
+  assert model.plan[-1].features == 10
+  assert prunable_layers(model) == tuple(names[:-1])

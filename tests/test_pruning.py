@@ -1,4 +1,6 @@
 import itertools
+import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,88 @@ def test_greedy_frame_potential_matches_brute_force(seed):
   for criterion, maximise in (("max_fp", True), ("min_fp", False)):
     order = pruning.removal_order(jnp.asarray(W, jnp.float32), criterion).tolist()
     assert order == _brute_force_fp_order(W, maximise), criterion
+
+
+def _fsum_fp_order(W, remove_largest):
+  """Reference greedy in float64: Gram entries from correctly rounded dot products, every step's
+  contributions re-summed with math.fsum, ties (exactly equal sums) to the lowest index."""
+  W = np.asarray(W, np.float64)
+  norms = np.array([math.sqrt(math.fsum(w * w)) for w in W])
+  U = np.divide(W, norms[:, None], out=np.zeros_like(W), where=norms[:, None] > 0)
+  m = len(W)
+  G = np.zeros((m, m))
+  for i in range(m):
+    for j in range(i, m):
+      G[i, j] = G[j, i] = math.fsum(U[i] * U[j]) ** 2
+    G[i, i] = 1.0 if norms[i] > 0 else 0.0
+  alive, order = list(range(m)), []
+  while alive:
+    c = [math.fsum(G[i, alive]) for i in alive]
+    best = max(c) if remove_largest else min(c)
+    pick = alive[c.index(best)]  # first (lowest index) of the exactly tied
+    order.append(pick)
+    alive.remove(pick)
+  return order
+
+
+def _exact_fp_order(W, remove_largest):
+  """Reference in exact rational arithmetic: G_ij = <w_i, w_j>^2 / (|w_i|^2 |w_j|^2) of the stored
+  weights, so scaled duplicates tie exactly; ties to the lowest index."""
+  rows = [[Fraction(float(v)) for v in w] for w in np.asarray(W)]
+  sq = [sum(v * v for v in w) for w in rows]
+  dot = lambda a, b: sum(u * v for u, v in zip(a, b))
+  m = len(rows)
+  G = [[dot(rows[i], rows[j]) ** 2 / (sq[i] * sq[j]) if sq[i] and sq[j] else Fraction(0) for j in range(m)]
+       for i in range(m)]
+  alive, order = list(range(m)), []
+  while alive:
+    c = [sum(G[i][j] for j in alive) for i in alive]
+    pick = alive[c.index(max(c) if remove_largest else min(c))]
+    order.append(pick)
+    alive.remove(pick)
+  return order
+
+
+# exact duplicates (0, 3), scaled duplicates (1, 4: x3; 2, 6: x0.5), a zero row (5), two generic rows
+W_TIES = np.array(
+  [[1, 2, 0, -1], [0, 1, 1, 0], [3, 0, -2, 1], [1, 2, 0, -1], [0, 3, 3, 0], [0, 0, 0, 0], [1.5, 0, -1, 0.5],
+   [2, -1, 1, 1], [-1, 1, 2, 3]], np.float32,
+)
+
+
+@pytest.mark.parametrize("criterion, remove_largest", [("max_fp", False), ("min_fp", True)])
+def test_fp_orders_with_exact_ties_match_rational_reference(criterion, remove_largest):
+  expected = _exact_fp_order(W_TIES, remove_largest)
+  assert pruning.removal_order(W_TIES, criterion).tolist() == expected
+  # two non-zero units left always tie (c = 1 + G_ij each): the lower index goes first
+  if 5 not in expected[-2:]:
+    assert expected[-2] < expected[-1]
+  else:  # min_fp keeps the zero row (c = 0) to the end
+    assert expected[-1] == 5
+  # shuffling the rows permutes the order the same way, except where ties are decided by index
+  W = np.array([[1.0, 0], [0, 1.0]], np.float32)  # two orthogonal units: an exact tie at every step
+  assert pruning.removal_order(W, criterion).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("shape, seed", [((64, 200), 0), ((300, 784), 1), ((300, 784), 2)])
+def test_fp_orders_at_realistic_sizes_match_fsum_reference(shape, seed):
+  m, n = shape
+  W = (np.random.default_rng(seed).standard_normal(shape) * np.sqrt(2 / (m + n))).astype(np.float32)
+  for criterion, remove_largest in (("max_fp", False), ("min_fp", True)):
+    order = pruning.removal_order(W, criterion)
+    assert order.dtype == np.int32
+    assert order.tolist() == _fsum_fp_order(W, remove_largest), criterion
+
+
+def test_orders_of_a_trained_layer_match_float64_references(trained_lenet):
+  workdir, _ = trained_lenet
+  W = np.asarray(pruning.unit_matrix(checkpoint.load_trained(workdir), "fc1"))  # 300 x 784, float32
+  assert pruning.removal_order(W, "max_fp").tolist() == _fsum_fp_order(W, False)
+  assert pruning.removal_order(W, "min_fp").tolist() == _fsum_fp_order(W, True)
+  squared = [math.fsum(np.asarray(w, np.float64) ** 2) for w in W]
+  by_norm = sorted(range(len(W)), key=lambda i: (squared[i], i))
+  assert pruning.removal_order(W, "max_mag").tolist() == by_norm
+  assert pruning.removal_order(W, "min_mag").tolist() == sorted(range(len(W)), key=lambda i: (-squared[i], i))
 
 
 def test_random_order_is_a_seeded_permutation():
@@ -119,8 +203,8 @@ def test_remove_units_equals_physically_shrunk_network(name, options, layer, sha
   m = variables["params"][layer]["kernel"].shape[-1]
   keep = np.random.default_rng(1).random(m) < 0.6
   x = jax.random.normal(jax.random.key(2), (4, *shape))
-  masked = model.apply(pruning.remove_units(variables, layer, jnp.asarray(keep)), x)
-  small_vars = pruning.shrink(variables, layer, keep)
+  masked = model.apply(pruning.remove_units(model, variables, layer, jnp.asarray(keep)), x)
+  small_vars = pruning.shrink(model, variables, layer, keep)
   small = pruning.resize(model, small_vars)
   assert small_vars["params"][layer]["kernel"].shape[-1] == keep.sum()
   np.testing.assert_allclose(masked, small.apply(small_vars, x), rtol=1e-4, atol=1e-5)
@@ -135,7 +219,7 @@ def test_remove_units_vmaps_over_masks():
   variables = init_variables(model, jax.random.key(0), (28, 28, 1))
   order = pruning.removal_order(pruning.unit_matrix(variables, "fc1"), "max_mag")
   keep = pruning.level_masks(order, jnp.array([0, 100, 299]))
-  pruned = jax.vmap(lambda k: pruning.remove_units(variables, "fc1", k))(keep)
+  pruned = jax.vmap(lambda k: pruning.remove_units(model, variables, "fc1", k))(keep)
   assert pruned["params"]["fc2"]["kernel"].shape == (3, 300, 100)
   assert int(jnp.sum(jnp.any(pruned["params"]["fc2"]["kernel"][2] != 0, axis=1))) == 1
 
@@ -145,42 +229,45 @@ def test_remove_units_vmaps_over_masks():
 
 def _loop_accuracy(model, variables, layer, x, y, order, level):
   keep = pruning.level_masks(order, jnp.array([level]))[0]
-  logits = model.apply(pruning.remove_units(variables, layer, keep), x)
+  logits = model.apply(pruning.remove_units(model, variables, layer, keep), x)
   return float(jnp.mean(jnp.argmax(logits, -1) == y))
 
 
 def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
   workdir, _ = trained_lenet
-  model = create_model("lenet")
-  variables = checkpoint.load_trained(workdir)
   ds = data.load_bundled_mnist(0)
-  x = data.normalize(ds.test_x, ds.mean, ds.std)
+  model = create_model("lenet", mean=ds.mean, std=ds.std)
+  variables = checkpoint.load_trained(workdir)
+  x = ds.test_x
   for layer in ("fc1", "fc2"):
     W = pruning.unit_matrix(variables, layer)
     orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
     orders["random/0"] = pruning.removal_order(W, "random", key=jax.random.key(0))
-    out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders, normalization=(ds.mean, ds.std))
+    out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders)
     m = W.shape[0]
     for name, level in itertools.product(orders, [0, 1, m // 3, m // 2, m - 5, m]):
       expected = _loop_accuracy(model, variables, layer, x, ds.test_y, orders[name], level)
       assert out[name]["accuracy"][level] == pytest.approx(expected, abs=1e-6), (layer, name, level)
-    assert out["max_mag"]["accuracy"][0] == pytest.approx(float(np.mean(
-      np.argmax(model.apply(variables, x), -1) == ds.test_y)))
+    by_hand = (ds.test_x.reshape(-1, 784) / 255.0 - ds.mean[0]) / ds.std[0]  # the model standardises itself
+    p = variables["params"]
+    for name in ("fc1", "fc2"):
+      by_hand = np.maximum(by_hand @ p[name]["kernel"] + p[name]["bias"], 0)
+    by_hand = by_hand @ p["fc3"]["kernel"] + p["fc3"]["bias"]
+    assert out["max_mag"]["accuracy"][0] == pytest.approx(float(np.mean(np.argmax(by_hand, -1) == ds.test_y)))
 
 
 @pytest.mark.parametrize("layer, nested", [("conv1", False), ("conv2", True), ("conv2", False), ("fc1", True)])
 def test_sweep_matches_loop_on_conv2(layer, nested):
-  model = create_model("conv2", width=0.125)
-  variables = _perturbed_variables(model, (32, 32, 3), jax.random.key(0))
   ds = data.random_images(seed=0, n_train=16, n_val=8, n_test=300)
-  x = data.normalize(ds.test_x, ds.mean, ds.std)
+  model = create_model("conv2", width=0.125, mean=ds.mean, std=ds.std)
+  variables = _perturbed_variables(model, (32, 32, 3), jax.random.key(0))
+  x = ds.test_x
   W = pruning.unit_matrix(variables, layer)
   orders = {c: pruning.removal_order(W, c) for c in ("max_mag", "min_fp")}
   m = W.shape[0]
   levels = [0, 2, m // 2, m - 1, m]
   out = pruning.sweep(
-    model, variables, layer, ds.test_x, ds.test_y, orders, levels, normalization=(ds.mean, ds.std),
-    data_chunk=128, mask_chunk=3, nested=nested,
+    model, variables, layer, ds.test_x, ds.test_y, orders, levels, data_chunk=128, mask_chunk=3, nested=nested,
   )
   for name in orders:
     for i, level in enumerate(levels):
@@ -207,8 +294,9 @@ def test_sweep_bad_input(layer, levels, message):
 
 
 def test_output_layer_and_non_finite_weights_are_errors():
-  params = {"fc1": {"kernel": jnp.ones((4, 3))}, "fc2": {"kernel": jnp.ones((3, 2))}}
+  model = create_model("lenet")
+  variables = init_variables(model, jax.random.key(0), (28, 28, 1))
   with pytest.raises(pruning.PruningError, match="output layer"):
-    pruning.remove_units(params, "fc2", jnp.ones(2, bool))
+    pruning.remove_units(model, variables, "fc3", jnp.ones(10, bool))
   with pytest.raises(pruning.PruningError, match="layer 'fc1' has non-finite"):
     pruning.check_finite(jnp.array([[1.0, jnp.nan]]), "fc1")

@@ -36,8 +36,20 @@ def scaled(width: int, multiplier: float) -> int:
   return max(1, int(round(width * multiplier)))
 
 
+def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+  """Images to float32 standardised per channel; uint8 images are first scaled to [0, 1]."""
+  x = images.astype(jnp.float32)
+  if images.dtype == jnp.uint8:
+    x = x / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
 class PlanNet(nn.Module):
   """Runs a plan of layers. `start`/`stop` select a contiguous part of it.
+
+  The model owns its input preprocessing: `mean` and `std` (per channel, of the training data) standardise
+  the input (uint8 images are scaled to [0, 1] first), so `apply(variables, uint8_images)` is
+  self-contained. The defaults leave float inputs unchanged.
 
   Call signature: `apply(variables, x, train=False, masks=None, start=None, stop=None)`.
   - `masks`: {layer name: float or bool array of shape (units,)} multiplied into that layer's
@@ -50,6 +62,8 @@ class PlanNet(nn.Module):
 
   plan: tuple[Layer, ...]
   batch_norm: bool = False
+  mean: tuple[float, ...] = (0.0,)
+  std: tuple[float, ...] = (1.0,)
 
   @nn.compact
   def __call__(
@@ -63,6 +77,8 @@ class PlanNet(nn.Module):
     masks = masks or {}
     names = [layer.name for layer in self.plan]
     first = names.index(start) if start is not None else -1
+    if start is None:
+      x = normalize(x, self.mean, self.std)
     for index, layer in enumerate(self.plan):
       if index < first:
         continue
