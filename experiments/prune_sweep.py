@@ -10,7 +10,6 @@ results.json (config, dataset source, base accuracy, every curve, random mean/st
 orders.npz (the removal orders, to regenerate masks), figure2.png/.pdf, and prints a summary table.
 """
 
-import csv
 import os
 import time
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 
@@ -64,3 +65,35 @@ def snapshot_epochs(workdir: str) -> list[int]:
 def load_snapshot(workdir: str, epoch: int, seed: int = 0) -> dict:
   """The parameters of replica `seed` at the end of `epoch` (0 = initialisation)."""
   return jax.tree.map(lambda a: np.asarray(a[seed]), storage.load_tree(snapshot_path(workdir, epoch)))
+
+
+# ----------------------------------------------------------------------------- a workdir's run
+
+
+class ConfigMismatch(ValueError):
+  """A workdir holds a run of another configuration."""
+
+
+def check_config(workdir: str, config: dict, write: bool) -> None:
+  """An error listing the differences when `workdir` holds a run of another `config` (as JSON); with
+  `write`, records `config` there when it holds none."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    if write:
+      storage.write_json(path, config)
+    return
+  old = storage.read_json(path)
+  diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}" for k, v in config.items() if old.get(k) != v]
+  if diffs:
+    raise ConfigMismatch(
+      f"{workdir} holds a run with another config; use a new --workdir or the same flags:\n" + "\n".join(diffs)
+    )
+
+
+def trim_metrics(path: str, last_epoch: int) -> None:
+  """After resuming from `last_epoch`, drops metric lines of epochs that are being redone."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip() and json.loads(l).get("epoch", 0) <= last_epoch]
+  storage.atomic_write(path, lambda f: f.write("".join(lines).encode()))

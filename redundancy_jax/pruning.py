@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from redundancy_jax import variants
-from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer, prunable_layers
+from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
 DETERMINISTIC_CRITERIA = CRITERIA[:4]

@@ -12,9 +12,7 @@ a parameter snapshot, and (at most every `checkpoint_every_secs`) an orbax check
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -28,110 +26,8 @@ import numpy as np
 import optax
 
 from redundancy_jax import checkpoint, data as data_lib, parallel, storage, variants
-from redundancy_jax.models import DEFAULT_DATASET, MODELS, PlanNet, create_model, init_variables
-
-OPTIMIZERS = ("sgd", "momentum", "adam")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """One row of SPEC section 1's training table."""
-
-  steps: int
-  batch_size: int
-  optimizer: str
-  learning_rate: float
-  lr_drops: tuple[float, ...] = ()  # fractions of `steps` where the learning rate is divided by 10
-  weight_decay: float = 0.0
-  augment: bool = False
-
-
-RECIPES = {
-  "lenet": Recipe(50_000, 64, "momentum", 3e-3),
-  "conv2": Recipe(20_000, 64, "adam", 2e-4),
-  "conv4": Recipe(25_000, 60, "adam", 3e-4),
-  "conv6": Recipe(40_000, 60, "adam", 3e-4),
-  "vgg19": Recipe(112_000, 64, "momentum", 0.1, lr_drops=(0.5, 0.75), weight_decay=1e-4, augment=True),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything a run depends on; `None` fields take the model's recipe (see `resolve`)."""
-
-  model: str = "lenet"
-  dataset: str | None = None
-  data_dir: str | None = None
-  data_source: str = "auto"
-  steps: int | None = None
-  batch_size: int | None = None
-  optimizer: str | None = None
-  learning_rate: float | None = None
-  lr_drops: tuple[float, ...] | None = None
-  weight_decay: float | None = None
-  augment: bool | None = None
-  width: float = 1.0
-  batch_norm: bool | None = None
-  eval_every: int = 100
-  val_size: int = 5000
-  seed: int = 0
-  num_seeds: int = 1
-  num_devices: int | None = None
-  snapshot_every: int = 0  # epochs between parameter snapshots; 0: every epoch, at most ~100 in all
-
-  def resolve(self) -> "TrainConfig":
-    """Fills every `None` from the model's recipe and checks the names."""
-    if self.model not in MODELS:
-      raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODELS)}")
-    recipe = RECIPES[self.model]
-    filled = {
-      f.name: getattr(recipe, f.name)
-      for f in dataclasses.fields(Recipe)
-      if getattr(self, f.name) is None
-    }
-    if self.dataset is None:
-      filled["dataset"] = DEFAULT_DATASET[self.model]
-    if self.batch_norm is None:
-      filled["batch_norm"] = self.model == "vgg19"
-    cfg = dataclasses.replace(self, **filled)
-    if cfg.optimizer not in OPTIMIZERS:
-      raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if cfg.dataset not in data_lib.DATASETS:
-      raise ValueError(f"unknown dataset {cfg.dataset!r}; valid datasets: {', '.join(data_lib.DATASETS)}")
-    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.eval_every <= 0 or cfg.num_seeds <= 0:
-      raise ValueError("steps, batch_size, eval_every and num_seeds must be positive")
-    return cfg
-
-  @classmethod
-  def from_json(cls, obj: dict) -> "TrainConfig":
-    """The config `to_json` wrote (e.g. a run's config.json)."""
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in obj.items()})
-
-  def to_json(self) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def model_options(cfg: TrainConfig) -> dict:
-  """The `create_model` options of a resolved config."""
-  options: dict[str, Any] = {"width": cfg.width}
-  if cfg.model != "lenet":
-    options["batch_norm"] = cfg.batch_norm
-  return options
-
-
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """The recipe's optimizer: SGD, SGD with momentum 0.9, or Adam; step drops; L2 weight decay."""
-  schedule = optax.piecewise_constant_schedule(
-    cfg.learning_rate, {int(cfg.steps * f): 0.1 for f in cfg.lr_drops}
-  )
-  if cfg.optimizer == "adam":
-    tx = optax.adam(schedule)
-  else:
-    tx = optax.sgd(schedule, momentum=0.9 if cfg.optimizer == "momentum" else None)
-  if cfg.weight_decay:
-    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
-  return tx
-
+from redundancy_jax.config import OPTIMIZERS, RECIPES, Recipe, TrainConfig, make_optimizer, model_options  # noqa: F401
+from redundancy_jax.models import PlanNet, create_model, init_variables
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -393,35 +289,6 @@ def best_variables(state: TrainState) -> dict:
 # ----------------------------------------------------------------------------- a whole run
 
 
-class ConfigMismatch(ValueError):
-  pass
-
-
-def _check_config(workdir: str, cfg: TrainConfig, write: bool) -> None:
-  """An error listing the differences when `workdir` holds a run of another config; with `write`,
-  records `cfg` there when it holds none."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    if write:
-      storage.write_json(path, cfg.to_json())
-    return
-  old, new = storage.read_json(path), cfg.to_json()
-  diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
-  if diffs:
-    raise ConfigMismatch(
-      f"{workdir} holds a run with another config; use a new --workdir or the same flags:\n" + "\n".join(diffs)
-    )
-
-
-def _trim_metrics(path: str, last_epoch: int) -> None:
-  """After resuming from `last_epoch`, drops metric lines of epochs that are being redone."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l).get("epoch", 0) <= last_epoch]
-  storage.atomic_write(path, lambda f: f.write("".join(lines).encode()))
-
-
 def train(
   cfg: TrainConfig,
   workdir: str,
@@ -437,7 +304,7 @@ def train(
   """
   cfg = cfg.resolve()
   os.makedirs(workdir, exist_ok=True)
-  _check_config(workdir, cfg, write=False)
+  checkpoint.check_config(workdir, cfg.to_json(), write=False)
   results_path = os.path.join(workdir, "results.json")
   if checkpoint.has_trained(workdir):
     log(f"{workdir} already holds a trained model; delete results.json to retrain")
@@ -447,7 +314,7 @@ def train(
       cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
     )
   setup = make_setup(cfg, dataset)
-  _check_config(workdir, cfg, write=True)  # only once data and model load
+  checkpoint.check_config(workdir, cfg.to_json(), write=True)  # only once data and model load
   train_data, val_split, test_split = device_data(setup, dataset)
   state = init_state(setup, dataset.image_shape)
   mngr = checkpoint.manager(workdir)
@@ -455,10 +322,10 @@ def train(
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if restored is not None:
     state = parallel.replicate(restored, setup.mesh)
-    _trim_metrics(metrics_path, int(state.epoch))
+    checkpoint.trim_metrics(metrics_path, int(state.epoch))
     log(f"resuming from step {int(state.step)} (epoch {int(state.epoch)})")
   else:
-    _trim_metrics(metrics_path, 0)
+    checkpoint.trim_metrics(metrics_path, 0)
     storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state.params))
     log("no checkpoint: starting from scratch")
   num_epochs = setup.num_epochs
