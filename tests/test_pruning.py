@@ -300,3 +300,64 @@ def test_output_layer_and_non_finite_weights_are_errors():
     pruning.remove_units(model, variables, "fc3", jnp.ones(10, bool))
   with pytest.raises(pruning.PruningError, match="layer 'fc1' has non-finite"):
     pruning.check_finite(jnp.array([[1.0, jnp.nan]]), "fc1")
+
+
+# ----------------------------------------------------------------------------- comparing criteria
+
+
+def _accuracy(model, variables, x, y):
+  return float(np.mean(np.argmax(np.asarray(model.apply(variables, x)), -1) == y))
+
+
+def test_compare_criteria_equals_independent_loop():
+  ds = data.random_images(seed=3, shape=(8, 8, 1), n_train=8, n_val=8, n_test=120)
+  model = create_model("lenet", width=0.05, mean=ds.mean, std=ds.std)  # fc1: 15 units
+  variables = _perturbed_variables(model, (8, 8, 1), jax.random.key(4))
+  out = pruning.compare_criteria(model, variables, "fc1", ds.test_x, ds.test_y, random_seeds=3, seed=5)
+  W = pruning.unit_matrix(variables, "fc1")
+  assert out["units"] == 15 and out["levels"] == list(range(16))
+  assert out["base_accuracy"] == pytest.approx(_accuracy(model, variables, ds.test_x, ds.test_y))
+  random_orders = [out["orders"][f"random/{i}"] for i in range(3)]
+  assert all(sorted(o) == list(range(15)) for o in random_orders) and random_orders[0] != random_orders[1]
+  for criterion in pruning.DETERMINISTIC_CRITERIA:
+    assert out["orders"][criterion] == pruning.removal_order(W, criterion).tolist()
+    for level in range(16):
+      expected = _loop_accuracy(model, variables, "fc1", ds.test_x, ds.test_y, out["orders"][criterion], level)
+      assert out["criteria"][criterion]["accuracy"][level] == pytest.approx(expected, abs=1e-6), (criterion, level)
+  loop = np.array([[_loop_accuracy(model, variables, "fc1", ds.test_x, ds.test_y, np.array(o), lv) for lv in range(16)]
+                   for o in random_orders])
+  np.testing.assert_allclose(out["random"]["accuracy_mean"], loop.mean(0), atol=1e-6)
+  np.testing.assert_allclose(out["random"]["accuracy_std"], loop.std(0), atol=1e-6)
+
+
+def test_summary_rows_pick_the_nearest_level_by_hand():
+  result = {
+    "units": 10, "levels": [0, 2, 4, 6, 8, 10],
+    "criteria": {"max_mag": {"accuracy": [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]}},
+    "random": {"accuracy_mean": [0.9, 0.85, 0.75, 0.65, 0.55, 0.1]},
+  }
+  # fractions 0.25, 0.5, 0.75, 0.9 of 10 units: 2.5 -> level 2, 5 -> 4 (tie with 6: the first), 7.5 -> 8, 9 -> 8
+  assert pruning.summary_rows(result) == [("max_mag", [0.8, 0.7, 0.5, 0.5]), ("random (mean)", [0.85, 0.75, 0.55, 0.55])]
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1"])
+def test_sweep_on_a_trained_batchnorm_model_matches_loop(tmp_path_factory, layer):
+  from redundancy_jax import train
+
+  workdir = str(tmp_path_factory.getbasetemp() / "conv2_bn")
+  ds = data.random_images(seed=1, shape=(12, 12, 3), n_train=512, n_val=64, n_test=200)
+  cfg = train.TrainConfig(model="conv2", dataset="random_images", width=0.125, batch_norm=True, steps=48,
+                          batch_size=32, eval_every=16)
+  train.train(cfg, workdir, dataset=ds, log=lambda s: None)  # trains once, reused by the other layers
+  model = create_model("conv2", width=0.125, batch_norm=True, mean=ds.mean, std=ds.std)
+  variables = checkpoint.load_trained(workdir)
+  assert np.any(np.asarray(variables["batch_stats"]["conv1_bn"]["mean"]) != 0)  # trained statistics
+  W = pruning.unit_matrix(variables, layer)
+  orders = {c: pruning.removal_order(W, c) for c in ("max_mag", "min_fp")}
+  m = W.shape[0]
+  levels = [0, 1, m // 2, m - 1, m]
+  out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders, levels, mask_chunk=4)
+  for name in orders:
+    for i, level in enumerate(levels):
+      expected = _loop_accuracy(model, variables, layer, ds.test_x, ds.test_y, orders[name], level)
+      assert out[name]["accuracy"][i] == pytest.approx(expected, abs=1e-6), (name, level)
