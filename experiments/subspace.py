@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, spectral, storage
+from redundancy_jax import checkpoint, storage, subspace
 from redundancy_jax.plots import spectral as plots
 
 flags_common.define_analysis_flags("Layer to analyse, or 'all' for every layer of the model.", eval_chunk=True)
@@ -50,7 +50,7 @@ def run(log=print) -> dict:
   analyses = {}
   for index, layer in enumerate(layers):
     begin = time.time()
-    analyses[layer] = spectral.analyze_layer(
+    analyses[layer] = subspace.analyze_layer(
       model, variables, init_params, layer, dataset.test_x, dataset.test_y,
       num_ranks=FLAGS.num_ranks,
       data_chunk=FLAGS.eval_chunk, k_chunk=FLAGS.rank_chunk,

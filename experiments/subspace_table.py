@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, spectral, storage
+from redundancy_jax import checkpoint, spectral, storage, subspace
 from redundancy_jax.models import MODELS
 from redundancy_jax.pruning import unit_matrix
 
@@ -66,7 +66,7 @@ def model_row(model_name: str, log=print) -> dict:
     r_update = spectral.residuals(W - W0, layer=f"{FLAGS.layer} update W - W0")
     k_update = int(spectral.elbow(r_update))
     ks = sorted({k, k_update})
-    sweep = spectral.rank_sweep(
+    sweep = subspace.rank_sweep(
       model, variables, FLAGS.layer, dataset.test_x, dataset.test_y, ks, init_params=init_params,
       data_chunk=FLAGS.eval_chunk,
     )

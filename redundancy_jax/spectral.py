@@ -1,4 +1,5 @@
-"""Subspace analysis of layer weight matrices (SPEC section 4): spectra, Marchenko-Pastur, low rank.
+"""Spectra of layer weight matrices (SPEC section 4): ESD, Marchenko-Pastur, residuals, elbow, low rank.
+The accuracy of the low-rank replacements on data is in `subspace.py`.
 
 A layer is its unit matrix W (m units, n inputs; `pruning.unit_matrix`: a Dense kernel transposed, a
 Conv kernel as (c_out, kh*kw*c_in)). Everything below is a pure function of arrays:
@@ -8,7 +9,6 @@ Conv kernel as (c_out, kh*kw*c_in)). Everything below is a pure function of arra
   r = residuals(W)                              # r[k] = sum_{i>k} s_i^2 / sum_i s_i^2, k = 0..min(m, n)
   k = int(elbow(r))                             # farthest point below the chord of r(1..p-1)
   W_k, W_nk = low_rank(W, k), project_update(W, W0, k)
-  acc = rank_sweep(model, variables, "fc1", x, y, ks, init_params=p0)   # every k, batched
 
 Eigenvalues come from singular values (never from a float32 Gram matrix, which loses the small ones).
 Rectangular matrices are first reduced to their square R factor by a QR decomposition: the singular
@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax import variants
-from redundancy_jax.models import PlanNet, check_layer, dense_input, layer_of, previous_layer
-from redundancy_jax.pruning import unit_matrix
 
 # 99th percentile of the Tracy-Widom law for beta = 1 (real matrices); Johnstone 2001, Table 1.
 TW1_QUANTILE_99 = 2.0234
@@ -276,18 +273,6 @@ def _elbow(r: jax.Array) -> jax.Array:
   return (ks[jnp.argmax(chord - r[1:p])]).astype(jnp.int32)
 
 
-def rank_grid(p: int, num: int = 48, include: Sequence[int] = ()) -> np.ndarray:
-  """Ranks 1..p-1 for the accuracy curve: all of them when `num` <= 0 or p - 1 <= num, else about `num`
-  geometrically spaced ones, plus `include`."""
-  if p < 2:
-    raise SpectralError(f"no rank 1..min(m, n)-1 exists for min(m, n) = {p}")
-  if num <= 0 or p - 1 <= num:
-    grid = np.arange(1, p)
-  else:
-    grid = np.unique(np.round(np.geomspace(1, p - 1, num)).astype(int))
-  return np.unique(np.concatenate([grid, np.asarray(include, int)])).astype(np.int32)
-
-
 @jax.jit
 def _summary_arrays(W: jax.Array, init_var: jax.Array) -> dict:
   m, n = W.shape
@@ -321,119 +306,3 @@ def summarize(W, *, init_var: float, layer: str | None = None) -> dict:
 def kernel_from_units(W_MxN: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
   """Inverse of `pruning.unit_matrix`: Dense kernel = W.T, Conv kernel = W.T reshaped."""
   return W_MxN.T.reshape(kernel_shape)
-
-
-def _factor_inputs(model, layer, variables, factors, h):
-  """`prepare` of a dense layer: per mode, its pre-activation with the base weights (x base^T + b) and
-  its input on the right singular vectors (x Vt^T), computed once per data chunk and shared by every k."""
-  x = dense_input(model, previous_layer(model, layer), layer, h)
-  bias = variables["params"][layer]["bias"]
-  return jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"])
-
-
-def _factorized_rank(model, layer, variables, factors, inputs, y, variant):
-  """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T, then the layers
-  after this one. W_k is never formed."""
-  mode, k = variant
-  z0, A = inputs[0][mode], inputs[1][mode]
-  s = factors["s"][mode]
-  z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ factors["U"][mode].T
-  logits = z if layer_of(model, layer).output else model.apply(variables, jax.nn.relu(z), start=layer)
-  return variants.loss_and_correct(logits, y)
-
-
-def _replaced_rank(model, layer, variables, factors, h, y, variant):
-  """`score` of (mode, k) for any layer: its kernel replaced by base + truncate(U, s, Vt, k), and the
-  network run on from the previous layer's activation `h` (from the input when there is none)."""
-  mode, k = variant
-  params = variables["params"]
-  kernel = params[layer]["kernel"]
-  W = factors["base"][mode] + truncate(factors["U"][mode], factors["s"][mode], factors["Vt"][mode], k)
-  v = {**variables, "params": {**params, layer: {**params[layer], "kernel": kernel_from_units(W, kernel.shape)}}}
-  prev = previous_layer(model, layer)
-  return variants.loss_and_correct(model.apply(v, h) if prev is None else model.apply(v, h, start=prev), y)
-
-
-def rank_sweep(
-  model: PlanNet,
-  variables: Mapping,
-  layer: str,
-  x,
-  y,
-  ks,
-  *,
-  init_params: Mapping | None = None,
-  data_chunk: int = 500,
-  k_chunk: int = 16,
-  factorized: bool | None = None,
-) -> dict[str, np.ndarray]:
-  """Accuracy on (x, y) with `layer`'s W replaced by W_k ("low_rank") and, given the initial
-  parameters, by W0 + P_k (W - W0) ("project_update"), for every k of `ks`; "full": unchanged.
-
-  Batched through `variants.evaluate` like the pruning sweep: per data chunk the network up to the
-  layer before runs once, then every (mode, k) runs vmapped in batches of `k_chunk`. For a dense layer
-  (`factorized`, default automatic) W_k is never formed: its input is projected on the right singular
-  vectors once and each k only masks singular values.
-  """
-  check_layer(model, layer, error=SpectralError)
-  W = check_matrix(unit_matrix(variables, layer), layer)
-  ks = np.asarray(ks)
-  check_rank(ks, W.shape, layer)
-  modes = {"low_rank": (jnp.zeros_like(W), *jnp.linalg.svd(W, full_matrices=False))}
-  if init_params is not None:
-    W0 = jnp.asarray(unit_matrix(init_params, layer))
-    update = check_matrix(W - W0, f"{layer} update W - W0")
-    modes["project_update"] = (W0, *jnp.linalg.svd(update, full_matrices=False))
-  factors = {name: jnp.stack([f[i] for f in modes.values()]) for i, name in enumerate(("base", "U", "s", "Vt"))}
-  if factorized is None:
-    factorized = layer_of(model, layer).kind == "dense"
-  prepare, score = (_factor_inputs, _factorized_rank) if factorized else (variants.keep_inputs, _replaced_rank)
-  spec = variants.Pass(layer, previous_layer(model, layer), prepare, score, k_chunk, data_chunk)
-  mode_V = np.repeat(np.arange(len(modes), dtype=np.int32), len(ks))
-  k_V = np.tile(ks.astype(np.int32), len(modes))
-  _, correct = variants.evaluate(model, variables, x, y, spec, (mode_V, k_V), factors)
-  accuracy = np.asarray(correct).reshape(len(modes), len(ks)) / len(y)
-  full = variants.loss_and_accuracy(model, variables, x, y, data_chunk=data_chunk)[1]
-  return {"ks": ks, "full": full, **{name: accuracy[i] for i, name in enumerate(modes)}}
-
-
-def analyze_layer(
-  model: PlanNet,
-  variables: Mapping,
-  init_params: Mapping,
-  layer: str,
-  x,
-  y,
-  *,
-  num_ranks: int = 48,
-  **sweep_options,
-) -> dict:
-  """One layer's subspace analysis, JSON-ready: spectra of the initial and the trained W against
-  Marchenko-Pastur, the residual curves of W and of the update W - W0 with their elbows, and the
-  accuracy on (x, y) for a grid of ranks (`rank_grid(p, num_ranks)` plus both elbows) with W -> W_k
-  and W -> W0 + P_k(W - W0).
-
-  `a` is the unchanged network's accuracy, `a_proj` and `a_project_update` those at W's elbow k, and
-  `a_project_update_at_update_elbow` Nagarajan-Kolter's at the update's own elbow.
-  """
-  kernel_shape = np.shape(variables["params"][layer]["kernel"])
-  var = glorot_variance(kernel_shape)
-  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
-  trained = summarize(W, init_var=var, layer=layer)
-  init = summarize(W0, init_var=var, layer=f"{layer} at initialisation")
-  out = {"layer": layer, "kernel_shape": list(kernel_shape), "trained": trained, "init": init}
-  if "elbow" not in trained:
-    return out  # a single unit or input: no rank to choose
-  r_update = residuals(jnp.asarray(W) - jnp.asarray(W0), layer=f"{layer} update W - W0")
-  k, k_update = trained["elbow"], int(elbow(r_update))
-  out["update"] = {"residuals": np.asarray(r_update).tolist(), "elbow": k_update,
-                   "kept_norm_percent": float(100 * kept_norm(r_update, k_update))}
-  ks = rank_grid(min(W.shape), num_ranks, include=[k, k_update])
-  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, **sweep_options)
-  at = lambda rank: int(np.searchsorted(sweep["ks"], rank))
-  out["sweep"] = jax.tree.map(lambda a: np.asarray(a).tolist(), sweep)
-  out.update(
-    a=sweep["full"], a_proj=float(sweep["low_rank"][at(k)]), a_project_update=float(sweep["project_update"][at(k)]),
-    a_project_update_at_update_elbow=float(sweep["project_update"][at(k_update)]),
-  )
-  return out

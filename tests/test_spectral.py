@@ -12,7 +12,7 @@ import scipy.integrate
 import scipy.linalg
 import scipy.optimize
 
-from redundancy_jax import data, spectral
+from redundancy_jax import data, spectral, subspace
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.pruning import unit_matrix
 
@@ -315,7 +315,7 @@ def test_rank_sweep_equals_explicit_loop(model_name, layer, shape, factorized):
   variables = _init(model, jax.random.key(1), shape)
   init_params = _init(model, jax.random.key(2), shape)["params"]
   ks = [1, 3, 9]
-  got = spectral.rank_sweep(model, variables, layer, ds.test_x, ds.test_y, ks, init_params=init_params,
+  got = subspace.rank_sweep(model, variables, layer, ds.test_x, ds.test_y, ks, init_params=init_params,
                             data_chunk=64, k_chunk=2, factorized=factorized)
   x, n = ds.test_x, len(ds.test_y)  # the model standardises its uint8 input itself
   W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
@@ -334,14 +334,14 @@ def test_rank_sweep_rejects_bad_requests():
   variables = _init(model, jax.random.key(0), (4, 4, 1))
   x, y = np.zeros((3, 4, 4, 1), np.uint8), np.zeros(3, np.int32)
   with pytest.raises(spectral.SpectralError, match="layers: fc1, fc2, fc3"):
-    spectral.rank_sweep(model, variables, "conv1", x, y, [1])
+    subspace.rank_sweep(model, variables, "conv1", x, y, [1])
   with pytest.raises(spectral.SpectralError, match=r"outside 1\.\.14"):
-    spectral.rank_sweep(model, variables, "fc1", x, y, [1, 15])  # fc1 is (15, 16)
+    subspace.rank_sweep(model, variables, "fc1", x, y, [1, 15])  # fc1 is (15, 16)
 
 
 def test_rank_grid():
-  assert spectral.rank_grid(6).tolist() == [1, 2, 3, 4, 5]
-  grid = spectral.rank_grid(512, num=20, include=[130])
+  assert subspace.rank_grid(6).tolist() == [1, 2, 3, 4, 5]
+  grid = subspace.rank_grid(512, num=20, include=[130])
   assert grid[0] == 1 and grid[-1] == 511 and 130 in grid and np.all(np.diff(grid) > 0)
 
 

@@ -1,6 +1,6 @@
 """Figures of the subspace analysis (report, section 3.3; Figures 6-7): ESD against Marchenko-Pastur,
 residual curves with the elbow, accuracy against the rank k. Every function takes the plain dicts that
-`spectral.summarize` and `spectral.rank_sweep` return (as stored in results.json), so figures can be
+`spectral.summarize` and `subspace.rank_sweep` return (as stored in results.json), so figures can be
 redrawn from a results file alone.
 """
 
@@ -76,11 +76,7 @@ def plot_esd(ax: plt.Axes, summary: dict, title: str) -> None:
             for v in (summary["init_var"], fit["var"]))
   counts, _ = np.histogram(inside, bins=bins)
   ax.set_ylim(0, 1.15 * max(top, counts.max() / (m * (bins[1] - bins[0]))))
-  ax.set_title(f"{title}  (m={m}, Q={q:.3g})", fontsize=9)
-  ax.set_xlabel("$\\lambda$ (eigenvalue of $WW^T$)", fontsize=8)
-  ax.set_ylabel("density", fontsize=8)
-  ax.legend(fontsize=6.5, loc="upper right")
-  ax.tick_params(labelsize=7)
+  _label(ax, "$\\lambda$ (eigenvalue of $WW^T$)", "density", f"{title}  (m={m}, Q={q:.3g})", "upper right")
 
 
 def esd_figure(pairs: Sequence[tuple[str, dict, dict]], ncols: int = 4) -> plt.Figure:
@@ -111,11 +107,16 @@ def plot_residuals(ax: plt.Axes, layer: str, trained: dict, init: dict | None = 
     ax.plot([1, p - 1], [r[1], r[p - 1]], color="gray", lw=0.8, ls=":", label="chord")
     ax.plot([k], [r[k]], "o", color=FIT_COLOR, ms=6,
             label=f"elbow k={k}: $\\|W_k\\|_F/\\|W\\|_F$={trained['kept_norm_percent']:.1f}%")
-  ax.set_xlabel("rank k", fontsize=8)
-  ax.set_ylabel("residual r(k)", fontsize=8)
   ax.set_ylim(0, 1.02)
-  ax.set_title(f"{layer}  ({trained['m']}x{trained['n']})", fontsize=9)
-  ax.legend(fontsize=6.5)
+  _label(ax, "rank k", "residual r(k)", f"{layer}  ({trained['m']}x{trained['n']})", "best")
+
+
+def _label(ax: plt.Axes, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+  """The panels' shared typography: axis labels, title and legend placed at `legend`."""
+  ax.set_xlabel(xlabel, fontsize=8)
+  ax.set_ylabel(ylabel, fontsize=8)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=6.5, loc=legend)
   ax.tick_params(labelsize=7)
 
 
@@ -144,11 +145,7 @@ def plot_accuracy(ax: plt.Axes, layer: str, sweep: dict, elbow: int | None = Non
     ax.axvline(update_elbow, color=PROJ_COLOR, ls=":", lw=1, label=f"elbow of $W - W_0$, k={update_elbow}")
   if ks.max() / max(ks.min(), 1) > 20:
     ax.set_xscale("log")
-  ax.set_xlabel("rank k", fontsize=8)
-  ax.set_ylabel("test accuracy (%)", fontsize=8)
-  ax.set_title(layer, fontsize=9)
-  ax.legend(fontsize=6.5, loc="lower right")
-  ax.tick_params(labelsize=7)
+  _label(ax, "rank k", "test accuracy (%)", layer, "lower right")
 
 
 def accuracy_figure(entries: Sequence[tuple], ncols: int = 4) -> plt.Figure:
