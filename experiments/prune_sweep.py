@@ -99,7 +99,7 @@ def run() -> None:
     begin = time.time()
     r = pruning.compare_criteria(
       model, variables, layer, x, y, criteria=FLAGS.criteria, levels=_levels(m), random_seeds=FLAGS.random_seeds,
-      seed=cfg.seed, data_chunk=FLAGS.eval_chunk,
+      seed=cfg.seed,
     )
     r["seconds"] = time.time() - begin
     print(f"{layer}: {m} units x {len(r['levels'])} levels x {len(r['orders'])} orders in {r['seconds']:.2f}s")
