@@ -210,7 +210,7 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
 
   def body(state, idx_KxB):
     active = state.step < cfg.steps
-    skip = lambda s: (s, (jnp.zeros(cfg.num_seeds), jnp.zeros(cfg.num_seeds)))
+    skip = lambda s: (s, (nan_K, nan_K))  # steps past cfg.steps: NaN metrics, as in `host_epoch`
     state, (loss, acc) = jax.lax.cond(active, lambda s: train_step(setup, s, idx_KxB, train_data), skip, state)
     state, val_loss = jax.lax.cond(active & is_due(cfg, state.step), validate, lambda s: (s, nan_K), state)
     return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}

@@ -4,10 +4,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from redundancy_jax import checkpoint, data, storage, train
+from redundancy_jax import checkpoint, config, data, storage, train
 
 QUIET = dict(log=lambda s: None)
 
@@ -20,11 +22,12 @@ def _small_mnist(n_train=640, seed=0):
   )
 
 
-def test_default_lenet_recipe_reaches_95_percent(trained_lenet):
+def test_default_lenet_recipe_reaches_94_percent_on_bundled_data(trained_lenet):
   workdir, results = trained_lenet
   assert results["config"]["steps"] == 50_000 and results["config"]["batch_size"] == 64
   assert results["dataset"]["source"].startswith("bundled MNIST test set")
-  # measured 94.8% (seed 0) and 95.4% (seed 1) with 8,000 training images; see BUILD_NOTES.md
+  # measured 94.8% (seed 0) and 95.4% (seed 1) with 8,000 training images; the report's 95% holds for
+  # some seeds only (open gap, see BUILD_NOTES.md)
   assert results["test_accuracy"][0] >= 0.94
   # the kept model is the one at minimum validation loss, at an evaluation step
   assert results["best_step"][0] % 100 == 0 or results["best_step"][0] == 50_000
@@ -43,9 +46,9 @@ def test_default_lenet_recipe_reaches_95_percent(trained_lenet):
 )
 def test_every_model_learns_generated_data(tmp_path, model, width, shape):
   ds = data.random_images(seed=0, shape=shape, n_train=1024, n_val=128, n_test=128)
-  cfg = train.TrainConfig(model=model, dataset="random_images", steps=200, batch_size=32, width=width, eval_every=50)
+  cfg = config.TrainConfig(model=model, dataset="random_images", steps=200, batch_size=32, width=width, eval_every=50)
   if model == "vgg19":
-    cfg = train.TrainConfig(**{**cfg.__dict__, "learning_rate": 0.01, "augment": False})
+    cfg = config.TrainConfig(**{**cfg.__dict__, "learning_rate": 0.01, "augment": False})
   train.train(cfg, str(tmp_path), dataset=ds, **QUIET)
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   losses = [l["train_loss"][0] for l in lines]
@@ -54,7 +57,7 @@ def test_every_model_learns_generated_data(tmp_path, model, width, shape):
 
 def test_resume_matches_uninterrupted_run(tmp_path):
   ds = _small_mnist()
-  cfg = train.TrainConfig(model="lenet", steps=120, batch_size=32, eval_every=25)  # 20 steps/epoch
+  cfg = config.TrainConfig(model="lenet", steps=120, batch_size=32, eval_every=25)  # 20 steps/epoch
   full = train.train(cfg, str(tmp_path / "a"), dataset=ds, checkpoint_every_secs=0, **QUIET)
   stopped = train.train(cfg, str(tmp_path / "b"), dataset=ds, checkpoint_every_secs=0, max_epochs=3, **QUIET)
   assert stopped == {"stopped_at_epoch": 3}
@@ -68,9 +71,129 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   assert epochs == list(range(1, 7))
 
 
+def test_stop_by_max_epochs_checkpoints_with_the_default_interval(tmp_path):
+  ds = _small_mnist(n_train=160)
+  cfg = config.TrainConfig(model="lenet", steps=30, batch_size=16, eval_every=5)  # 10 steps/epoch, 3 epochs
+  full = train.train(cfg, str(tmp_path / "a"), dataset=ds, **QUIET)
+  stopped = train.train(cfg, str(tmp_path / "b"), dataset=ds, max_epochs=2, **QUIET)  # default 60 s interval
+  assert stopped == {"stopped_at_epoch": 2}
+  assert checkpoint.manager(str(tmp_path / "b")).latest_step() == 20  # 2 epochs x 160 // 16 steps
+  logged = []
+  resumed = train.train(cfg, str(tmp_path / "b"), dataset=ds, log=logged.append)
+  assert any(line.startswith("resuming from step 20 ") for line in logged), logged
+  for key in ("best_step", "best_val_loss", "test_accuracy", "test_loss"):
+    assert resumed[key] == full[key], key
+  a = storage.load_tree(checkpoint.trained_path(str(tmp_path / "a")))
+  b = storage.load_tree(checkpoint.trained_path(str(tmp_path / "b")))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_learning_rate_drops_tenfold_at_the_given_fractions(optimizer):
+  lr, g = 0.5, 2.0
+  cfg = config.TrainConfig(model="lenet", optimizer=optimizer, learning_rate=lr, lr_drops=(0.5, 0.75), steps=8)
+  tx = config.make_optimizer(cfg.resolve())
+  p, updates = jnp.float32(1.0), []
+  opt_state = tx.init(p)
+  for _ in range(8):
+    u, opt_state = tx.update(jnp.float32(g), opt_state, p)
+    p = p + u
+    updates.append(float(u))
+  lrs = [lr] * 4 + [lr / 10] * 2 + [lr / 100] * 2  # drops after 8 * 0.5 and 8 * 0.75 steps
+  # momentum 0.9 (heavy ball) on a constant gradient: velocity g * (1 + 0.9 + ... + 0.9**t)
+  velocity = [g] * 8 if optimizer == "sgd" else [g * (1 - 0.9 ** (t + 1)) / 0.1 for t in range(8)]
+  np.testing.assert_allclose(updates, [-a * v for a, v in zip(lrs, velocity)], rtol=1e-6)
+
+
+def test_vgg19_recipe_drops_the_learning_rate_at_half_and_three_quarters_of_112k_steps():
+  tx = config.make_optimizer(config.TrainConfig(model="vgg19").resolve())
+  p = jnp.float32(0.0)  # no weight decay term; a fresh momentum trace: the update is -lr * gradient
+  for count, lr in [(0, 0.1), (55_999, 0.1), (56_000, 0.01), (83_999, 0.01), (84_000, 0.001), (111_999, 0.001)]:
+    opt_state = optax.tree_utils.tree_set(tx.init(p), count=jnp.int32(count))
+    np.testing.assert_allclose(float(tx.update(jnp.float32(1.0), opt_state, p)[0]), -lr, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "cfg, expected",
+  [
+    # lr * w = 0.1 * 0.01: p -> p * (1 - 1e-3)
+    (config.TrainConfig(model="lenet", optimizer="sgd", learning_rate=0.1, weight_decay=0.01),
+     {"a": [0.999, -1.998, 3.996], "b": 2.997}),
+    # VGG-19's recipe, lr 0.1 and decay 1e-4 (momentum's first step is plain SGD): p -> p * (1 - 1e-5)
+    (config.TrainConfig(model="vgg19"), {"a": [0.99999, -1.99998, 3.99996], "b": 2.99997}),
+    # LeNet's recipe has no weight decay: a zero gradient leaves p alone
+    (config.TrainConfig(model="lenet"), {"a": [1.0, -2.0, 4.0], "b": 3.0}),
+  ],
+)
+def test_weight_decay_shrinks_parameters_by_lr_times_decay(cfg, expected):
+  tx = config.make_optimizer(cfg.resolve())
+  params = {"a": jnp.array([1.0, -2.0, 4.0]), "b": jnp.float32(3.0)}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  new = optax.apply_updates(params, tx.update(zero, tx.init(params), params)[0])
+  jax.tree.map(lambda n, e: np.testing.assert_allclose(n, e, rtol=1e-7), new, expected)
+
+
+def test_jitted_step_equals_eager_step():
+  # Conv-2 with BatchNorm (running statistics), weight decay and momentum; augmentation is left out
+  # only to keep the eager run short (the augmented step is checked against a hand-written one above)
+  ds = data.random_images(seed=0, shape=(16, 16, 3), n_train=16, n_val=8, n_test=8)
+  cfg = config.TrainConfig(
+    model="conv2", dataset="random_images", steps=8, batch_size=8, width=0.25, batch_norm=True,
+    optimizer="momentum", learning_rate=0.05, weight_decay=1e-3,
+  )
+  setup = train.make_setup(cfg.resolve(), ds)
+  train_data = train.device_data(setup, ds)[0]
+  state = train.init_state(setup, ds.image_shape)
+  idx = jnp.array([[5, 0, 3, 9, 12, 1, 7, 2]])
+  jitted, jitted_metrics = jax.jit(train.train_step, static_argnames="setup")(setup, state, idx, train_data)
+  with jax.disable_jit():
+    eager, eager_metrics = train.train_step(setup, state, idx, train_data)
+  moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(eager.params), jax.tree.leaves(state.params)))
+  assert moved > 1e-3  # the step really changes the parameters, far beyond the tolerance below
+  for a, b in zip(jax.tree.leaves((eager, eager_metrics)), jax.tree.leaves((jitted, jitted_metrics))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_epoch_equals_host_loop_epoch():
+  ds = _small_mnist(n_train=160)
+  # 10 steps/epoch, 2 replicas; validations at steps 5, 10 (inside and at the end of epoch 1) and 15
+  cfg = config.TrainConfig(model="lenet", steps=15, batch_size=16, eval_every=5, num_seeds=2).resolve()
+  setup = train.make_setup(cfg, ds)
+  train_data, val_split, _ = train.device_data(setup, ds)
+  runs = {}
+  for loop in ("scan", "python"):
+    state, metrics = train.init_state(setup, ds.image_shape), []  # a fresh state: the step donates it
+    for _ in range(2):
+      state, m = train.run_epoch(setup, state, train_data, val_split, loop=loop)
+      metrics.append(jax.device_get(m))
+    runs[loop] = jax.device_get(state), {k: np.concatenate([m[k] for m in metrics]) for k in metrics[0]}
+  (scan, scan_m), (host, host_m) = runs["scan"], runs["python"]
+  active = np.arange(20) < 15
+  for m in (scan_m, host_m):
+    np.testing.assert_array_equal(m["active"], active)
+    evaluated = ~np.isnan(m["val_loss"][active]).any(1)
+    np.testing.assert_array_equal(np.flatnonzero(evaluated) + 1, [5, 10, 15])
+  for key in ("loss", "accuracy", "val_loss"):  # inactive steps carry filler values
+    np.testing.assert_allclose(scan_m[key][active], host_m[key][active], rtol=1e-5, atol=1e-6)
+  assert int(scan.step) == int(host.step) == 15 and int(scan.epoch) == int(host.epoch) == 2
+  np.testing.assert_array_equal(scan.best_step, host.best_step)
+  for a, b in zip(jax.tree.leaves(scan), jax.tree.leaves(host)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # independently: the best step is the argmin of the logged validations, and the last validation is
+  # the mean cross-entropy of the final parameters on the validation split
+  vals = scan_m["val_loss"][[4, 9, 14]]
+  np.testing.assert_array_equal(scan.best_step, 5 * (vals.argmin(0) + 1))
+  np.testing.assert_allclose(scan.best_loss, vals.min(0), rtol=1e-6)
+  for k in range(2):
+    params_k = jax.tree.map(lambda a, k=k: a[k], scan.params)
+    logits = setup.model.apply({"params": params_k}, ds.val_x)
+    ce = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), ds.val_y[:, None].astype(int), 1).mean()
+    np.testing.assert_allclose(vals[2, k], ce, rtol=1e-5)
+
+
 def test_num_seeds_trains_independent_replicas(tmp_path):
   ds = _small_mnist()
-  cfg = train.TrainConfig(model="lenet", steps=40, batch_size=32, eval_every=20, num_seeds=3)
+  cfg = config.TrainConfig(model="lenet", steps=40, batch_size=32, eval_every=20, num_seeds=3)
   results = train.train(cfg, str(tmp_path), dataset=ds, **QUIET)
   assert len(results["test_accuracy"]) == 3
   kernels = storage.load_tree(checkpoint.trained_path(str(tmp_path)))["params"]["fc1"]["kernel"]
@@ -81,14 +204,14 @@ def test_num_seeds_trains_independent_replicas(tmp_path):
 MULTI_DEVICE = r"""
 import os, sys, json
 import jax, numpy as np
-from redundancy_jax import data, train, storage, checkpoint
+from redundancy_jax import checkpoint, config, data, storage, train
 assert jax.device_count() == 4, jax.devices()
 full = data.load_bundled_mnist(0)
 ds = data.Dataset("mnist", "t", full.train_x[:512], full.train_y[:512], full.val_x[:96], full.val_y[:96],
                   full.test_x[:96], full.test_y[:96], 10, full.mean, full.std)
 out = {}
 for n in (1, 4):
-  cfg = train.TrainConfig(model="conv2", dataset="mnist", steps=30, batch_size=32, eval_every=10, num_devices=n, width=0.25)
+  cfg = config.TrainConfig(model="conv2", dataset="mnist", steps=30, batch_size=32, eval_every=10, num_devices=n, width=0.25)
   wd = os.path.join(sys.argv[1], str(n))
   r = train.train(cfg, wd, dataset=ds, log=lambda s: None)
   out[n] = (r, storage.load_tree(checkpoint.trained_path(wd)))
@@ -116,39 +239,83 @@ def test_four_devices_match_one_device(tmp_path):
 )
 def test_bad_names_list_valid_choices(overrides, message):
   with pytest.raises(ValueError, match=message):
-    train.TrainConfig(**overrides).resolve()
+    config.TrainConfig(**overrides).resolve()
 
 
 def test_resume_with_other_config_shows_differences(tmp_path):
   ds = _small_mnist()
-  train.train(train.TrainConfig(model="lenet", steps=20, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
-  with pytest.raises(train.ConfigMismatch, match=r"steps: workdir has 20, this run asks 30"):
-    train.train(train.TrainConfig(model="lenet", steps=30, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
+  train.train(config.TrainConfig(model="lenet", steps=20, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
+  with pytest.raises(checkpoint.ConfigMismatch, match=r"steps: workdir has 20, this run asks 30"):
+    train.train(config.TrainConfig(model="lenet", steps=30, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
 
 
 def test_non_finite_loss_names_iteration_and_keeps_checkpoint(tmp_path):
   ds = _small_mnist()
-  ok = train.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e-3)
+  ok = config.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e-3)
   train.train(ok, str(tmp_path), dataset=ds, checkpoint_every_secs=0, max_epochs=1, **QUIET)
   storage.write_json(str(tmp_path / "config.json"), {**ok.resolve().to_json(), "learning_rate": 1e12})
-  bad = train.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e12)
+  bad = config.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e12)
   with pytest.raises(FloatingPointError, match=r"non-finite training loss at iteration (2[1-9]|3\d|40)\b"):
     train.train(bad, str(tmp_path), dataset=ds, checkpoint_every_secs=0, **QUIET)
   assert checkpoint.manager(str(tmp_path)).latest_step() == 20
 
 
-def test_augmentation_crops_and_flips():
-  x = np.arange(2 * 6 * 6 * 1, dtype=np.float32).reshape(2, 6, 6, 1) + 1
-  out = np.asarray(train.augment_batch(x, jax.random.key(0), pad=1))
+def _windows(img_HxWxC, pad):
+  """Every (row offset, column offset, flipped) window of the zero-padded image, as a dict."""
+  h, w, _ = img_HxWxC.shape
+  padded = np.pad(img_HxWxC, ((pad, pad), (pad, pad), (0, 0)))
+  windows = {}
+  for i in range(2 * pad + 1):
+    for j in range(2 * pad + 1):
+      crop = padded[i : i + h, j : j + w]
+      windows[i, j, False], windows[i, j, True] = crop, crop[:, ::-1]
+  return windows
+
+
+def test_augmentation_crops_a_window_of_the_padded_image_and_flips_some():
+  # distinct pixel values (all >= 1, so never confused with padding): each output has exactly one origin
+  x = np.arange(256 * 28 * 28, dtype=np.float32).reshape(256, 28, 28, 1) + 1
+  out = np.asarray(train.augment_batch(jnp.asarray(x), jax.random.key(0)))  # default pad 4
   assert out.shape == x.shape
+  origins = []
   for img, src in zip(out, x):
-    candidates = []
-    padded = np.pad(src, ((1, 1), (1, 1), (0, 0)))
-    for i in range(3):
-      for j in range(3):
-        crop = padded[i : i + 6, j : j + 6]
-        candidates += [crop, crop[:, ::-1]]
-    assert any(np.array_equal(img, c) for c in candidates)
+    found = [o for o, window in _windows(src, 4).items() if np.array_equal(img, window)]
+    assert len(found) == 1, found
+    origins += found
+  rows, cols, flips = zip(*origins)
+  assert set(rows) == set(range(9)) and set(cols) == set(range(9))  # every offset of +-4 pixels occurs
+  assert 0.35 < np.mean(flips) < 0.65  # about half the images are flipped
+  # raw uint8 images stay uint8, so the model still scales them by 1/255 before standardising
+  assert train.augment_batch(jnp.zeros((2, 28, 28, 1), jnp.uint8), jax.random.key(0)).dtype == jnp.uint8
+
+
+def test_train_step_trains_on_the_augmented_batch():
+  """One SGD step on a one-image batch: with augment off it equals a hand-written step on the image,
+  with augment on a hand-written step on exactly one other of its 162 crops/flips."""
+  ds = _small_mnist(n_train=16)
+  lr, i = 0.1, 3
+  jit_step = jax.jit(train.train_step, static_argnames="setup")
+  after = {}
+  for augment in (False, True):
+    cfg = config.TrainConfig(model="lenet", steps=10, batch_size=1, optimizer="sgd", learning_rate=lr, augment=augment)
+    setup = train.make_setup(cfg.resolve(), ds)
+    state = train.init_state(setup, ds.image_shape)
+    params0 = jax.tree.map(lambda a: a[0], state.params)
+    stepped = jit_step(setup, state, jnp.array([[i]]), train.device_data(setup, ds)[0])[0]
+    after[augment] = jax.tree.map(lambda a: a[0], stepped.params)
+
+  def manual_step(x_HxWxC):
+    loss = lambda p: -jax.nn.log_softmax(setup.model.apply({"params": p}, x_HxWxC[None])[0])[ds.train_y[i]]
+    return jax.tree.map(lambda p, g: p - lr * g, params0, jax.grad(loss)(params0))
+
+  windows = _windows(ds.train_x[i], 4)
+  candidates = jax.jit(jax.vmap(manual_step))(jnp.stack(list(windows.values())))
+  for augment, params in after.items():
+    diff = jax.tree.map(lambda c, p: jnp.abs(c - p).reshape(len(windows), -1).max(1), candidates, params)
+    diff = np.max(np.stack(jax.tree.leaves(diff)), 0)
+    matches = [o for o, d in zip(windows, diff) if d < 1e-5]  # other windows differ by ~0.1
+    assert len(matches) == 1, sorted(diff)[:3]
+    assert (matches[0] == (4, 4, False)) == (not augment), matches  # (4, 4, False): the image itself
 
 
 def test_train_script_bad_model_exits_with_message(tmp_path):
@@ -182,7 +349,7 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
   for wd in (killed, tmp_path / "straight"):
     done = subprocess.run(cmd(wd), cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert ("resumed from checkpoint" in done.stdout) == (wd == killed)
+    assert ("resuming from step" in done.stdout) == (wd == killed)
   a = json.load(open(killed / "results.json"))
   b = json.load(open(tmp_path / "straight" / "results.json"))
   for key in ("best_step", "best_val_loss", "test_accuracy", "test_loss"):
