@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs and the machine's matmul roofline."""
+"""Timing helpers shared by the benchmarks: medians of repeated runs, the machine's matmul roofline,
+XLA's FLOP and memory plans, and a Markdown table."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(lambda a, b: a @ b)
   return 2 * n**3 / median_seconds(lambda: f(a, b), repeats)
+
+
+def print_roofline() -> float:
+  """Prints the devices and the matmul roofline measured now; returns the roofline in FLOP/s."""
+  print(f"devices: {jax.devices()}")
+  roof = matmul_flops_per_second()
+  print(f"matmul roofline (2048^2 float32, measured now): {roof / 1e9:.1f} GFLOP/s\n")
+  return roof
 
 
 def compiled_flops(jitted, *args) -> float:

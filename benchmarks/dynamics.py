@@ -15,7 +15,6 @@
    Target: under 2 minutes on 2 cores.
 """
 
-import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import networkx as nx
 import numpy as np
 from absl import app, flags
 
+from benchmarks.common import table
 from redundancy_jax import checkpoint, dynamics, force_layout
 
 flags.DEFINE_integer("nodes", 512, "Units (nodes) per graph.")
@@ -84,11 +84,14 @@ def main(argv):
     timings["dense FR (nx, vectorised)"].append(
       _time(lambda: dense(A, None, None, None, FLAGS.ticks, 0.0, 2, np.random.RandomState(0)))
     )
-  print(f"networkx on graphs {picks.tolist()} (median per layout, {FLAGS.ticks} iterations):")
+  print(f"\nnetworkx on graphs {picks.tolist()} ({FLAGS.ticks} iterations, median per layout) against ours")
+  rows = []
   for name, ts in timings.items():
     median = statistics.median(ts)
-    print(f"  {name:42s} {median:7.2f}s per layout -> compiled d3 layout is {median / per_layout:6.1f}x faster "
-          f"({FLAGS.epochs} layouts: {median * FLAGS.epochs:.0f}s vs {ours:.1f}s)")
+    rows.append([name, f"{median:.3g}", f"{1000 * per_layout:.3g}", f"{median / per_layout:.1f}x",
+                 f"{median * FLAGS.epochs:.3g} vs {ours:.3g}"])
+  print(table(rows, ["networkx layout", "s per layout", "compiled d3 ms per layout", "speed-up",
+                     f"{FLAGS.epochs} layouts: networkx s vs ours s"]))
   ratio = statistics.median(timings["spring_layout(method='force')"]) / per_layout
   print(f"target >= 10x vs spring_layout: {'met' if ratio >= 10 else 'NOT met'} ({ratio:.1f}x)")
 

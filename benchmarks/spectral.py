@@ -1,6 +1,6 @@
 """ESD and residual curves of every VGG19 layer: JAX against NumPy/SciPy float64 and WeightWatcher.
 
-  python -m benchmarks.spectral [--repeats=5] [--no-weightwatcher]
+  python -m benchmarks.spectral [--repeats=5] [--noweightwatcher]
 
 The 19 unit matrices of a Glorot-initialised VGG19 (16 convolutions as (c_out, 9 c_in), 3 dense) are
 analysed four ways, timed as the median of `--repeats` runs after a warm-up (compilation excluded and
@@ -17,7 +17,6 @@ Checks that JAX's eigenvalues match SciPy's to 1e-4 relative over the top 90% of
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -33,11 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from absl import app, flags
 
 from benchmarks.common import table
 from redundancy_jax import spectral
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.pruning import unit_matrix
+
+flags.DEFINE_integer("repeats", 5, "Timed runs of every contender (the median is reported).", lower_bound=1)
+flags.DEFINE_bool("weightwatcher", True, "Also time WeightWatcher's analyze(), where it is installed.")
+FLAGS = flags.FLAGS
 
 TOLERANCE = 1e-4  # relative, on the top 90% of each spectrum
 
@@ -133,12 +137,8 @@ def weightwatcher_analyze(mats: dict[str, np.ndarray], folder: str):
   return analyze, f"weightwatcher {weightwatcher.__version__}"
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--no-weightwatcher", action="store_true")
-  args = parser.parse_args()
-
+def main(argv) -> None:
+  del argv
   mats = vgg19_matrices()
   device_mats = {k: jnp.asarray(v) for k, v in mats.items()}
   begin = time.perf_counter()
@@ -152,7 +152,7 @@ def main() -> None:
   for name, W in mats.items():
     m, n = W.shape
     t = interleaved_medians({"jax": lambda: one(device_mats[name]),
-                             "scipy": lambda: numpy_one(W, scipy.linalg.svdvals)}, args.repeats)
+                             "scipy": lambda: numpy_one(W, scipy.linalg.svdvals)}, FLAGS.repeats)
     err = max_relative_error(ours[name][0], ref[name][0], m, n)
     res_err = float(np.max(np.abs(np.asarray(ours[name][1], np.float64) - ref[name][1])))
     worst = max(worst, err)
@@ -170,8 +170,8 @@ def main() -> None:
     "numpy.linalg.svd float64, per layer": lambda: numpy_all(mats, lambda w: np.linalg.svd(w, compute_uv=False)),
   }
   with tempfile.TemporaryDirectory() as folder:
-    ww_note = "weightwatcher skipped (--no-weightwatcher)"
-    if not args.no_weightwatcher:
+    ww_note = "weightwatcher skipped (--noweightwatcher)"
+    if FLAGS.weightwatcher:
       analyze, ww_note = weightwatcher_analyze(mats, folder)
       if analyze is not None:
         details = analyze()
@@ -180,7 +180,7 @@ def main() -> None:
         ww_note += (f": analyze() with defaults (ESD, MP and power-law fits) on {len(details)} layers; its "
                     f"lambda_max matches ours to {diff:.1e} relative")
         contenders["weightwatcher analyze()"] = lambda: (analyze(), None)[1]
-    t = interleaved_medians(contenders, args.repeats)
+    t = interleaved_medians(contenders, FLAGS.repeats)
   base = min(t[k] for k in contenders if k.startswith("jax"))
   print()
   print(table([[name, f"{s:.3f}", f"{s / base:.1f}x"] for name, s in t.items()],
@@ -192,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

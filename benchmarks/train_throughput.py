@@ -1,85 +1,100 @@
-"""Training throughput of every model at its recipe batch size, against the machine's matmul roofline.
+"""Training throughput of each model at its recipe batch size, against the machine's matmul roofline.
 
-  python -m benchmarks.train_throughput [--models=lenet,conv2,...]
+  python -m benchmarks.train_throughput [--models=lenet,conv2,conv4,conv6] [--epochs=3] [--dispatch]
 
-For each model: steps/s of the epoch form the trainer uses on this backend, XLA's FLOPs per step,
-achieved FLOP/s and its fraction of the matmul FLOP/s measured in the same run. Also, side by side,
-the compiled-scan epoch against a plain one-step-per-call Python loop (the dispatch cost), for LeNet
-and Conv-2. LeNet uses the bundled real MNIST; the CIFAR models use generated CIFAR-shaped images.
+For each model: steps/s of the epoch form `train.run_epoch` picks on this backend (the median of
+`--epochs` epochs after a compiling one), XLA's FLOPs per `train.train_step`, achieved FLOP/s and its
+fraction of the matmul FLOP/s measured in the same run. VGG19 is opt-in (`--models=...,vgg19`: minutes
+per epoch on 2 CPU cores). `--dispatch` adds, side by side, the compiled-scan epoch against one jitted
+call per step from Python (the dispatch cost) for LeNet and Conv-2 (Conv-2's scan epoch takes minutes on
+CPU). LeNet uses the bundled real MNIST; the CIFAR models use generated CIFAR-shaped images.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import jax
 import numpy as np
+from absl import app, flags
 
-from benchmarks.common import compiled_flops, matmul_flops_per_second, table
-from redundancy_jax import data, train
+from benchmarks.common import compiled_flops, print_roofline, table
+from redundancy_jax import data, train, variants
 from redundancy_jax.models import MODELS
+
+flags.DEFINE_list("models", ["lenet", "conv2", "conv4", "conv6"], f"Models to time, of {', '.join(MODELS)}.")
+flags.DEFINE_integer("epochs", 3, "Timed epochs per model, after a compiling one (median reported).", lower_bound=1)
+flags.DEFINE_bool("dispatch", False, "Also time scan against Python-loop epochs for lenet and conv2 (slow on CPU).")
+flags.register_validator(
+  "models", lambda names: set(names) <= set(MODELS), f"--models takes names of {', '.join(MODELS)}"
+)
+FLAGS = flags.FLAGS
 
 _TRAIN_IMAGES = {"lenet": 8000, "conv2": 640, "conv4": 600, "conv6": 600, "vgg19": 256}
 
 
-def _trainer(model: str, loop: str) -> train.Trainer:
+def make_run(model: str) -> tuple[train.Setup, data.Dataset]:
+  """The model's recipe on its benchmark data (training never stops nor validates within the timing)."""
   if model == "lenet":
     ds = data.load_bundled_mnist(0)
   else:
     ds = data.random_images(seed=0, n_train=_TRAIN_IMAGES[model], n_val=64, n_test=64)
   cfg = train.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6).resolve()
-  return train.Trainer(cfg, ds, loop=loop)
+  return train.make_setup(cfg, ds), ds
 
 
-def seconds_per_step(trainer: train.Trainer, epochs: int = 3) -> float:
-  state = trainer.init_state()
-  state, _ = trainer.run_epoch(state)  # compiles
-  jax.block_until_ready(state)
+def seconds_per_step(setup: train.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
+  """Median seconds per step over `epochs` epochs of `train.run_epoch(loop=loop)`, after a compiling one."""
+  train_data, val_split, _ = train.device_data(setup, ds)
+  state = train.init_state(setup, ds.image_shape)
+  state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+  jax.block_until_ready((state, metrics))
   times = []
   for _ in range(epochs):
     begin = time.perf_counter()
-    state, metrics = trainer.run_epoch(state)
-    jax.block_until_ready(metrics)
-    times.append((time.perf_counter() - begin) / trainer.steps_per_epoch)
+    state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
   return float(np.median(times))
 
 
-def step_flops(trainer: train.Trainer) -> float:
-  state = trainer.init_state()
-  idx = trainer._epoch_indices(state["epoch"])[0]
-  return compiled_flops(jax.jit(trainer._step), state, idx, trainer.train_data)
+def step_flops(setup: train.Setup, ds: data.Dataset) -> float:
+  """XLA's FLOP count of one `train.train_step`."""
+  train_data, _, _ = train.device_data(setup, ds)
+  state = train.init_state(setup, ds.image_shape)
+  idx_KxB = train.epoch_indices(setup, state.epoch)[0]
+  return compiled_flops(jax.jit(train.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
 
 
-def main():
-  models = MODELS
-  for arg in sys.argv[1:]:
-    if arg.startswith("--models="):
-      models = tuple(arg.split("=", 1)[1].split(","))
-  print(f"devices: {jax.devices()}")
-  roof = matmul_flops_per_second()
-  print(f"matmul roofline (2048^2 float32, measured now): {roof / 1e9:.1f} GFLOP/s\n")
+def main(argv):
+  del argv
+  roof = print_roofline()
   rows = []
-  for model in models:
-    trainer = _trainer(model, "auto")
-    per_step = seconds_per_step(trainer, epochs=2 if model == "vgg19" else 3)
-    flops = step_flops(trainer)
+  for model in FLAGS.models:
+    setup, ds = make_run(model)
+    per_step = seconds_per_step(setup, ds, "auto", FLAGS.epochs)
+    flops = step_flops(setup, ds)
+    batch = setup.cfg.batch_size
     rows.append([
-      model, trainer.cfg.batch_size, "python loop" if trainer.python_loop else "lax.scan",
-      f"{1 / per_step:.1f}", f"{trainer.cfg.batch_size / per_step:.0f}", f"{flops / 1e9:.3f}",
+      model, batch, "python loop" if variants.host_loop(setup.model) else "lax.scan",
+      f"{1 / per_step:.1f}", f"{batch / per_step:.0f}", f"{flops / 1e9:.3f}",
       f"{flops / per_step / 1e9:.1f}", f"{flops / per_step / roof:.0%}",
     ])
     print(rows[-1], flush=True)
   print()
-  print(table(rows, ["model", "batch", "epoch form", "steps/s", "images/s", "GFLOP/step", "GFLOP/s", "of matmul roofline"]))
+  header = ["model", "batch", "epoch form", "steps/s", "images/s", "GFLOP/step", "GFLOP/s", "of matmul roofline"]
+  print(table(rows, header))
+  if not FLAGS.dispatch:
+    return
   print("\nDispatch: one compiled scan per epoch against one jitted call per step (same model, same data)")
   rows = []
-  for model in [m for m in ("lenet", "conv2") if m in models]:
-    scan = seconds_per_step(_trainer(model, "scan"))
-    loop = seconds_per_step(_trainer(model, "python"))
+  for model in [m for m in ("lenet", "conv2") if m in FLAGS.models]:
+    setup, ds = make_run(model)
+    scan = seconds_per_step(setup, ds, "scan", FLAGS.epochs)
+    loop = seconds_per_step(setup, ds, "python", FLAGS.epochs)
     rows.append([model, f"{1 / scan:.1f}", f"{1 / loop:.1f}", f"{loop / scan:.2f}"])
   print(table(rows, ["model", "scan steps/s", "python-loop steps/s", "scan speed-up"]))
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
