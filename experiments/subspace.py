@@ -40,8 +40,8 @@ def run(log=print) -> dict:
   dataset = trained_models.load_data(cfg)
   model = trained_models.build_model(cfg, dataset)
   layers = [layer.name for layer in model.plan] if FLAGS.layer == "all" else [FLAGS.layer]
-  variables = checkpoint.load_trained(workdir, seed=FLAGS.replica)
-  init_params = checkpoint.load_snapshot(workdir, 0, seed=FLAGS.replica)
+  variables = checkpoint.load_trained(workdir, replica=FLAGS.replica)
+  init_params = checkpoint.load_snapshot(workdir, 0, replica=FLAGS.replica)
   out_dir = os.path.join(workdir, "subspace", FLAGS.layer)
   settings = {"layer": FLAGS.layer, "replica": FLAGS.replica, "num_ranks": FLAGS.num_ranks,
               "eval_chunk": FLAGS.eval_chunk, "rank_chunk": FLAGS.rank_chunk}

@@ -58,8 +58,8 @@ def model_row(model_name: str, log=print) -> dict:
   best_steps = storage.read_json(os.path.join(workdir, "results.json"))["best_step"]
   seeds = []
   for seed in range(FLAGS.num_seeds):
-    variables = checkpoint.load_trained(workdir, seed=seed)
-    init_params = checkpoint.load_snapshot(workdir, 0, seed=seed)
+    variables = checkpoint.load_trained(workdir, replica=seed)
+    init_params = checkpoint.load_snapshot(workdir, 0, replica=seed)
     W, W0 = unit_matrix(variables, FLAGS.layer), unit_matrix(init_params, FLAGS.layer)
     r = spectral.residuals(W, layer=FLAGS.layer)
     k = int(spectral.elbow(r))

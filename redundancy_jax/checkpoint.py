@@ -43,13 +43,21 @@ def has_trained(workdir: str) -> bool:
   return os.path.exists(trained_path(workdir)) and os.path.exists(os.path.join(workdir, "results.json"))
 
 
-def load_trained(workdir: str, seed: int = 0) -> dict:
-  """The variables at minimum validation loss of replica `seed` ({"params": ..., "batch_stats": ...})."""
+def _replica(tree: dict, replica: int, workdir: str) -> dict:
+  """Replica `replica` (the index along the stacked K axis, 0..K-1; not the run's --seed) of `tree`."""
+  k = jax.tree.leaves(tree)[0].shape[0]
+  if not 0 <= replica < k:
+    raise ValueError(f"replica {replica} is outside 0..{k - 1}: {workdir} holds {k} trained replica(s)")
+  return jax.tree.map(lambda a: np.asarray(a[replica]), tree)
+
+
+def load_trained(workdir: str, replica: int = 0) -> dict:
+  """The variables at minimum validation loss of replica `replica` ({"params": ..., "batch_stats": ...})."""
   if not has_trained(workdir):
     raise FileNotFoundError(
       f"no trained model in {workdir}: run `python -m experiments.train --workdir={workdir} --model=...` first"
     )
-  return jax.tree.map(lambda a: a[seed], storage.load_tree(trained_path(workdir)))
+  return _replica(storage.load_tree(trained_path(workdir)), replica, workdir)
 
 
 def snapshot_path(workdir: str, epoch: int) -> str:
@@ -62,9 +70,9 @@ def snapshot_epochs(workdir: str) -> list[int]:
   return sorted(int(re.search(r"epoch_(\d+)", f).group(1)) for f in files)
 
 
-def load_snapshot(workdir: str, epoch: int, seed: int = 0) -> dict:
-  """The parameters of replica `seed` at the end of `epoch` (0 = initialisation)."""
-  return jax.tree.map(lambda a: np.asarray(a[seed]), storage.load_tree(snapshot_path(workdir, epoch)))
+def load_snapshot(workdir: str, epoch: int, replica: int = 0) -> dict:
+  """The parameters of replica `replica` at the end of `epoch` (0 = initialisation)."""
+  return _replica(storage.load_tree(snapshot_path(workdir, epoch)), replica, workdir)
 
 
 # ----------------------------------------------------------------------------- a workdir's run

@@ -338,4 +338,4 @@ def test_experiment_bad_input(tmp_path):
   done = _experiment(f"--workdir={tmp_path}")
   assert done.returncode != 0 and "no parameter snapshots" in done.stderr and "experiments.train" in done.stderr
   done = _experiment(f"--workdir={tmp_path / 'new'}", "--layer=fc9")
-  assert done.returncode != 0 and "valid layers: fc1, fc2" in done.stderr
+  assert done.returncode != 0 and "prunable layers: fc1, fc2" in done.stderr
