@@ -47,10 +47,15 @@ def compiled_flops(jitted, *args) -> float:
   return float((analysis or {}).get("flops", 0.0))
 
 
-def compiled_memory_bytes(jitted, *args) -> int:
-  """Arguments + outputs + temporaries of one compiled call, as XLA plans it (peak device memory)."""
-  m = jitted.lower(*args).compile().memory_analysis()
+def lowered_memory_bytes(lowered) -> int:
+  """Arguments + outputs + temporaries of a lowered program, as XLA plans it (peak device memory)."""
+  m = lowered.compile().memory_analysis()
   return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def compiled_memory_bytes(jitted, *args) -> int:
+  """`lowered_memory_bytes` of one call of a jitted function."""
+  return lowered_memory_bytes(jitted.lower(*args))
 
 
 def table(rows: list[list], header: list[str]) -> str:

@@ -5,9 +5,10 @@
 For LeNet fc1 (real MNIST images) and Conv-2 fc1 (generated CIFAR-shaped images), `--images` of them:
 4 deterministic criteria + 5 random orders, every level 0..m, through `pruning.sweep`. The loop is one
 jitted forward per criterion and level with `pruning.remove_units`; for Conv-2 it is timed on a sample
-of levels and extrapolated (a full run would take hours on 2 cores). Also XLA's planned memory of the
-pieces the sweep compiles on CPU for every prunable layer of VGG19 (`--images` images, all levels, 9
-orders; compiled, not run), and the machine's matmul FLOP/s.
+of levels and extrapolated (a full run would take hours on 2 cores). Also XLA's planned peak memory of
+the sweep of every prunable layer of VGG19 (`--images` images, all levels, 9 orders; compiled, not run):
+the CPU form's head per data chunk, and the whole sweep as the one program of the accelerator form
+(`pruning.lower_sweep`); and the machine's matmul FLOP/s.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.common import compiled_memory_bytes, median_seconds, print_roofline, table
-from redundancy_jax import checkpoint, data, pruning, variants
+from benchmarks.common import compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, table
+from redundancy_jax import checkpoint, data, pruning
 from redundancy_jax.models import check_layer, create_model, init_variables, next_layer, prunable_layers
 
 flags.DEFINE_integer("images", 2000, "Images each sweep evaluates on (and VGG19's memory plan is for).", lower_bound=1)
@@ -29,7 +30,6 @@ flags.DEFINE_bool("skip_vgg", False, "Skip the VGG19 memory table (about a minut
 flags.DEFINE_string("lenet_workdir", "runs/lenet", "Trained LeNet to time, if there is one (else an initialised one).")
 FLAGS = flags.FLAGS
 
-MASK_CHUNK = 16  # pruning.sweep's default mask batch
 DATA_CHUNK = {True: 2048, False: 250}  # pruning.sweep's default data chunk, running sums (True) or masks
 
 
@@ -99,31 +99,22 @@ def conv2_case() -> list:
 
 
 def vgg_memory(n_images: int) -> list[list]:
-  """XLA's planned memory of the pieces `pruning.sweep` compiles per data chunk on CPU, for every
-  prunable VGG19 layer (compiled, not run): the head (the network up to the layer) and, on the
-  mask-batched path, one batch of masks through the rest of the network."""
+  """XLA's planned peak memory (compiled, not run) of the sweep of every prunable VGG19 layer: the CPU
+  form's head (the network up to the layer, per data chunk) and the whole sweep as the one program of
+  the accelerator form (`pruning.lower_sweep`), 9 orders, every level."""
   model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3)
   variables = init_variables(model, jax.random.key(0), (32, 32, 3))
+  x, y = np.zeros((n_images, 32, 32, 3), np.uint8), np.zeros(n_images, np.int32)
   rows = []
   for layer in prunable_layers(model):
     m = check_layer(model, layer).features
     nested = check_layer(model, next_layer(model, layer)).kind == "dense"
     chunk = min(n_images, DATA_CHUNK[nested])
-    x = jnp.zeros((chunk, 32, 32, 3), jnp.uint8)
     head = jax.jit(lambda v, x, layer=layer: model.apply(v, x, stop=layer))
-    head_bytes = compiled_memory_bytes(head, variables, x)
-    if nested:
-      rest = "running sums (inside pruning.sweep)"
-    else:
-      h = jnp.zeros(jax.eval_shape(head, variables, x).shape, jnp.float32)
-      y, masks = jnp.zeros(chunk, jnp.int32), jnp.ones((MASK_CHUNK, m), bool)
-
-      def masked_rest(v, h, y, masks, layer=layer):
-        one = lambda mask: variants.loss_and_correct(model.apply(v, h, start=layer, masks={layer: mask}), y)
-        return jax.vmap(one)(masks)
-
-      rest = f"{compiled_memory_bytes(jax.jit(masked_rest), variables, h, y, masks) / 2**30:.2f}"
-    rows.append([layer, m, "running sums" if nested else "masks", chunk, f"{head_bytes / 2**30:.2f}", rest])
+    head_bytes = compiled_memory_bytes(head, variables, jnp.asarray(x[:chunk]))
+    whole = lowered_memory_bytes(pruning.lower_sweep(model, variables, layer, x, y, removal_orders(variables, layer)))
+    rows.append([layer, m, "running sums" if nested else "masks", chunk, f"{head_bytes / 2**30:.2f}",
+                 f"{whole / 2**30:.2f}"])
   return rows
 
 
@@ -141,8 +132,8 @@ def main(argv):
         f"{lenet_flops / sweep_s / 1e9:.1f} GFLOP/s, {lenet_flops / sweep_s / roof:.0%} of the matmul roofline")
   if not FLAGS.skip_vgg:
     print(f"\nVGG19, every prunable layer, {FLAGS.images:,} images, all levels, 9 orders: XLA's planned memory "
-          f"(GiB) of the pieces the sweep compiles on CPU, per data chunk")
-    print(table(vgg_memory(FLAGS.images), ["layer", "units", "path", "data chunk", "head", f"{MASK_CHUNK} masks"]))
+          f"(GiB): the CPU form's head per data chunk, and the whole sweep as one program (accelerator form)")
+    print(table(vgg_memory(FLAGS.images), ["layer", "units", "path", "data chunk", "head (CPU form)", "whole sweep, one program"]))
 
 
 if __name__ == "__main__":

@@ -252,6 +252,30 @@ def _masked_rest(model, layer, variables, aux, h, y, mask):
   return variants.loss_and_correct(model.apply(variables, h, start=layer, masks={layer: mask}), y)
 
 
+def _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested):
+  """(levels, the `variants.Pass`, its variants, aux) of a sweep: one removal order per variant for the
+  running sums (aux: the levels), one (order, level) mask per variant otherwise."""
+  check_prunable(model, layer)
+  nxt = next_layer(model, layer)
+  m = layer_of(model, layer).features
+  levels = check_levels(np.arange(m + 1) if levels is None else levels, m)
+  orders_CxM = jnp.stack([jnp.asarray(o, jnp.int32) for o in orders.values()])
+  if nested is None:
+    nested = layer_of(model, nxt).kind == "dense"
+  if nested:
+    spec = variants.Pass(layer, layer, _unit_contributions, _running_sums, 1, data_chunk or 2048)
+    return levels, spec, orders_CxM, jnp.asarray(levels)
+  masks = jax.vmap(lambda o: level_masks(o, levels))(orders_CxM).reshape(-1, m)  # order-major
+  return levels, variants.Pass(layer, layer, variants.keep_inputs, _masked_rest, mask_chunk, data_chunk or 250), masks, None
+
+
+def lower_sweep(model: PlanNet, variables: Mapping, layer: str, x, y, orders, levels=None, *, data_chunk=None,
+                mask_chunk: int = 16, nested: bool | None = None):
+  """`sweep` as the one program of the accelerator form, lowered, not run (see `variants.lower`)."""
+  _, spec, variants_V, aux = _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested)
+  return variants.lower(model, variables, x, y, spec, variants_V, aux)
+
+
 def sweep(
   model: PlanNet,
   variables: Mapping,
@@ -273,21 +297,10 @@ def sweep(
   vmapped over batches of `mask_chunk` masks. Memory is bounded by `data_chunk` images (default 2,048
   for the running sums, 250 when masks are batched) times the batch.
   """
-  check_prunable(model, layer)
-  nxt = next_layer(model, layer)
-  m = layer_of(model, layer).features
-  levels = check_levels(np.arange(m + 1) if levels is None else levels, m)
+  levels, spec, variants_V, aux = _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested)
+  totals = variants.evaluate(model, variables, x, y, spec, variants_V, aux)
+  loss, correct = (a.reshape(len(orders), len(levels)) for a in totals)
   names = list(orders)
-  orders_CxM = jnp.stack([jnp.asarray(orders[k], jnp.int32) for k in names])
-  if nested is None:
-    nested = layer_of(model, nxt).kind == "dense"
-  if nested:
-    spec = variants.Pass(layer, layer, _unit_contributions, _running_sums, 1, data_chunk or 2048)
-    loss, correct = variants.evaluate(model, variables, x, y, spec, orders_CxM, jnp.asarray(levels))
-  else:
-    masks = jax.vmap(lambda o: level_masks(o, levels))(orders_CxM).reshape(-1, m)
-    spec = variants.Pass(layer, layer, variants.keep_inputs, _masked_rest, mask_chunk, data_chunk or 250)
-    loss, correct = (a.reshape(len(names), len(levels)) for a in variants.evaluate(model, variables, x, y, spec, masks))
   n = len(y)
   loss, acc = np.asarray(loss) / n, np.asarray(correct) / n
   return {name: {"accuracy": acc[i], "loss": loss[i], "levels": levels} for i, name in enumerate(names)}

@@ -126,6 +126,21 @@ _head_jit = jax.jit(_head, static_argnames=_STATIC)
 _score_batch_jit = jax.jit(_score_batch, static_argnames=("model", "spec"))
 
 
+def _arguments(model, variables, x, y, spec: Pass, variants, mesh):
+  """The arguments of the compiled pieces: data padded to chunks, variants to batches, arrays on device."""
+  mesh = mesh or parallel.data_mesh()
+  xs, ys = pad_chunks(x, y, spec.data_chunk, multiple=mesh.size)
+  variants_VxB, v = _batched(jax.tree.map(jnp.asarray, variants), spec.variant_batch)
+  return mesh, xs, ys, jax.tree.map(jnp.asarray, dict(variables)), variants_VxB, v
+
+
+def lower(model: PlanNet, variables: Mapping, x, y, spec: Pass, variants, aux: Any = None, *, mesh=None):
+  """The whole evaluation as the one compiled program of the accelerator form, lowered, not run: for
+  XLA's analyses (`lower(...).compile().memory_analysis()`, `.cost_analysis()`)."""
+  mesh, xs, ys, variables, variants_VxB, _ = _arguments(model, variables, x, y, spec, variants, mesh)
+  return _all_chunks_jit.lower(model, spec, mesh, variables, aux, variants_VxB, jnp.asarray(xs), jnp.asarray(ys))
+
+
 def evaluate(
   model: PlanNet,
   variables: Mapping,
@@ -141,10 +156,7 @@ def evaluate(
 
   `variants` is a pytree of arrays with leading axis V; `aux` a pytree of arrays every call shares.
   """
-  mesh = mesh or parallel.data_mesh()
-  xs, ys = pad_chunks(x, y, spec.data_chunk, multiple=mesh.size)
-  variants_VxB, v = _batched(jax.tree.map(jnp.asarray, variants), spec.variant_batch)
-  variables = jax.tree.map(jnp.asarray, dict(variables))
+  mesh, xs, ys, variables, variants_VxB, v = _arguments(model, variables, x, y, spec, variants, mesh)
   unbatch = lambda a: a.reshape(-1, *a.shape[2:])[:v]
   if not host_loop(model):
     totals = _all_chunks_jit(model, spec, mesh, variables, aux, variants_VxB, jnp.asarray(xs), jnp.asarray(ys))
