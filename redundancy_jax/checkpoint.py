@@ -82,16 +82,24 @@ class ConfigMismatch(ValueError):
   """A workdir holds a run of another configuration."""
 
 
-def check_config(workdir: str, config: dict, write: bool) -> None:
+# How a run is carried out, not what it computes: a run may resume with another value.
+NOT_IDENTITY = ("num_devices",)
+
+
+def check_config(workdir: str, config: dict, *, write: bool, fresh: bool = False) -> None:
   """An error listing the differences when `workdir` holds a run of another `config` (as JSON); with
-  `write`, records `config` there when it holds none."""
+  `write`, records `config` there when it holds none or is `fresh` (a config.json left by an attempt
+  that failed before its first checkpoint or metrics line)."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if fresh or not os.path.exists(path):
     if write:
       storage.write_json(path, config)
     return
   old = storage.read_json(path)
-  diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}" for k, v in config.items() if old.get(k) != v]
+  diffs = [
+    f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}"
+    for k, v in config.items() if old.get(k) != v and k not in NOT_IDENTITY
+  ]
   if diffs:
     raise ConfigMismatch(
       f"{workdir} holds a run with another config; use a new --workdir or the same flags:\n" + "\n".join(diffs)

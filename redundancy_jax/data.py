@@ -20,6 +20,8 @@ import logging
 import os
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "teacher_student", "xord", "random_images")
@@ -69,6 +71,13 @@ class Dataset:
       "image_shape": list(self.image_shape),
       "normalization": {"mean": list(self.mean), "std": list(self.std)},
     }
+
+
+def label(described: dict) -> str:
+  """A dataset and its source in one short line, for figure titles and table headers, from what
+  `Dataset.describe` returned: "mnist, bundled MNIST test set (8,000/1,000/1,000)", "cifar10, files in
+  /data/cifar", "xord, generated"."""
+  return f"{described['name']}, {described['source']}"
 
 
 class DataError(ValueError):
@@ -181,8 +190,18 @@ def load_bundled_mnist(seed: int = 0) -> Dataset:
   a, b = n_train, n_train + n_val
   parts = [np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b : b + n_test])]
   mean, std = NORMALIZATION["mnist"]
-  source = f"bundled MNIST test set (10,000 real images split {n_train:,}/{n_val:,}/{n_test:,})"
+  source = f"bundled MNIST test set ({n_train:,}/{n_val:,}/{n_test:,})"
   return Dataset("mnist", source, *(a for p in parts for a in (x[p], y[p])), 10, mean, std)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+  """A loud warning, once per process (scripts load the same data more than once)."""
+  if message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning("!!! %s", message)
 
 
 def load_dataset(
@@ -198,10 +217,9 @@ def load_dataset(
   if source == "bundled" or (source == "auto" and not data_dir and name == "mnist" and not _tfds_ready(name)):
     if name != "mnist":
       raise ValueError(f"only mnist has a bundled copy, not {name}")
-    logging.warning(
-      "\n%s\nNO MNIST FILES GIVEN AND NO PREPARED TFDS COPY: using the bundled MNIST *test* set "
-      "(10,000 real images) split 8,000/1,000/1,000.\nPass --data_dir with the IDX files for full MNIST.\n%s",
-      "!" * 78, "!" * 78,
+    _warn_once(
+      "NO MNIST FILES GIVEN AND NO PREPARED TFDS COPY: using the bundled MNIST *test* set (10,000 real images "
+      "split 8,000/1,000/1,000). Pass --data_dir with the IDX files for full MNIST."
     )
     return load_bundled_mnist(seed)
   if source == "files" or (source == "auto" and data_dir and _has_files(name, data_dir)):
@@ -233,6 +251,22 @@ def _tfds_ready(name: str, data_dir: str | None = None) -> bool:
   """Whether tfds has this dataset prepared locally; never touches the network."""
   root = data_dir or os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
   return os.path.isdir(os.path.join(root, name))
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x_BxHxWxC: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
+  """Random crop after zero-padding by `pad` (black, in raw pixels), and a random horizontal flip, per
+  image; on device, inside the training step."""
+  b, h, w, _ = x_BxHxWxC.shape
+  crop_key, flip_key = jax.random.split(key)
+  offsets = jax.random.randint(crop_key, (b, 2), 0, 2 * pad + 1)
+  padded = jnp.pad(x_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+  x = jax.vmap(crop)(padded, offsets)
+  flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
+  return jnp.where(flip, x[:, :, ::-1], x)
 
 
 # ----------------------------------------------------------------------------- generated data

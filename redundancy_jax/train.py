@@ -12,6 +12,7 @@ a parameter snapshot, and (at most every `checkpoint_every_secs`) an orbax check
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from redundancy_jax import checkpoint, data as data_lib, parallel, storage, variants
+from redundancy_jax import checkpoint, console, data as data_lib, parallel, storage, variants
 from redundancy_jax.config import OPTIMIZERS, RECIPES, Recipe, TrainConfig, make_optimizer, model_options  # noqa: F401
 from redundancy_jax.models import PlanNet, create_model, init_variables
 
@@ -117,22 +118,10 @@ def forward(model, params, batch_stats, x, train: bool):
   return model.apply(variables, x, train=train), batch_stats
 
 
-def augment_batch(x_BxHxWxC: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
-  """Random crop after zero-padding by `pad`, and a random horizontal flip, per image."""
-  b, h, w, _ = x_BxHxWxC.shape
-  crop_key, flip_key = jax.random.split(key)
-  offsets = jax.random.randint(crop_key, (b, 2), 0, 2 * pad + 1)
-  padded = jnp.pad(x_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
-  x = jax.vmap(crop)(padded, offsets)
-  flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
-  return jnp.where(flip, x[:, :, ::-1], x)
-
-
 def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
   """One optimisation step of one replica on raw images `x` (the model standardises them)."""
   if setup.cfg.augment:
-    x = augment_batch(x, key)
+    x = data_lib.augment_batch(x, key)
 
   def loss_fn(p):
     logits, new_stats = forward(setup.model, p, batch_stats, x, train=True)
@@ -297,45 +286,81 @@ def train(
   checkpoint_every_secs: float = 60.0,
   max_epochs: int | None = None,
   log: Callable[[str], None] = print,
+  progress: console.Progress | None = None,
 ) -> dict:
   """Trains (or resumes) `cfg` in `workdir`; returns the results dict also written to results.json.
 
   `max_epochs` stops after that many epochs in this call (a later call resumes): for time-sliced jobs.
+  SIGINT or SIGTERM ends the current epoch, saves a checkpoint and raises `console.Interrupted`. `log`
+  receives event lines, `progress` (default: stdout) the run's one progress line.
   """
   cfg = cfg.resolve()
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.check_config(workdir, cfg.to_json(), write=False)
-  results_path = os.path.join(workdir, "results.json")
-  if checkpoint.has_trained(workdir):
-    log(f"{workdir} already holds a trained model; delete results.json to retrain")
-    return storage.read_json(results_path)
   if dataset is None:
     dataset = data_lib.load_dataset(
       cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
     )
+  cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
+  os.makedirs(workdir, exist_ok=True)
+  mngr = checkpoint.manager(workdir)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  started = mngr.latest_step() is not None or os.path.exists(metrics_path) or checkpoint.has_trained(workdir)
+  checkpoint.check_config(workdir, cfg.to_json(), write=False, fresh=not started)
+  if checkpoint.has_trained(workdir):
+    log(f"{workdir} already holds a trained model; delete results.json to retrain")
+    return storage.read_json(os.path.join(workdir, "results.json"))
   setup = make_setup(cfg, dataset)
-  checkpoint.check_config(workdir, cfg.to_json(), write=True)  # only once data and model load
+  checkpoint.check_config(workdir, cfg.to_json(), write=True, fresh=not started)  # once data and model load
   train_data, val_split, test_split = device_data(setup, dataset)
   state = init_state(setup, dataset.image_shape)
-  mngr = checkpoint.manager(workdir)
   restored = checkpoint.restore_state(mngr, state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
   if restored is not None:
     state = parallel.replicate(restored, setup.mesh)
     checkpoint.trim_metrics(metrics_path, int(state.epoch))
-    log(f"resuming from step {int(state.step)} (epoch {int(state.epoch)})")
+    log(f"resuming from step {int(state.step):,} (epoch {int(state.epoch)})")
   else:
     checkpoint.trim_metrics(metrics_path, 0)
     storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state.params))
     log("no checkpoint: starting from scratch")
-  num_epochs = setup.num_epochs
-  snapshot_every = cfg.snapshot_every or math.ceil(num_epochs / 100)
   log(
-    f"training {cfg.model} on {dataset.source}: {cfg.steps} steps, batch {cfg.batch_size}, "
+    f"training {cfg.model} on {dataset.source}: {cfg.steps:,} steps of {cfg.batch_size}, "
     f"{setup.steps_per_epoch} steps/epoch, {cfg.num_seeds} replica(s), {setup.mesh.size} device(s)"
   )
+  with console.interruptible(log) as interrupt:
+    state, rate = _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs,
+                          interrupt, progress or console.Progress())
+  if state is None:
+    return {"stopped_at_epoch": rate}
+  test_loss, test_acc = (np.asarray(a) for a in evaluate(setup, state.best_params, state.best_batch_stats, test_split))
+  storage.save_tree(checkpoint.trained_path(workdir), best_variables(state))
+  results = {
+    "config": cfg.to_json(),
+    "dataset": dataset.describe(),
+    "best_step": np.asarray(state.best_step).tolist(),
+    "best_val_loss": np.asarray(state.best_loss).tolist(),
+    "test_accuracy": test_acc.tolist(),
+    "test_loss": test_loss.tolist(),
+    "test_accuracy_mean": float(test_acc.mean()),
+    "test_accuracy_std": float(test_acc.std()),
+    "steps_per_second": rate,
+    "devices": setup.mesh.size,
+    "epochs": setup.num_epochs,
+  }
+  storage.write_json(os.path.join(workdir, "results.json"), results)
+  log(
+    f"done: test accuracy {console.numbers(100 * test_acc, '.2f')}% at minimum validation loss "
+    f"{console.numbers(results['best_val_loss'])} (step {', '.join(f'{s:,}' for s in results['best_step'])})"
+  )
+  return results
+
+
+def _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs, interrupt,
+            progress):
+  """The epoch loop and its I/O: metrics lines, snapshots, checkpoints, the progress line. Returns
+  (state, steps/s), or (None, the next epoch) when stopped by `max_epochs`."""
+  cfg, num_epochs = setup.cfg, setup.num_epochs
+  snapshot_every = cfg.snapshot_every or math.ceil(num_epochs / 100)
   start_epoch, last_save = int(state.epoch), time.time()
-  timed_steps, timed_secs = 0, 0.0
+  timed_steps, timed_secs, compile_note = 0, 0.0, ""
   for epoch in range(start_epoch, num_epochs):
     begin = time.time()
     good_step = int(state.step)
@@ -352,55 +377,40 @@ def train(
     steps_done = int(active.sum())
     if epoch > start_epoch:  # the first epoch of a run includes compilation
       timed_steps, timed_secs = timed_steps + steps_done, timed_secs + seconds
+    else:
+      compile_note = f" | first epoch {seconds:.1f}s (compiling)"
     rate = timed_steps / timed_secs if timed_secs else steps_done / seconds
     step_now = int(state.step)
     val = np.asarray(metrics["val_loss"])[active]
-    evals = [(good_step + i + 1, v.tolist()) for i, v in enumerate(val) if not np.isnan(v).any()]
     line = {
       "epoch": epoch + 1,
       "step": step_now,
       "train_loss": np.asarray(metrics["loss"])[active].mean(0).tolist(),
       "train_accuracy": np.asarray(metrics["accuracy"])[active].mean(0).tolist(),
-      "val_loss": evals,
+      "val_loss": [(good_step + i + 1, v.tolist()) for i, v in enumerate(val) if not np.isnan(v).any()],
       "best_val_loss": np.asarray(state.best_loss).tolist(),
       "best_step": np.asarray(state.best_step).tolist(),
       "seconds": seconds,
     }
-    storage.append_jsonl(metrics_path, line)
+    storage.append_jsonl(os.path.join(workdir, "metrics.jsonl"), line)
     last = epoch + 1 == num_epochs
     if (epoch + 1) % snapshot_every == 0 or last:
       storage.save_tree(checkpoint.snapshot_path(workdir, epoch + 1), jax.device_get(state.params))
-    eta = (cfg.steps - step_now) / max(rate, 1e-9)
-    log(
-      f"epoch {epoch + 1}/{num_epochs} step {step_now}/{cfg.steps} "
-      f"loss {np.mean(line['train_loss']):.4f} best val {np.mean(line['best_val_loss']):.4f} "
-      f"{rate:.0f} steps/s ETA {eta:.0f}s"
+    progress.update(
+      f"step {step_now:,}/{cfg.steps:,} (epoch {epoch + 1}/{num_epochs}) | loss {np.mean(line['train_loss']):.4f}"
+      f" | best val {np.mean(line['best_val_loss']):.4f} at step {int(np.max(line['best_step'])):,}"
+      f" | {rate:,.0f} steps/s | ETA {console.duration((cfg.steps - step_now) / max(rate, 1e-9))}{compile_note}",
+      final=last,
     )
     stop = max_epochs is not None and epoch + 1 - start_epoch >= max_epochs and not last
-    if stop or last or time.time() - last_save >= checkpoint_every_secs:  # every exit path saves
+    due = time.time() - last_save >= checkpoint_every_secs or epoch == start_epoch
+    if due or stop or last or interrupt.requested:  # the first epoch and every exit path save
       checkpoint.save_state(mngr, step_now, jax.device_get(state))
       last_save = time.time()
+    if interrupt.requested and not last:
+      progress.update("", final=True)
+      raise console.Interrupted(step_now)
     if stop:
-      log(f"stopping after {max_epochs} epoch(s) as asked; run again to resume")
-      return {"stopped_at_epoch": epoch + 1}
-  test_loss, test_acc = (np.asarray(a) for a in evaluate(setup, state.best_params, state.best_batch_stats, test_split))
-  storage.save_tree(checkpoint.trained_path(workdir), best_variables(state))
-  results = {
-    "config": cfg.to_json(),
-    "dataset": dataset.describe(),
-    "best_step": np.asarray(state.best_step).tolist(),
-    "best_val_loss": np.asarray(state.best_loss).tolist(),
-    "test_accuracy": test_acc.tolist(),
-    "test_loss": test_loss.tolist(),
-    "test_accuracy_mean": float(test_acc.mean()),
-    "test_accuracy_std": float(test_acc.std()),
-    "steps_per_second": rate,
-    "devices": setup.mesh.size,
-    "epochs": num_epochs,
-  }
-  storage.write_json(results_path, results)
-  log(
-    f"done: test accuracy {100 * test_acc.mean():.2f}% (min val loss {np.mean(results['best_val_loss']):.4f} "
-    f"at step {results['best_step']})"
-  )
-  return results
+      progress.update(f"stopped after {max_epochs} epoch(s) as asked; run again to resume", final=True)
+      return None, epoch + 1
+  return state, rate

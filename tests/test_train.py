@@ -275,7 +275,7 @@ def _windows(img_HxWxC, pad):
 def test_augmentation_crops_a_window_of_the_padded_image_and_flips_some():
   # distinct pixel values (all >= 1, so never confused with padding): each output has exactly one origin
   x = np.arange(256 * 28 * 28, dtype=np.float32).reshape(256, 28, 28, 1) + 1
-  out = np.asarray(train.augment_batch(jnp.asarray(x), jax.random.key(0)))  # default pad 4
+  out = np.asarray(data.augment_batch(jnp.asarray(x), jax.random.key(0)))  # default pad 4
   assert out.shape == x.shape
   origins = []
   for img, src in zip(out, x):
@@ -286,7 +286,7 @@ def test_augmentation_crops_a_window_of_the_padded_image_and_flips_some():
   assert set(rows) == set(range(9)) and set(cols) == set(range(9))  # every offset of +-4 pixels occurs
   assert 0.35 < np.mean(flips) < 0.65  # about half the images are flipped
   # raw uint8 images stay uint8, so the model still scales them by 1/255 before standardising
-  assert train.augment_batch(jnp.zeros((2, 28, 28, 1), jnp.uint8), jax.random.key(0)).dtype == jnp.uint8
+  assert data.augment_batch(jnp.zeros((2, 28, 28, 1), jnp.uint8), jax.random.key(0)).dtype == jnp.uint8
 
 
 def test_train_step_trains_on_the_augmented_batch():
