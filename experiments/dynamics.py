@@ -1,7 +1,7 @@
 """Training dynamics of one layer as a time-varying graph (report section 3.2, Figures 3-5).
 
   python -m experiments.dynamics --model=lenet --layer=fc1 --workdir=runs/lenet_dyn \
-      [--sigma=1.0] [--threshold=0.6] [--compare_workdir=runs/other]
+      [--sigma=1.0] [--threshold=0.41] [--compare_workdir=runs/other]
 
 Uses the per-epoch parameter snapshots of the training run in --workdir (and trains it with the
 training flags first when the workdir holds no run). Writes into --outdir (default
@@ -49,7 +49,8 @@ def _no_snapshots(workdir: str, model: str) -> FileNotFoundError:
 
 
 def load_run(workdir: str, layer: str, *, may_train: bool):
-  """(model, {epoch: params}, dataset) of the run in `workdir`, training it first if allowed."""
+  """(model, {epoch: params}, dataset, training config) of the run in `workdir`, training it first if
+  allowed; the main run must agree with the training flags given."""
   if not checkpoint.snapshot_epochs(workdir):
     cfg = flags_common.train_config().resolve()
     trained_models.check_layer(cfg, layer, prunable=True)  # before training
@@ -57,9 +58,8 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
       raise _no_snapshots(workdir, cfg.model)
     print(f"no training run in {workdir}: training {cfg.model} first")
     train.train(cfg, workdir)
-  cfg = trained_models.stored_config(workdir)
-  if may_train and FLAGS["model"].present and FLAGS.model != cfg.model:
-    raise ValueError(f"{workdir} holds a {cfg.model} run, not {FLAGS.model}; drop --model or use another workdir")
+  given = flags_common.given_training_flags() if may_train else {}  # the compared run is another run
+  cfg = trained_models.check_reuse(workdir, given)
   ds = trained_models.load_data(cfg)
   model = trained_models.build_model(cfg, ds)
   check_layer(model, layer, prunable=True, error=dynamics.DynamicsError)
@@ -67,7 +67,7 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
   if not epochs:
     raise _no_snapshots(workdir, cfg.model)
   chosen = sorted(set(epochs[:: max(FLAGS.every, 1)]) | {epochs[-1]})
-  return model, {e: checkpoint.load_snapshot(workdir, e) for e in chosen}, ds
+  return model, {e: checkpoint.load_snapshot(workdir, e) for e in chosen}, ds, cfg
 
 
 def run() -> None:
@@ -79,11 +79,11 @@ def run() -> None:
   ).check()
   runs = []
   for path in [workdir] + ([FLAGS.compare_workdir] if FLAGS.compare_workdir else []):
-    model, snapshots, ds = load_run(path, cfg.layer, may_train=path == workdir)
+    model, snapshots, ds, training = load_run(path, cfg.layer, may_train=path == workdir)
     begin = time.time()
     x = ds.test_x[: FLAGS.num_examples]
     result = dynamics.analyse(model, snapshots, cfg, x=x, log=print)
-    result["workdir"] = path
+    result.update(workdir=path, training=training.to_json(), dataset=ds.describe())
     print(f"{path}: {len(snapshots)} epochs analysed in {time.time() - begin:.1f}s")
     runs.append((os.path.basename(os.path.normpath(path)), result))
     cfg = dataclasses.replace(cfg, threshold=result["threshold"])  # the compared run: the same threshold

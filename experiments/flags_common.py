@@ -4,13 +4,13 @@ entry point every script runs through."""
 import sys
 from typing import Any, Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from redundancy_jax import train
+from redundancy_jax import console, train
 
 flags.DEFINE_string("model", "lenet", "Model name: lenet, conv2, conv4, conv6 or vgg19.")
 flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>).")
-flags.DEFINE_string("dataset", None, "Dataset (default: the model's: mnist or cifar10).")
+flags.DEFINE_string("dataset", None, "mnist, fashion_mnist, cifar10, teacher_student, xord, random_images (default: the model's).")
 flags.DEFINE_string("data_dir", None, "Folder with the dataset's binary files, or a tfds data_dir.")
 flags.DEFINE_enum("data_source", "auto", ["auto", "files", "tfds", "bundled"], "Where to read the data.")
 flags.DEFINE_integer("steps", None, "Training iterations (default: the recipe's).")
@@ -28,15 +28,22 @@ flags.DEFINE_integer("snapshot_every", 0, "Epochs between snapshots (0: every ep
 FLAGS = flags.FLAGS
 
 
+# TrainConfig fields with a flag of the same name.
+_TRAINING_FLAGS = (
+  "model", "dataset", "data_dir", "data_source", "steps", "batch_size", "optimizer", "learning_rate", "width",
+  "batch_norm", "eval_every", "seed", "num_seeds", "num_devices", "snapshot_every",
+)
+
+
 def train_config() -> train.TrainConfig:
   """The training config the flags describe (recipe defaults are filled by `resolve`)."""
-  return train.TrainConfig(
-    model=FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
-    steps=FLAGS.steps, batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
-    learning_rate=FLAGS.learning_rate, width=FLAGS.width, batch_norm=FLAGS.batch_norm,
-    eval_every=FLAGS.eval_every, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, num_devices=FLAGS.num_devices,
-    snapshot_every=FLAGS.snapshot_every,
-  )
+  return train.TrainConfig(**{name: FLAGS[name].value for name in _TRAINING_FLAGS})
+
+
+def given_training_flags() -> dict[str, Any]:
+  """The training flags given on the command line, as {config field: value}: a trained model that a
+  script reuses must have been trained with these values (the others are taken from its config.json)."""
+  return {name: FLAGS[name].value for name in _TRAINING_FLAGS if FLAGS[name].present}
 
 
 def workdir() -> str:
@@ -55,14 +62,24 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
 def run_app(run: Callable[[], Any]) -> None:
-  """Runs `run()` as an absl app; an error a user can cause exits with its message, no traceback."""
+  """Runs `run()` as an absl app. An error a user can cause exits with its message and no traceback;
+  Ctrl-C (or SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is
+  quiet (warnings only) unless --verbosity is given."""
 
   def main(argv):
     if len(argv) > 1:
       sys.exit(f"error: unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
+    if not FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       run()
     except USER_ERRORS as e:
       sys.exit(f"error: {e}")
+    except console.Interrupted as e:
+      print(e, file=sys.stderr)
+      sys.exit(130)
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr)
+      sys.exit(130)
 
   app.run(main)

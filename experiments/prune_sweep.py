@@ -7,7 +7,8 @@ Trains first (by the model's recipe, see experiments.train) when the workdir hol
 or uses the training run in --checkpoint. Then removes 0..m units of the layer by every criterion,
 without retraining, all in one batched computation. Writes into <workdir>/prune_sweep/:
 results.json (config, dataset source, base accuracy, every curve, random mean/std), curves.csv,
-orders.npz (the removal orders, to regenerate masks), figure2.png/.pdf, and prints a summary table.
+orders.npz (the removal orders, to regenerate masks), figure2.png/.pdf (the criteria explained in its
+legend), and prints a summary table (the criteria explained under it; see pruning.CRITERION_HELP).
 """
 
 import os
@@ -17,13 +18,16 @@ import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, pruning, storage, train
+from redundancy_jax import checkpoint, data, pruning, storage, train
 from redundancy_jax.models import prunable_layers
 from redundancy_jax.plots import pruning as pruning_plots
 
 flags_common.define_analysis_flags("Layer to prune, or 'all' for every prunable layer.")
 flags.DEFINE_string("checkpoint", None, "Workdir of an existing training run to prune (default: --workdir).")
-flags.DEFINE_list("criteria", list(pruning.CRITERIA), "Criteria to compare.")
+flags.DEFINE_list(
+  "criteria", list(pruning.CRITERIA),
+  "Criteria to compare, each a removal order: " + "; ".join(f"{c}: {h}" for c, h in pruning.CRITERION_HELP.items()) + ".",
+)
 flags.DEFINE_integer("random_seeds", 5, "Random permutations averaged for the random criterion.")
 flags.DEFINE_enum("split", "test", ["test", "validation"], "Data split the accuracy is measured on.")
 flags.DEFINE_integer("max_examples", None, "Use at most this many examples of the split.")
@@ -32,18 +36,12 @@ FLAGS = flags.FLAGS
 
 
 def _trained_run(workdir: str) -> tuple[str, dict]:
-  """The training run to prune: --checkpoint if given (checked against --model), else train here."""
+  """The training run to prune: --checkpoint if given, else the one in --workdir (trained there first
+  when there is none); its config must agree with the training flags given."""
   source = FLAGS.checkpoint or workdir
-  if FLAGS.checkpoint:
-    config_path = os.path.join(source, "config.json")
-    if not os.path.exists(config_path):
-      raise FileNotFoundError(f"{source} holds no training run (no config.json)")
-    stored = storage.read_json(config_path)["model"]
-    if stored != FLAGS.model:
-      raise ValueError(f"checkpoint {source} is a {stored!r} model, but --model={FLAGS.model!r}")
-  if not checkpoint.has_trained(source):
-    print(f"no trained model in {source}: training {FLAGS.model} first")
-    train.train(flags_common.train_config(), source)
+  if FLAGS.checkpoint and not checkpoint.has_trained(source):
+    raise FileNotFoundError(f"--checkpoint={source} holds no trained model (no results.json)")
+  trained_models.ensure_trained(flags_common.train_config(), source, flags_common.given_training_flags())
   return source, storage.read_json(os.path.join(source, "results.json"))
 
 
@@ -52,7 +50,7 @@ def _levels(m: int) -> np.ndarray:
 
 
 def _write_csv(path: str, results: dict) -> None:
-  rows = [("layer", "criterion", "units_removed", "accuracy", "loss", "accuracy_std")]
+  rows = []
   for layer, r in results["layers"].items():
     for c, curve in r["criteria"].items():
       rows += [(layer, c, lv, a, l, "") for lv, a, l in zip(r["levels"], curve["accuracy"], curve["loss"])]
@@ -62,16 +60,22 @@ def _write_csv(path: str, results: dict) -> None:
         (layer, "random", lv, a, l, s)
         for lv, a, l, s in zip(r["levels"], rand["accuracy_mean"], rand["loss_mean"], rand["accuracy_std"])
       ]
-  text = "\n".join(",".join(str(v) for v in row) for row in rows) + "\n"
-  storage.atomic_write(path, lambda f: f.write(text.encode()))
+  header = ("layer", "criterion", "units_removed", "accuracy", "loss", "accuracy_std")
+  storage.write_csv(path, header, rows)
 
 
 def _print_summary(results: dict) -> None:
-  print(f"\naccuracy (%) after removing a fraction of units; base accuracy {100 * results['base_accuracy']:.2f}%")
+  cfg = results["config"]
+  print(f"\n{cfg['model']} on {data.label(results['dataset'])}\n{cfg['split']} accuracy (%) on {cfg['examples']:,} "
+        f"images after removing a fraction of a layer's units (unpruned: {100 * results['base_accuracy']:.2f}%)")
   for layer, r in results["layers"].items():
-    print(f"\n{layer} ({r['units']} units)   25%     50%     75%     90%")
+    print(f"\n{cfg['model']} {layer} ({r['units']} units)\n  {'units removed':<15}" + "".join(
+      f"{f'{p}%':>7} " for p in (25, 50, 75, 90)))
     for name, accs in pruning.summary_rows(r):
       print(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
+  print("\ncriteria (each a removal order, no retraining):")
+  for name in cfg["criteria"]:
+    print(f"  {name:<8} {pruning.CRITERION_HELP[name]}")
 
 
 def run() -> None:

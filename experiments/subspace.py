@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, storage, subspace
+from redundancy_jax import checkpoint, data, storage, subspace
 from redundancy_jax.plots import spectral as plots
 
 flags_common.define_analysis_flags("Layer to analyse, or 'all' for every layer of the model.", eval_chunk=True)
@@ -34,7 +34,7 @@ def run(log=print) -> dict:
   workdir = flags_common.workdir()
   if FLAGS.layer != "all":
     trained_models.check_layer(flags_common.train_config(), FLAGS.layer)
-  cfg = trained_models.ensure_trained(flags_common.train_config(), workdir, log)
+  cfg = trained_models.ensure_trained(flags_common.train_config(), workdir, flags_common.given_training_flags(), log)
   if not 0 <= FLAGS.replica < cfg.num_seeds:
     raise ValueError(f"--replica={FLAGS.replica} is outside 0..{cfg.num_seeds - 1} ({cfg.num_seeds} trained)")
   dataset = trained_models.load_data(cfg)
@@ -68,14 +68,15 @@ def run(log=print) -> dict:
   results = {"model": cfg.model, "workdir": workdir, "dataset": dataset.describe(), **settings, "layers": analyses}
   storage.write_json(os.path.join(out_dir, "results.json"), results)
   ncols = 2 if len(layers) == 1 else 4
-  plots.save(plots.esd_figure([(l, a["init"], a["trained"]) for l, a in analyses.items()], ncols),
+  title = f"{cfg.model} (replica {FLAGS.replica}) on {data.label(results['dataset'])}"
+  plots.save(plots.esd_figure([(l, a["init"], a["trained"]) for l, a in analyses.items()], ncols, title),
              os.path.join(out_dir, "esd"))
   ranked = [(l, a) for l, a in analyses.items() if "sweep" in a]  # layers with a rank to choose
   if ranked:
-    plots.save(plots.residuals_figure([(l, a["trained"], a["init"], a["update"]) for l, a in ranked], ncols),
-               os.path.join(out_dir, "residuals"))
+    residuals = [(l, a["trained"], a["init"], a["update"]) for l, a in ranked]
+    plots.save(plots.residuals_figure(residuals, ncols, title), os.path.join(out_dir, "residuals"))
     accuracy = [(l, a["sweep"], a["trained"]["elbow"], a["update"]["elbow"]) for l, a in ranked]
-    plots.save(plots.accuracy_figure(accuracy, ncols), os.path.join(out_dir, "accuracy"))
+    plots.save(plots.accuracy_figure(accuracy, ncols, f"{title}: test accuracy"), os.path.join(out_dir, "accuracy"))
   log(f"wrote {out_dir}/results.json and esd, residuals, accuracy (.png, .pdf)")
   return results
 

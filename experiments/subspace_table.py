@@ -13,9 +13,7 @@ over seeds, and every seed's values); <out> defaults to <workdir_root>/subspace_
 k_Δ, the elbow of the update's own residual curve, and a - a_NK there.
 """
 
-import csv
 import dataclasses
-import io
 import os
 import time
 
@@ -23,7 +21,7 @@ import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, spectral, storage, subspace
+from redundancy_jax import checkpoint, data, spectral, storage, subspace
 from redundancy_jax.models import MODELS
 from redundancy_jax.pruning import unit_matrix
 
@@ -52,7 +50,8 @@ def model_row(model_name: str, log=print) -> dict:
   """Trains what is missing and measures every replica of one model."""
   cfg = dataclasses.replace(flags_common.train_config(), model=model_name)
   workdir = workdir_for(cfg)
-  cfg = trained_models.ensure_trained(cfg, workdir, log)
+  given = {k: v for k, v in flags_common.given_training_flags().items() if k != "model"}  # --models sets it
+  cfg = trained_models.ensure_trained(cfg, workdir, given, log)
   dataset = trained_models.load_data(cfg)
   model = trained_models.build_model(cfg, dataset)
   best_steps = storage.read_json(os.path.join(workdir, "results.json"))["best_step"]
@@ -85,7 +84,7 @@ def model_row(model_name: str, log=print) -> dict:
         f"a_NK={100 * a_nk_update:.2f}%")
   m, n = W.shape
   stat = lambda key: (float(np.mean([s[key] for s in seeds])), float(np.std([s[key] for s in seeds])))
-  row = {"model": model_name, "layer": FLAGS.layer, "workdir": workdir, "dataset": dataset.describe()["source"],
+  row = {"model": model_name, "layer": FLAGS.layer, "workdir": workdir, "dataset": data.label(dataset.describe()),
          "width": cfg.width, "steps": cfg.steps, "num_seeds": len(seeds), "neurons": m, "inputs": n, "Q": n / m}
   for key in ("k", "kept_norm_percent", "drop", "drop_project_update", "k_update",
               "drop_project_update_at_update_elbow", "a", "best_step"):
@@ -129,11 +128,7 @@ def write_outputs(rows: list[dict], out: str) -> None:
   storage.write_json(f"{out}.json", {"rows": rows})
   storage.atomic_write(f"{out}.md", lambda f: f.write(markdown(rows).encode()))
   columns = [k for k in rows[0] if k != "seeds"]
-  text = io.StringIO()
-  writer = csv.DictWriter(text, columns)
-  writer.writeheader()
-  writer.writerows({k: r[k] for k in columns} for r in rows)
-  storage.atomic_write(f"{out}.csv", lambda f: f.write(text.getvalue().encode()))
+  storage.write_csv(f"{out}.csv", columns, [[r[k] for k in columns] for r in rows])
 
 
 def run() -> None:

@@ -28,6 +28,16 @@ from redundancy_jax import variants
 from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
+# What each criterion does, in one line (SPEC section 2): the flag help, the printed table's footer, the
+# Figure 2 legend and README's table all read or mirror this. The frame potential of the remaining units
+# is sum_ij <u_i, u_j>^2 over their normalised weight vectors u_i: large when they are mutually aligned.
+CRITERION_HELP = {
+  "max_mag": "keeps the largest-norm units (removes the smallest ||w_i|| first)",
+  "min_mag": "keeps the smallest-norm units (removes the largest ||w_i|| first)",
+  "max_fp": "greedily keeps the remaining frame potential maximal (removes the unit least aligned with the rest first)",
+  "min_fp": "greedily keeps the remaining frame potential minimal (removes the unit most aligned with the rest first)",
+  "random": "a uniformly random order (mean +- std over seeds)",
+}
 DETERMINISTIC_CRITERIA = CRITERIA[:4]
 # Contributions closer than this many float64 rounding units of the largest one count as tied: the
 # error bound of summing m float64 terms, far below any gap between distinct contributions of real

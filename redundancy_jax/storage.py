@@ -1,11 +1,13 @@
-"""Results files: atomic JSON writes, JSON lines, and parameter pytrees as flat `.npz` files."""
+"""Results files: atomic JSON and CSV writes, JSON lines, and parameter pytrees as flat `.npz` files."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -31,6 +33,23 @@ def atomic_write(path: str, write) -> None:
 def write_json(path: str, obj: Any) -> None:
   """Writes `obj` as indented JSON, atomically (a reader never sees half a file)."""
   atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
+
+
+def csv_value(value: Any, digits: int = 6) -> Any:
+  """A CSV cell: floats to `digits` significant digits, and magnitudes below 1e-12 (rounding noise, such
+  as the std of equal accuracies) as 0; other values as they are."""
+  if isinstance(value, (float, np.floating)):
+    return 0 if abs(value) < 1e-12 else f"{value:.{digits}g}"
+  return value
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+  """Writes a CSV file with `header` and `rows`, numbers rounded by `csv_value`, atomically."""
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows([csv_value(v) for v in row] for row in rows)
+  atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def read_json(path: str) -> Any:

@@ -1,17 +1,15 @@
-"""Shared fixtures: real MNIST from ../shared/data, and one LeNet trained by the default recipe."""
-
-import os
+"""Shared fixtures: the real MNIST test set bundled in the package, and one LeNet trained by the default
+recipe."""
 
 import pytest
 
-SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
 
 @pytest.fixture(scope="session")
-def shared_mnist_dir() -> str:
-  if not os.path.exists(os.path.join(SHARED_MNIST, "t10k-images-idx3-ubyte.gz")):
-    pytest.skip(f"real MNIST test set not found at {SHARED_MNIST}")
-  return SHARED_MNIST
+def bundled_mnist_dir() -> str:
+  """The folder of the package's MNIST test set (IDX files, as distributed): no download, no ../shared."""
+  from redundancy_jax import data
+
+  return data.BUNDLED_DIR
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import pytest
 from redundancy_jax import data
 
 
-def test_reads_real_mnist_idx(shared_mnist_dir):
+def test_reads_real_mnist_idx(bundled_mnist_dir):
   x, y = data.read_idx_pair(
-    os.path.join(shared_mnist_dir, "t10k-images-idx3-ubyte.gz"),
-    os.path.join(shared_mnist_dir, "t10k-labels-idx1-ubyte.gz"),
+    os.path.join(bundled_mnist_dir, "t10k-images-idx3-ubyte.gz"),
+    os.path.join(bundled_mnist_dir, "t10k-labels-idx1-ubyte.gz"),
   )
   assert x.shape == (10_000, 28, 28, 1) and x.dtype == np.uint8
   assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first test labels

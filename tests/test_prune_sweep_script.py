@@ -1,5 +1,6 @@
 """Smoke tests of `python -m experiments.prune_sweep`, run as a user would."""
 
+import csv
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import trained_models
-from redundancy_jax import checkpoint
+from redundancy_jax import checkpoint, data, pruning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,13 +42,32 @@ def test_sweep_script_trains_then_writes_every_output(swept):
     assert sorted(orders["fc1/max_fp"].tolist()) == list(range(300))
     assert len(orders.files) == 2 * 9
   assert "25%     50%     75%     90%" in stdout and "max_fp" in stdout
+  assert "lenet on mnist, bundled MNIST test set (8,000/1,000/1,000)" in stdout  # the table's heading
+  for name, help_text in pruning.CRITERION_HELP.items():  # the table's footer explains every criterion
+    assert f"{name:<8} {help_text}" in stdout
+  with open(os.path.join(out, "curves.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 5 * sum(len(r["levels"]) for r in results["layers"].values())
+  for row in rows:  # at most 6 significant digits; the std of equal accuracies is 0, not 1e-16
+    for key in ("accuracy", "loss", "accuracy_std"):
+      assert len(row[key].replace(".", "").lstrip("0")) <= 6 and "e" not in row[key], row  # not 0.9480000000000001
+  assert {r["accuracy_std"] for r in rows if r["criterion"] == "random" and r["units_removed"] == "0"} == {"0"}
+
+
+def test_help_explains_criteria_and_lists_datasets():
+  proc = _run("--helpfull")
+  text = " ".join(proc.stdout.split())  # absl wraps the help lines
+  for name, help_text in pruning.CRITERION_HELP.items():
+    assert f"{name}: {help_text}" in text
+  for name in data.DATASETS:
+    assert name in text.split("--dataset:")[1].split("--")[0], name
 
 
 def test_checkpoint_of_another_model_names_both(swept):
   workdir, _ = swept
   proc = _run("--model=conv2", f"--checkpoint={workdir}", f"--workdir={workdir}_other")
   assert proc.returncode != 0
-  assert "'lenet' model" in proc.stderr and "--model='conv2'" in proc.stderr
+  assert "--model: the trained model used 'lenet', the flags ask 'conv2'" in proc.stderr
 
 
 def test_unknown_layer_lists_prunable_layers(swept):

@@ -1,5 +1,6 @@
 import itertools
 import math
+import os
 from fractions import Fraction
 
 import jax
@@ -338,6 +339,30 @@ def test_summary_rows_pick_the_nearest_level_by_hand():
   }
   # fractions 0.25, 0.5, 0.75, 0.9 of 10 units: 2.5 -> level 2, 5 -> 4 (tie with 6: the first), 7.5 -> 8, 9 -> 8
   assert pruning.summary_rows(result) == [("max_mag", [0.8, 0.7, 0.5, 0.5]), ("random (mean)", [0.85, 0.75, 0.55, 0.55])]
+
+
+def test_every_criterion_is_explained_and_the_figure_labels_say_so(tmp_path):
+  from redundancy_jax.plots import pruning as plots
+
+  assert list(pruning.CRITERION_HELP) == list(pruning.CRITERIA)
+  assert "largest-norm" in pruning.CRITERION_HELP["max_mag"] and "smallest" in pruning.CRITERION_HELP["max_mag"]
+  levels = [0, 1, 2]
+  layer = {
+    "units": 2, "levels": levels, "base_accuracy": 0.948,
+    "criteria": {c: {"accuracy": [0.948, 0.5, 0.1], "loss": [0.2, 1.0, 2.3]} for c in pruning.DETERMINISTIC_CRITERIA},
+    "random": {"seeds": 5, "accuracy_mean": [0.948, 0.4, 0.1], "accuracy_std": [0.0, 0.1, 0.0]},
+  }
+  fig, ax = plots.plt.subplots()
+  plots.accuracy_curves(ax, layer, "lenet fc1 (2 units)")
+  labels = ax.get_legend_handles_labels()[1]
+  plots.plt.close(fig)
+  for c in pruning.CRITERIA:
+    assert any(label.startswith(c) and pruning.CRITERION_HELP[c].split()[0] in label for label in labels), (c, labels)
+  assert "unpruned: 94.80%" in labels
+  results = {"config": {"model": "lenet", "split": "test", "examples": 1000}, "layers": {"fc1": layer},
+             "dataset": {"name": "mnist", "source": "bundled MNIST test set (8,000/1,000/1,000)"}}
+  png, pdf = plots.save_figure(results, str(tmp_path / "figure2"))
+  assert os.path.getsize(png) > 0 and os.path.exists(pdf)
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1"])

@@ -345,6 +345,16 @@ def test_rank_grid():
   assert grid[0] == 1 and grid[-1] == 511 and 130 in grid and np.all(np.diff(grid) > 0)
 
 
+def test_figures_are_titled_with_the_model_and_data():
+  from redundancy_jax.plots import spectral as plots
+
+  title = "lenet (replica 0) on mnist, bundled MNIST test set (8,000/1,000/1,000)"
+  fig = plots.accuracy_figure([("fc1", {"ks": [1, 2, 4], "low_rank": [0.2, 0.5, 0.9], "full": 0.948}, 2)], 2, title)
+  assert fig.get_suptitle() == title and fig.axes[0].get_title() == "fc1"
+  assert "unchanged 94.80%" in fig.axes[0].get_legend_handles_labels()[1]
+  plots.plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- experiments (smoke)
 
 
@@ -429,10 +439,11 @@ def test_subspace_table_smoke_lenet_mnist(script_runs):
   rows = json.loads((root / "mnist" / "subspace_table.json").read_text())["rows"]
   assert [r["model"] for r in rows] == ["lenet"] and len(rows[0]["seeds"]) == 2
   assert rows[0]["neurons"] == 300 and rows[0]["Q"] == pytest.approx(784 / 300)
-  assert rows[0]["dataset"].startswith("bundled MNIST")
+  assert rows[0]["dataset"] == "mnist, bundled MNIST test set (8,000/1,000/1,000)"
   table = (root / "mnist" / "subspace_table.md").read_text()
   assert "| Number of neurons m | 300 |" in table and "a − a_proj" in table and table in stdout
-  assert (root / "mnist" / "subspace_table.csv").read_text().startswith("model,")
+  csv_text = (root / "mnist" / "subspace_table.csv").read_text()
+  assert csv_text.startswith("model,") and ",2.61333," in csv_text  # Q = 784/300 to 6 significant digits
 
 
 def test_subspace_table_smoke_cifar_model_on_generated_data(script_runs):

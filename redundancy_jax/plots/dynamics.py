@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from redundancy_jax import storage
+from redundancy_jax import data, storage
 
 Run = tuple[str, dict]  # (label, dynamics.analyse result)
 
@@ -111,11 +111,25 @@ def _layout(fig: Figure, rows: int = 1) -> None:
   fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.3 / height, bottom=0.75 / height, wspace=0.04, hspace=0.25)
 
 
+def _name(label: str, result: dict) -> str:
+  """"label: model layer", or "model layer" when the label is the model's name (the model from the
+  training config `experiments.dynamics` records)."""
+  model = result.get("training", {}).get("model")
+  name = f"{model} {result['layer']}" if model else result["layer"]
+  return name if label == model else f"{label}: {name}"
+
+
+def _data_line(runs: Sequence[Run]) -> str:
+  """The data the runs were trained on and analysed with, with its source ("" when not recorded)."""
+  labels = dict.fromkeys(data.label(r["dataset"]) for _, r in runs if "dataset" in r)
+  return "; ".join(labels)
+
+
 def _caption(fig: Figure, runs: Sequence[Run]) -> None:
   r = runs[0][1]
   fig.text(
     0.5, 0.005,
-    f"node area: norm ({_norm_range(r)[0]:.3g}..{_norm_range(r)[1]:.3g}); edges: weight >= {r['threshold']:.3g}\n"
+    (f"data: {_data_line(runs)}\n" if _data_line(runs) else "") + f"node area: norm ({_norm_range(r)[0]:.3g}..{_norm_range(r)[1]:.3g}); edges: weight >= {r['threshold']:.3g}\n"
     f"(cosine >= {r['threshold_cosine']:.3g}, sigma {r['sigma']:g}), darker = heavier; "
     "orange: repeated units (|r| >= 0.5)",
     ha="center", va="bottom", fontsize=7, color="0.3",
@@ -142,7 +156,7 @@ def render_frames(runs: Sequence[Run], outdir: str, *, fps: float = 8.0, mp4: bo
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     for ax, (label, result) in zip(axes, runs):
       index = _frame_index(result, k, count)
-      draw_frame(ax, result, index, title=f"{label}: {result['layer']}, epoch {result['frames'][index]['epoch']}")
+      draw_frame(ax, result, index, title=f"{_name(label, result)}, epoch {result['frames'][index]['epoch']}")
     _caption(fig, runs)
     _layout(fig)
     fig.canvas.draw()
@@ -182,8 +196,8 @@ def save_init_vs_converged(runs: Sequence[Run], path: str) -> list[str]:
   axes = fig.subplots(len(runs), 2, squeeze=False)
   for row, (label, result) in zip(axes, runs):
     last = len(result["frames"]) - 1
-    draw_frame(row[0], result, 0, title=f"{label}: {result['layer']} at initialisation (epoch {result['epochs'][0]})")
-    draw_frame(row[1], result, last, title=f"{label}: {result['layer']} after training (epoch {result['epochs'][-1]})")
+    draw_frame(row[0], result, 0, title=f"{_name(label, result)} at initialisation (epoch {result['epochs'][0]})")
+    draw_frame(row[1], result, last, title=f"{_name(label, result)} after training (epoch {result['epochs'][-1]})")
   _caption(fig, runs)
   _layout(fig, len(runs))
   paths = [path, os.path.splitext(path)[0] + ".pdf"]
@@ -219,14 +233,16 @@ def _page_run(label: str, result: dict) -> dict:
   for f in frames:  # integers print shorter
     f["edges"] = [int(v) if k % 3 < 2 else v for k, v in enumerate(f["edges"])]
   keys = ("layer", "units", "fan_in", "sigma", "threshold", "threshold_cosine", "edge_cap", "fractions", "config")
-  return {"label": label, **{k: result.get(k) for k in keys}, "frames": frames}
+  return {"label": label, "name": _name(label, result), **{k: result.get(k) for k in keys}, "frames": frames}
 
 
 def write_page(path: str, runs: Sequence[Run], *, title: str | None = None, notes: Sequence[str] = ()) -> str:
   """Writes the interactive page: epoch slider, play/pause, threshold slider, hover cards, and a plot
   of the per-epoch statistics. No network: the data and the script (templates/dynamics.*) are inline."""
   data = {"runs": [_page_run(label, result) for label, result in runs], "notes": list(notes)}
-  title = title or " vs ".join(f"{label} {result['layer']}" for label, result in runs)
+  if title is None:
+    title = " vs ".join(_name(label, result) for label, result in runs)
+    title += f" on {_data_line(runs)}" if _data_line(runs) else ""
   fields = {
     "TITLE": html.escape(title),
     "WARNINGS": "".join(_cap_warning(label, result) for label, result in runs if result.get("edge_cap")),

@@ -31,13 +31,16 @@ def save(fig: plt.Figure, path: str) -> list[str]:
   return paths
 
 
-def _grid(panels: int, ncols: int, size: tuple[float, float] = (4.2, 3.0)):
+def _grid(panels: int, ncols: int, title: str | None, size: tuple[float, float] = (4.2, 3.0)):
+  """A figure of `panels` axes in rows of `ncols`, under `title` (the model and data, say)."""
   ncols = max(1, min(ncols, panels))
   nrows = math.ceil(panels / ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
                            layout="constrained")
   for ax in axes.flat[panels:]:
     ax.set_visible(False)
+  if title:
+    fig.suptitle(title, fontsize=9)
   return fig, list(axes.flat[:panels])
 
 
@@ -79,9 +82,9 @@ def plot_esd(ax: plt.Axes, summary: dict, title: str) -> None:
   _label(ax, "$\\lambda$ (eigenvalue of $WW^T$)", "density", f"{title}  (m={m}, Q={q:.3g})", "upper right")
 
 
-def esd_figure(pairs: Sequence[tuple[str, dict, dict]], ncols: int = 4) -> plt.Figure:
+def esd_figure(pairs: Sequence[tuple[str, dict, dict]], ncols: int = 4, title: str | None = None) -> plt.Figure:
   """ESD panels, two per layer (initialisation | trained): `pairs` = [(layer, init, trained), ...]."""
-  fig, axes = _grid(2 * len(pairs), ncols)
+  fig, axes = _grid(2 * len(pairs), ncols, title)
   for i, (layer, init, trained) in enumerate(pairs):
     plot_esd(axes[2 * i], init, f"{layer} at initialisation")
     plot_esd(axes[2 * i + 1], trained, f"{layer} trained")
@@ -120,9 +123,9 @@ def _label(ax: plt.Axes, xlabel: str, ylabel: str, title: str, legend: str) -> N
   ax.tick_params(labelsize=7)
 
 
-def residuals_figure(entries: Sequence[tuple], ncols: int = 4) -> plt.Figure:
+def residuals_figure(entries: Sequence[tuple], ncols: int = 4, title: str | None = None) -> plt.Figure:
   """One residual panel per layer: `entries` = [(layer, trained, init or None[, update]), ...]."""
-  fig, axes = _grid(len(entries), ncols)
+  fig, axes = _grid(len(entries), ncols, title)
   for ax, entry in zip(axes, entries):
     plot_residuals(ax, *entry)
   return fig
@@ -148,9 +151,9 @@ def plot_accuracy(ax: plt.Axes, layer: str, sweep: dict, elbow: int | None = Non
   _label(ax, "rank k", "test accuracy (%)", layer, "lower right")
 
 
-def accuracy_figure(entries: Sequence[tuple], ncols: int = 4) -> plt.Figure:
+def accuracy_figure(entries: Sequence[tuple], ncols: int = 4, title: str | None = None) -> plt.Figure:
   """One accuracy-versus-rank panel per layer: `entries` = [(layer, sweep[, elbow[, update elbow]]), ...]."""
-  fig, axes = _grid(len(entries), ncols)
+  fig, axes = _grid(len(entries), ncols, title)
   for ax, entry in zip(axes, entries):
     plot_accuracy(ax, *entry)
   return fig

@@ -38,7 +38,7 @@
   // panels
   runs.forEach(function (run, r) {
     var div = document.createElement("div"); div.className = "panel"; div.style.width = SIZE + "px";
-    var h = document.createElement("h2"); h.textContent = run.label + ": " + run.layer + " (" + run.units + " units, fan-in " + run.fan_in + ")";
+    var h = document.createElement("h2"); h.textContent = run.name + " (" + run.units + " units, fan-in " + run.fan_in + ")";
     var c = document.createElement("canvas"); c.width = SIZE; c.height = SIZE;
     var info = document.createElement("div"); info.className = "note";
     div.appendChild(h); div.appendChild(c); div.appendChild(info); $("panels").appendChild(div);
@@ -148,10 +148,10 @@
     $("thresholdLabel").textContent = "weight \u2265 " + state.thr.toFixed(4) + " (cosine \u2265 " +
       (1 + Math.pow(runs[0].sigma, 2) * Math.log(state.thr)).toFixed(3) + ")";
     state.checksum = sum; state.edgesDrawn = drawn;
-    var st = $("status");
-    st.textContent = JSON.stringify({ ready: true, frame: state.k, epoch: f0.epoch, threshold: state.thr,
-      checksum: sum, edges_drawn: drawn, errors: window.__errors.length });
-    st.dataset.ready = "1"; st.dataset.checksum = String(sum); st.dataset.epoch = String(f0.epoch);
+    var st = $("status").dataset;  // the drawn state as data-* attributes, read by the page's test
+    st.frame = String(state.k); st.epoch = String(f0.epoch); st.threshold = String(state.thr);
+    st.checksum = String(sum); st.edgesDrawn = String(drawn); st.errors = String(window.__errors.length);
+    st.ready = "1";
   }
 
   function hover(run, ev) {
