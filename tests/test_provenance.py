@@ -130,3 +130,9 @@ def test_sigint_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(a["params"][key]["kernel"], b["params"][key]["kernel"])
   assert storage.read_json(str(workdir / "results.json"))["test_accuracy"] == \
     storage.read_json(str(tmp_path / "full" / "results.json"))["test_accuracy"]
+
+
+def test_an_unknown_model_is_rejected_before_anything_trains(tmp_path):
+  done = _script("prune_sweep", "--model=lenet5", f"--workdir={tmp_path / 'x'}")
+  assert done.returncode == 1 and "unknown model 'lenet5'; valid models: lenet, conv2" in done.stderr
+  assert "training" not in done.stdout and not (tmp_path / "x").exists()

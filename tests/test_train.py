@@ -253,7 +253,8 @@ def test_non_finite_loss_names_iteration_and_keeps_checkpoint(tmp_path):
   ds = _small_mnist()
   ok = config.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e-3)
   train.train(ok, str(tmp_path), dataset=ds, checkpoint_every_secs=0, max_epochs=1, **QUIET)
-  storage.write_json(str(tmp_path / "config.json"), {**ok.resolve().to_json(), "learning_rate": 1e12})
+  recorded = storage.read_json(str(tmp_path / "config.json"))  # the same run, its learning rate made to diverge
+  storage.write_json(str(tmp_path / "config.json"), {**recorded, "learning_rate": 1e12})
   bad = config.TrainConfig(model="lenet", steps=200, batch_size=32, optimizer="sgd", learning_rate=1e12)
   with pytest.raises(FloatingPointError, match=r"non-finite training loss at iteration (2[1-9]|3\d|40)\b"):
     train.train(bad, str(tmp_path), dataset=ds, checkpoint_every_secs=0, **QUIET)
