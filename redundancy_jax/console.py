@@ -69,15 +69,15 @@ class Progress:
       self._last = time.time()
 
 
-def numbers(values: Sequence[float], fmt: str = ".4f") -> str:
-  """One value as itself; several (one per replica) as their mean and spread: `0.2132` or
-  `0.2150 +- 0.0021 over 3 replicas`."""
+def numbers(values: Sequence[float], fmt: str = ".4f", unit: str = "") -> str:
+  """One value as itself; several (one per replica) as their mean and spread: `94.80%` or
+  `88.76% +- 0.15 over 3 replicas`."""
   values = [float(v) for v in values]
   if len(values) == 1:
-    return format(values[0], fmt)
+    return format(values[0], fmt) + unit
   mean = sum(values) / len(values)
   std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-  return f"{format(mean, fmt)} +- {format(std, fmt)} over {len(values)} replicas"
+  return f"{format(mean, fmt)}{unit} +- {format(std, fmt)} over {len(values)} replicas"
 
 
 def duration(seconds: float) -> str:

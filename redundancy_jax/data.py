@@ -5,8 +5,12 @@ Sources, in the order `source="auto"` tries them:
    CIFAR-10 *binary* version `data_batch_{1..5}.bin` / `test_batch.bin`);
 2. a tensorflow-datasets copy already prepared on this machine (`tfds.data_source`, no TensorFlow,
    never downloads);
-3. for MNIST only: the real 10,000-image MNIST test set bundled with this package, split into
+3. for Fashion-MNIST: Debian's official files (`apt-get install dataset-fashion-mnist`, in
+   /usr/share/datasets/fashion-mnist/), the full-size real dataset every machine of ours can install;
+4. for MNIST only: the real 10,000-image MNIST test set bundled with this package, split into
    train/validation/test. This is said loudly and recorded as the dataset's `source`.
+
+Data read from files is recorded with each file's path, size and SHA-256 (`Dataset.describe`).
 
 Images are kept as uint8 NHWC (the model standardises them on device with the dataset's `mean` and
 `std`, see `models.create_model`), labels as int32.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import logging
 import os
 from typing import Callable
@@ -28,6 +33,9 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "teacher_student", "xord", "ran
 SOURCES = ("auto", "files", "tfds", "bundled")
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "data_files", "mnist")
 BUNDLED_SPLIT = {"train": 8000, "validation": 1000, "test": 1000}
+# Full-size datasets that a Debian package installs (the official IDX files), tried after --data_dir and tfds.
+SYSTEM_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+SYSTEM_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
 
 # Per-channel normalisation statistics (MNIST's usual values; CIFAR-10's training-set values).
 NORMALIZATION = {
@@ -57,6 +65,7 @@ class Dataset:
   num_classes: int
   mean: tuple[float, ...] = (0.0,)
   std: tuple[float, ...] = (1.0,)
+  files: tuple[dict, ...] = ()  # the files read: path, bytes, sha256
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -70,6 +79,7 @@ class Dataset:
       "sizes": {"train": len(self.train_y), "validation": len(self.val_y), "test": len(self.test_y)},
       "image_shape": list(self.image_shape),
       "normalization": {"mean": list(self.mean), "std": list(self.std)},
+      "files": list(self.files),
     }
 
 
@@ -146,25 +156,34 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
   return x[train], y[train], x[val], y[val]
 
 
-def _labelled(name, source, train, test, val_size, seed) -> Dataset:
+def _labelled(name, source, train, test, val_size, seed, files=()) -> Dataset:
   tx, ty, vx, vy = split_validation(*train, val_size, seed)
   mean, std = NORMALIZATION[name]
-  return Dataset(name, source, tx, ty, vx, vy, test[0], test[1], 10, mean, std)
+  return Dataset(name, source, tx, ty, vx, vy, test[0], test[1], 10, mean, std, tuple(files))
+
+
+def file_record(path: str) -> dict:
+  """What results record about a data file read: its path, size and SHA-256."""
+  with open(path, "rb") as f:
+    digest = hashlib.file_digest(f, "sha256").hexdigest()
+  return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest}
 
 
 # ----------------------------------------------------------------------------- sources
 
 
-def _from_files(name: str, data_dir: str) -> tuple[tuple, tuple]:
+def _from_files(name: str, data_dir: str) -> tuple[tuple, tuple, list[str]]:
+  """(train, test, the paths read) from the documented binary files in `data_dir`."""
   if name == "cifar10":
     folder = data_dir
     if os.path.isdir(os.path.join(data_dir, "cifar-10-batches-bin")):
       folder = os.path.join(data_dir, "cifar-10-batches-bin")
-    parts = [read_cifar10_bin(os.path.join(folder, f"data_batch_{i}.bin")) for i in range(1, 6)]
-    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return train, read_cifar10_bin(os.path.join(folder, "test_batch.bin"))
-  splits = [read_idx_pair(*(os.path.join(data_dir, f) for f in _IDX_FILES[s])) for s in ("train", "test")]
-  return splits[0], splits[1]
+    paths = [os.path.join(folder, f"data_batch_{i}.bin") for i in range(1, 6)] + [os.path.join(folder, "test_batch.bin")]
+    parts = [read_cifar10_bin(p) for p in paths]
+    train = (np.concatenate([p[0] for p in parts[:5]]), np.concatenate([p[1] for p in parts[:5]]))
+    return train, parts[5], paths
+  paths = [os.path.join(data_dir, f) for s in ("train", "test") for f in _IDX_FILES[s]]
+  return read_idx_pair(*paths[:2]), read_idx_pair(*paths[2:]), paths
 
 
 def _from_tfds(name: str, data_dir: str | None) -> tuple[tuple, tuple]:
@@ -225,18 +244,28 @@ def load_dataset(
   if source == "files" or (source == "auto" and data_dir and _has_files(name, data_dir)):
     if not data_dir:
       raise ValueError("source='files' needs data_dir")
-    train, test = _from_files(name, data_dir)
-    return _labelled(name, f"files in {data_dir}", train, test, val_size, seed)
+    return _labelled_files(name, data_dir, val_size, seed)
   if source == "tfds" or _tfds_ready(name, data_dir):
     train, test = _from_tfds(name, data_dir)
     return _labelled(name, "tensorflow-datasets", train, test, val_size, seed)
+  system = SYSTEM_DIRS.get(name)
+  if source == "auto" and not data_dir and system and _has_files(name, system):
+    return _labelled_files(name, system, val_size, seed)
   where = (
     "put the CIFAR-10 binary version (data_batch_1.bin .. data_batch_5.bin, test_batch.bin, from "
     "cifar-10-binary.tar.gz) in --data_dir, or prepare it with tensorflow-datasets"
     if name == "cifar10"
-    else "put the IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-...) in --data_dir"
+    else "put the IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-...) in --data_dir, "
+    "or prepare it with tensorflow-datasets"
   )
-  raise DataError(f"no source for {name}: {where}; looked in data_dir={data_dir!r} and tfds")
+  if system:
+    where = f"install Debian's copy (`apt-get install {SYSTEM_PACKAGES[name]}`, read from {system}), or {where}"
+  raise DataError(f"no source for {name}: {where}; looked in data_dir={data_dir!r}, tfds" + (f" and {system}" if system else ""))
+
+
+def _labelled_files(name: str, folder: str, val_size: int, seed: int) -> Dataset:
+  train, test, paths = _from_files(name, folder)
+  return _labelled(name, f"files in {folder}", train, test, val_size, seed, [file_record(p) for p in paths])
 
 
 def _has_files(name: str, data_dir: str) -> bool:

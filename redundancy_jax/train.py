@@ -28,7 +28,7 @@ import optax
 
 from redundancy_jax import checkpoint, console, data as data_lib, parallel, storage, variants
 from redundancy_jax.config import OPTIMIZERS, RECIPES, Recipe, TrainConfig, make_optimizer, model_options  # noqa: F401
-from redundancy_jax.models import PlanNet, create_model, init_variables
+from redundancy_jax.models import PlanNet, count_params, create_model, init_variables
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -321,9 +321,11 @@ def train(
     checkpoint.trim_metrics(metrics_path, 0)
     storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state.params))
     log("no checkpoint: starting from scratch")
+  parameters = count_params(state.params) // cfg.num_seeds
   log(
-    f"training {cfg.model} on {dataset.source}: {cfg.steps:,} steps of {cfg.batch_size}, "
-    f"{setup.steps_per_epoch} steps/epoch, {cfg.num_seeds} replica(s), {setup.mesh.size} device(s)"
+    f"training {cfg.model} ({parameters:,} parameters for {'x'.join(map(str, dataset.image_shape))} inputs) on "
+    f"{dataset.source}: {cfg.steps:,} steps of {cfg.batch_size}, {setup.steps_per_epoch} steps/epoch, "
+    f"{cfg.num_seeds} replica(s), {setup.mesh.size} device(s)"
   )
   with console.interruptible(log) as interrupt:
     state, rate = _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs,
@@ -344,10 +346,11 @@ def train(
     "steps_per_second": rate,
     "devices": setup.mesh.size,
     "epochs": setup.num_epochs,
+    "parameters": parameters,
   }
   storage.write_json(os.path.join(workdir, "results.json"), results)
   log(
-    f"done: test accuracy {console.numbers(100 * test_acc, '.2f')}% at minimum validation loss "
+    f"done: test accuracy {console.numbers(100 * test_acc, '.2f', '%')} at minimum validation loss "
     f"{console.numbers(results['best_val_loss'])} (step {', '.join(f'{s:,}' for s in results['best_step'])})"
   )
   return results

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import os
 
 import numpy as np
@@ -198,3 +199,27 @@ def test_tfds_source_with_tfds_mock_data():
   assert ds.source == "tensorflow-datasets"
   assert ds.train_x.shape[1:] == (28, 28, 1) and ds.train_x.dtype == np.uint8
   assert len(ds.val_y) == 10
+
+
+DEBIAN_FASHION = data.SYSTEM_DIRS["fashion_mnist"]
+
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION), reason="apt-get install dataset-fashion-mnist (CI does)")
+def test_fashion_mnist_from_debian_is_full_size_and_recorded():
+  ds = data.load_dataset("fashion_mnist")
+  assert ds.source == f"files in {DEBIAN_FASHION}"
+  assert (len(ds.train_y), len(ds.val_y), len(ds.test_y)) == (55000, 5000, 10000)
+  assert ds.image_shape == (28, 28, 1) and ds.train_x.dtype == np.uint8
+  assert sorted(np.bincount(ds.test_y).tolist()) == [1000] * 10  # the official test set: 1,000 per class
+  files = ds.describe()["files"]
+  assert [os.path.basename(f["path"]) for f in files] == [
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+  with open(files[3]["path"], "rb") as f:
+    assert files[3]["sha256"] == hashlib.sha256(f.read()).hexdigest() and files[3]["bytes"] == os.path.getsize(f.name)
+
+
+def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+  monkeypatch.setitem(data.SYSTEM_DIRS, "fashion_mnist", str(tmp_path / "not_installed"))
+  with pytest.raises(data.DataError, match=r"apt-get install dataset-fashion-mnist"):
+    data.load_dataset("fashion_mnist")
