@@ -358,3 +358,17 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
   va = storage.load_tree(checkpoint.trained_path(str(killed)))
   vb = storage.load_tree(checkpoint.trained_path(str(tmp_path / "straight")))
   jax.tree.map(np.testing.assert_array_equal, va, vb)
+
+
+@pytest.mark.skipif(not os.path.isdir(data.SYSTEM_DIRS["fashion_mnist"]),
+                    reason="apt-get install dataset-fashion-mnist (CI does)")
+def test_conv2_trains_on_real_fashion_mnist_at_28x28x1(tmp_path):
+  full = data.load_dataset("fashion_mnist")
+  ds = data.Dataset("fashion_mnist", full.source, full.train_x[:3200], full.train_y[:3200], full.val_x[:500],
+                    full.val_y[:500], full.test_x[:1000], full.test_y[:1000], 10, full.mean, full.std, full.files)
+  cfg = config.TrainConfig(model="conv2", dataset="fashion_mnist", width=0.125, steps=150, batch_size=32, eval_every=50)
+  results = train.train(cfg, str(tmp_path), dataset=ds, **QUIET)
+  # by hand, width 1/8 at 28x28x1: conv1 3*3*1*8+8, conv2 3*3*8*8+8, fc1 (14*14*8)*32+32, fc2 32*32+32, fc3 32*10+10
+  assert results["parameters"] == 80 + 584 + 50208 + 1056 + 330
+  assert results["dataset"]["files"][0]["sha256"] == full.files[0]["sha256"]
+  assert results["test_accuracy"][0] > 0.6  # ten balanced classes: chance is 0.1
