@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, dynamics, force_layout, storage, train
+from redundancy_jax import checkpoint, config, dynamics, force_layout, storage, train
 from redundancy_jax.models import check_layer
 from redundancy_jax.plots import dynamics as plots
 
@@ -60,7 +60,7 @@ def load_run(workdir: str, layer: str, *, may_train: bool):
     train.train(cfg, workdir)
   given = flags_common.given_training_flags() if may_train else {}  # the compared run is another run
   cfg = trained_models.check_reuse(workdir, given)
-  ds = trained_models.load_data(cfg)
+  ds = config.load_data(cfg)
   model = trained_models.build_model(cfg, ds)
   check_layer(model, layer, prunable=True, error=dynamics.DynamicsError)
   epochs = checkpoint.snapshot_epochs(workdir)

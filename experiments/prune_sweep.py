@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, data, pruning, storage, train
+from redundancy_jax import checkpoint, config, data, pruning, storage, train
 from redundancy_jax.models import prunable_layers
 from redundancy_jax.plots import pruning as pruning_plots
 
@@ -81,7 +81,7 @@ def _print_summary(results: dict) -> None:
 def run() -> None:
   source, trained = _trained_run(flags_common.workdir())
   cfg = train.TrainConfig.from_json(trained["config"])
-  ds = trained_models.load_data(cfg)
+  ds = config.load_data(cfg)
   model = trained_models.build_model(cfg, ds)
   variables = checkpoint.load_trained(source)
   layers = prunable_layers(model) if FLAGS.layer == "all" else [FLAGS.layer]

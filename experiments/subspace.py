@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, data, storage, subspace
+from redundancy_jax import checkpoint, config, data, storage, subspace
 from redundancy_jax.plots import spectral as plots
 
 flags_common.define_analysis_flags("Layer to analyse, or 'all' for every layer of the model.", eval_chunk=True)
@@ -37,7 +37,7 @@ def run(log=print) -> dict:
   cfg = trained_models.ensure_trained(flags_common.train_config(), workdir, flags_common.given_training_flags(), log)
   if not 0 <= FLAGS.replica < cfg.num_seeds:
     raise ValueError(f"--replica={FLAGS.replica} is outside 0..{cfg.num_seeds - 1} ({cfg.num_seeds} trained)")
-  dataset = trained_models.load_data(cfg)
+  dataset = config.load_data(cfg)
   model = trained_models.build_model(cfg, dataset)
   layers = [layer.name for layer in model.plan] if FLAGS.layer == "all" else [FLAGS.layer]
   variables = checkpoint.load_trained(workdir, replica=FLAGS.replica)

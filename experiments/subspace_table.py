@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, data, spectral, storage, subspace
+from redundancy_jax import checkpoint, config, data, spectral, storage, subspace
 from redundancy_jax.models import MODELS
 from redundancy_jax.pruning import unit_matrix
 
@@ -52,7 +52,7 @@ def model_row(model_name: str, log=print) -> dict:
   workdir = workdir_for(cfg)
   given = {k: v for k, v in flags_common.given_training_flags().items() if k != "model"}  # --models sets it
   cfg = trained_models.ensure_trained(cfg, workdir, given, log)
-  dataset = trained_models.load_data(cfg)
+  dataset = config.load_data(cfg)
   model = trained_models.build_model(cfg, dataset)
   best_steps = storage.read_json(os.path.join(workdir, "results.json"))["best_step"]
   seeds = []

@@ -47,13 +47,6 @@ def ensure_trained(
   return stored
 
 
-def load_data(cfg: train.TrainConfig) -> data.Dataset:
-  """The dataset, with the same validation split, that `cfg` was trained on."""
-  return data.load_dataset(
-    cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
-  )
-
-
 def build_model(cfg: train.TrainConfig, dataset: data.Dataset) -> PlanNet:
   """The model `cfg` trained, standardising its input by the dataset's mean and std."""
   return train.make_setup(cfg, dataset).model

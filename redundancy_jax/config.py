@@ -112,3 +112,10 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   if cfg.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
   return tx
+
+
+def load_data(cfg: TrainConfig) -> data_lib.Dataset:
+  """The dataset a resolved config trains on, with its seeded validation split."""
+  return data_lib.load_dataset(
+    cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
+  )

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from redundancy_jax import checkpoint, console, data as data_lib, parallel, storage, variants
+from redundancy_jax import checkpoint, config, console, data as data_lib, parallel, storage, variants
 from redundancy_jax.config import OPTIMIZERS, RECIPES, Recipe, TrainConfig, make_optimizer, model_options  # noqa: F401
 from redundancy_jax.models import PlanNet, count_params, create_model, init_variables
 
@@ -295,10 +295,7 @@ def train(
   receives event lines, `progress` (default: stdout) the run's one progress line.
   """
   cfg = cfg.resolve()
-  if dataset is None:
-    dataset = data_lib.load_dataset(
-      cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
-    )
+  dataset = dataset or config.load_data(cfg)
   cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
   os.makedirs(workdir, exist_ok=True)
   mngr = checkpoint.manager(workdir)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import trained_models
-from redundancy_jax import checkpoint, data, pruning
+from redundancy_jax import checkpoint, config, data, pruning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ def _test_accuracies(workdir):
   argmax(b3). Either accuracy is the fraction of test labels equal to that class.
   """
   cfg = trained_models.stored_config(workdir)
-  ds = trained_models.load_data(cfg)
+  ds = config.load_data(cfg)
   model = trained_models.build_model(cfg, ds)
   variables = checkpoint.load_trained(workdir)
   unpruned = np.mean(np.argmax(np.asarray(model.apply(variables, ds.test_x)), -1) == ds.test_y)
