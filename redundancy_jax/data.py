@@ -318,10 +318,23 @@ def teacher_student(
 
 
 def xord(seed: int = 0, *, pairs: int = 4, n_train: int = 2000, n_val: int = 500, n_test: int = 1000) -> Dataset:
-  """Brutzkus and Globerson's XORD: d pairs in {-1, 1}; positive iff some pair is (1, 1) or (-1, -1)."""
+  """Brutzkus and Globerson's XORD: d pairs in {-1, 1}; positive iff some pair is (1, 1) or (-1, -1).
+
+  Both classes are equally likely, and each point is uniform within its class: uniform pairs would make
+  1 - 2^-d of the points positive (15/16 for d = 4) and the task trivial. A negative point has every
+  pair (1, -1) or (-1, 1); a positive one is a uniform point conditioned on some equal pair."""
   rng = np.random.default_rng(seed)
-  x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_train + n_val + n_test, pairs, 2))
-  y = np.any(x[..., 0] == x[..., 1], axis=1).astype(np.int32)
+  n = n_train + n_val + n_test
+  y = rng.permutation(np.arange(n) % 2).astype(np.int32)  # exactly balanced, shuffled
+  first = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n, pairs))
+  x = np.stack([first, -first], -1)  # every pair different: negative
+  positives = np.flatnonzero(y == 1)
+  filled = 0
+  while filled < len(positives):  # rejection sampling: a uniform point is positive with prob. 1 - 2^-d
+    draw = rng.choice(np.array([-1.0, 1.0], np.float32), size=(2 * (len(positives) - filled) + 8, pairs, 2))
+    draw = draw[np.any(draw[..., 0] == draw[..., 1], axis=1)][: len(positives) - filled]
+    x[positives[filled : filled + len(draw)]] = draw
+    filled += len(draw)
   x = x.reshape(len(x), 1, 2 * pairs, 1)  # a 1-pixel-high image of 2d values: conv over pairs
   a, b = n_train, n_train + n_val
   return Dataset("xord", "generated", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 2)

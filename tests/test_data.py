@@ -175,11 +175,23 @@ def test_unknown_dataset_lists_valid_names():
     data.load_dataset("imagenet")
 
 
-def test_xord_labels_follow_definition():
-  ds = data.xord(seed=1, pairs=3, n_train=50, n_val=5, n_test=5)
-  x = ds.train_x.reshape(50, 3, 2)
-  expected = [any(p[0] == p[1] for p in row) for row in x]
-  assert ds.train_y.tolist() == [int(e) for e in expected]
+def test_xord_labels_follow_definition_and_classes_are_balanced_and_uniform():
+  ds = data.xord(seed=1, pairs=2, n_train=16000, n_val=10, n_test=10)
+  x = ds.train_x.reshape(-1, 2, 2)
+  expected = [int(any(p[0] == p[1] for p in row)) for row in x]
+  assert ds.train_y.tolist() == expected
+  assert abs(ds.train_y.mean() - 0.5) < 0.01  # uniform pairs would give 1 - 2^-2 = 75% positive
+  # d = 2: enumerate all 16 points by hand; 4 are negative (both pairs unequal), 12 positive, and each
+  # point is equally likely within its class
+  points = [tuple(int(v) for v in row.ravel()) for row in x]
+  counts = {}
+  for p, label in zip(points, ds.train_y):
+    counts.setdefault(label, {}).setdefault(p, 0)
+    counts[label][p] += 1
+  assert len(counts[0]) == 4 and len(counts[1]) == 12
+  for label, share in ((0, 1 / 4), (1, 1 / 12)):
+    freq = np.array(list(counts[label].values())) / sum(counts[label].values())
+    np.testing.assert_allclose(freq, share, atol=0.02)
 
 
 def test_teacher_student_targets_follow_definition():
