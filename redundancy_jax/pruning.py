@@ -39,9 +39,10 @@ CRITERION_HELP = {
   "random": "a uniformly random order (mean +- std over seeds)",
 }
 DETERMINISTIC_CRITERIA = CRITERIA[:4]
-# Contributions closer than this many float64 rounding units of the largest one count as tied: the
-# error bound of summing m float64 terms, far below any gap between distinct contributions of real
-# weights (a tie window in float32 merged distinct values and changed the orders; BUILD_NOTES.md).
+# Contributions within TIE_ULPS * m * eps64 * max|c| of the best count as tied (lower index first): a
+# small multiple of the error bound of summing m float64 terms, far below any gap between distinct
+# contributions of real weights (a tie window in float32 merged distinct values and changed the
+# orders; BUILD_NOTES.md).
 TIE_ULPS = 4
 
 
