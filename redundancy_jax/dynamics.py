@@ -270,6 +270,7 @@ def analyse(
   log(f"laying out {len(epochs)} graphs of {m} units ({sum(np.count_nonzero(A) // 2 for A in graphs)} edges in all)")
   positions = np.asarray(force_layout.layout_sequence(graphs, cfg.layout), np.float64)
   use_data = x is not None and not getattr(model, "batch_norm", False)
+  x_device = jnp.asarray(x) if use_data else None  # moved to the device once, not once per epoch
   key = jax.random.key(cfg.seed)
   frames, begin = [], time.time()
   for t, (epoch, W, A) in enumerate(zip(epochs, Ws, graphs)):
@@ -278,7 +279,7 @@ def analyse(
     frame["stats"] = graph_statistics(W, Ws[0], A)
     if use_data:
       variables = {"params": snapshots[epoch]}
-      acts = _layer_activations(model, variables, jnp.asarray(x), layer=cfg.layer)
+      acts = _layer_activations(model, variables, x_device, layer=cfg.layer)
       counts, _ = repeated_units(acts, threshold=cfg.repeat_threshold)
       frame["repeats"] = counts
       frame["stats"]["repeated_units"] = int(np.count_nonzero(counts))

@@ -295,14 +295,15 @@ def train(
   receives event lines, `progress` (default: stdout) the run's one progress line.
   """
   cfg = cfg.resolve()
-  dataset = dataset or config.load_data(cfg)
+  dataset = config.load_data(cfg) if dataset is None else dataset
   cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
   os.makedirs(workdir, exist_ok=True)
   mngr = checkpoint.manager(workdir)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  started = mngr.latest_step() is not None or os.path.exists(metrics_path) or checkpoint.has_trained(workdir)
+  trained = checkpoint.has_trained(workdir)
+  started = trained or mngr.latest_step() is not None or os.path.exists(metrics_path)
   checkpoint.check_config(workdir, cfg.to_json(), write=False, fresh=not started)
-  if checkpoint.has_trained(workdir):
+  if trained:
     log(f"{workdir} already holds a trained model; delete results.json to retrain")
     return storage.read_json(os.path.join(workdir, "results.json"))
   setup = make_setup(cfg, dataset)
