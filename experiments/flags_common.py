@@ -1,12 +1,12 @@
 """Flags shared by the experiment scripts (declared once here), the config they build, and the one
 entry point every script runs through."""
 
-import sys
-from typing import Any, Callable
+from typing import Any
 
-from absl import app, flags, logging
+from absl import flags
 
-from redundancy_jax import console, train
+from experiments.app import run_app  # noqa: F401  (the scripts call flags_common.run_app)
+from redundancy_jax import train
 
 flags.DEFINE_string("model", "lenet", "Model name: lenet, conv2, conv4, conv6 or vgg19.")
 flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>).")
@@ -24,6 +24,7 @@ flags.DEFINE_integer("seed", 0, "Random seed (initialisation, data order, valida
 flags.DEFINE_integer("num_seeds", 1, "Independently seeded replicas trained together (vmapped).")
 flags.DEFINE_integer("num_devices", None, "Devices to shard the batch over (default: all local).")
 flags.DEFINE_integer("snapshot_every", 0, "Epochs between snapshots (0: every epoch, at most ~100).")
+flags.DEFINE_integer("classifier_seed", None, "Re-sample the classifier's initialisation with this seed (Figure 5).")
 
 FLAGS = flags.FLAGS
 
@@ -32,6 +33,7 @@ FLAGS = flags.FLAGS
 _TRAINING_FLAGS = (
   "model", "dataset", "data_dir", "data_source", "steps", "batch_size", "optimizer", "learning_rate", "width",
   "batch_norm", "eval_every", "seed", "num_seeds", "num_devices", "snapshot_every",
+  "classifier_seed",
 )
 
 
@@ -57,29 +59,3 @@ def define_analysis_flags(layer_help: str, eval_chunk: bool = False) -> None:
   if eval_chunk:
     flags.DEFINE_integer("eval_chunk", 500, "Test images per batched evaluation step.")
 
-
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
-
-
-def run_app(run: Callable[[], Any]) -> None:
-  """Runs `run()` as an absl app. An error a user can cause exits with its message and no traceback;
-  Ctrl-C (or SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is
-  quiet (warnings only) unless --verbosity is given."""
-
-  def main(argv):
-    if len(argv) > 1:
-      sys.exit(f"error: unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
-    if not FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.WARNING)
-    try:
-      run()
-    except USER_ERRORS as e:
-      sys.exit(f"error: {e}")
-    except console.Interrupted as e:
-      print(e, file=sys.stderr)
-      sys.exit(130)
-    except KeyboardInterrupt:
-      print("interrupted", file=sys.stderr)
-      sys.exit(130)
-
-  app.run(main)

@@ -17,13 +17,11 @@ import dataclasses
 import os
 import time
 
-import numpy as np
 from absl import flags
 
 from experiments import flags_common, trained_models
-from redundancy_jax import checkpoint, config, data, spectral, storage, subspace
+from redundancy_jax import checkpoint, config, data, storage, subspace
 from redundancy_jax.models import MODELS
-from redundancy_jax.pruning import unit_matrix
 
 flags.DEFINE_list("models", ["lenet", "conv2", "conv6", "vgg19"], f"Models, comma separated: {', '.join(MODELS)}.")
 flags.DEFINE_string("workdir_root", "runs", "Folder holding one training workdir per model.")
@@ -57,76 +55,22 @@ def model_row(model_name: str, log=print) -> dict:
   best_steps = storage.read_json(os.path.join(workdir, "results.json"))["best_step"]
   seeds = []
   for seed in range(FLAGS.num_seeds):
-    variables = checkpoint.load_trained(workdir, replica=seed)
-    init_params = checkpoint.load_snapshot(workdir, 0, replica=seed)
-    W, W0 = unit_matrix(variables, FLAGS.layer), unit_matrix(init_params, FLAGS.layer)
-    r = spectral.residuals(W, layer=FLAGS.layer)
-    k = int(spectral.elbow(r))
-    r_update = spectral.residuals(W - W0, layer=f"{FLAGS.layer} update W - W0")
-    k_update = int(spectral.elbow(r_update))
-    ks = sorted({k, k_update})
-    sweep = subspace.rank_sweep(
-      model, variables, FLAGS.layer, dataset.test_x, dataset.test_y, ks, init_params=init_params,
-      data_chunk=FLAGS.eval_chunk,
+    entry = subspace.low_rank_replacement(
+      model, checkpoint.load_trained(workdir, replica=seed), checkpoint.load_snapshot(workdir, 0, replica=seed),
+      FLAGS.layer, dataset.test_x, dataset.test_y, data_chunk=FLAGS.eval_chunk,
     )
-    a = sweep["full"]
-    a_proj, a_nk = float(sweep["low_rank"][ks.index(k)]), float(sweep["project_update"][ks.index(k)])
-    a_nk_update = float(sweep["project_update"][ks.index(k_update)])
-    seeds.append({
-      "seed": seed, "k": k, "kept_norm_percent": float(100 * spectral.kept_norm(r, k)),
-      "a": a, "a_proj": a_proj, "a_project_update": a_nk,
-      "drop": 100 * (a - a_proj), "drop_project_update": 100 * (a - a_nk),
-      "k_update": k_update, "a_project_update_at_update_elbow": a_nk_update,
-      "drop_project_update_at_update_elbow": 100 * (a - a_nk_update), "best_step": best_steps[seed],
-    })
-    log(f"  {model_name} seed {seed}: k={k} ||W_k||/||W||={seeds[-1]['kept_norm_percent']:.2f}% "
-        f"a={100 * a:.2f}% a_proj={100 * a_proj:.2f}% a_NK={100 * a_nk:.2f}%; update elbow k={k_update} "
-        f"a_NK={100 * a_nk_update:.2f}%")
-  m, n = W.shape
-  stat = lambda key: (float(np.mean([s[key] for s in seeds])), float(np.std([s[key] for s in seeds])))
-  row = {"model": model_name, "layer": FLAGS.layer, "workdir": workdir, "dataset": data.label(dataset.describe()),
-         "width": cfg.width, "steps": cfg.steps, "num_seeds": len(seeds), "neurons": m, "inputs": n, "Q": n / m}
-  for key in ("k", "kept_norm_percent", "drop", "drop_project_update", "k_update",
-              "drop_project_update_at_update_elbow", "a", "best_step"):
-    row[f"{key}_mean"], row[f"{key}_std"] = stat(key)
-  for key in ("k", "k_update"):
-    row[f"{key}_min"], row[f"{key}_max"] = min(s[key] for s in seeds), max(s[key] for s in seeds)
-  row["seeds"] = seeds
-  return row
-
-
-def markdown(rows: list[dict]) -> str:
-  """The table with one column per model, as the report's Figure 8."""
-  pm = lambda r, key, f: f"{r[key + '_mean']:{f}} ± {r[key + '_std']:{f}}"
-  rank = lambda key: lambda r: f"{r[key + '_mean']:.3g}" + (
-    f" ({r[key + '_min']}-{r[key + '_max']})" if r[key + "_min"] != r[key + "_max"] else "")
-  lines = [
-    ("Network", lambda r: r["model"] + (f" (width {r['width']:g})" if r["width"] != 1.0 else "")),
-    ("Layer", lambda r: r["layer"]),
-    ("Number of neurons m", lambda r: str(r["neurons"])),
-    ("Aspect ratio Q = n/m", lambda r: f"{r['Q']:.3g}"),
-    ("Rank k (elbow of W; mean, range)", rank("k")),
-    ("`100 ‖W_k‖_F / ‖W‖_F`", lambda r: pm(r, "kept_norm_percent", ".2f")),
-    ("a − a_proj (points)", lambda r: pm(r, "drop", ".2f")),
-    ("Standard deviation of a − a_proj", lambda r: f"{r['drop_std']:.2f}"),
-    ("a − a_NK with `W0 + P_k(W − W0)`, same k (points)", lambda r: pm(r, "drop_project_update", ".2f")),
-    ("Rank k_Δ (elbow of the update W − W0)", rank("k_update")),
-    ("a − a_NK at the update's elbow (points)", lambda r: pm(r, "drop_project_update_at_update_elbow", ".2f")),
-    ("Test accuracy a (%)", lambda r: f"{100 * r['a_mean']:.2f} ± {100 * r['a_std']:.2f}"),
-    ("Seeds", lambda r: str(r["num_seeds"])),
-    ("Training iterations", lambda r: f"{r['steps']:,}"),
-    ("Kept iteration j (min. validation loss; mean)", lambda r: f"{r['best_step_mean']:,.0f}"),
-    ("Data", lambda r: r["dataset"]),
-  ]
-  out = ["| | " + " | ".join(lines[0][1](r) for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
-  out += [f"| {name} | " + " | ".join(fmt(r) for r in rows) + " |" for name, fmt in lines[1:]]
-  return "\n".join(out) + "\n"
+    seeds.append({"seed": seed, **entry, "best_step": best_steps[seed]})
+    log(f"  {model_name} seed {seed}: k={entry['k']} ||W_k||/||W||={entry['kept_norm_percent']:.2f}% "
+        f"a={100 * entry['a']:.2f}% a_proj={100 * entry['a_proj']:.2f}% a_NK={100 * entry['a_project_update']:.2f}%; "
+        f"update elbow k={entry['k_update']} a_NK={100 * entry['a_project_update_at_update_elbow']:.2f}%")
+  return subspace.table_row(seeds, model=model_name, layer=FLAGS.layer, workdir=workdir,
+                            dataset=data.label(dataset.describe()), width=cfg.width, steps=cfg.steps)
 
 
 def write_outputs(rows: list[dict], out: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   storage.write_json(f"{out}.json", {"rows": rows})
-  storage.atomic_write(f"{out}.md", lambda f: f.write(markdown(rows).encode()))
+  storage.atomic_write(f"{out}.md", lambda f: f.write(subspace.table_markdown(rows).encode()))
   columns = [k for k in rows[0] if k != "seeds"]
   storage.write_csv(f"{out}.csv", columns, [[r[k] for k in columns] for r in rows])
 
@@ -144,7 +88,7 @@ def run() -> None:
     print(f"{name}: done in {time.time() - begin:.0f}s")
   out = FLAGS.out or os.path.join(FLAGS.workdir_root, "subspace_table")
   write_outputs(rows, out)
-  print(markdown(rows))
+  print(subspace.table_markdown(rows))
   print(f"wrote {out}.md, {out}.csv, {out}.json")
 
 

@@ -59,6 +59,9 @@ class TrainConfig:
   num_seeds: int = 1
   num_devices: int | None = None
   snapshot_every: int = 0  # epochs between parameter snapshots; 0: every epoch, at most ~100 in all
+  # The report's Figure 5: re-sample the classifier's initialisation with this seed, every other layer
+  # (and the data order) as `seed` makes them. None: the classifier as `seed` makes it.
+  classifier_seed: int | None = None
 
   def resolve(self) -> "TrainConfig":
     """Fills every `None` from the model's recipe and checks the names."""

@@ -263,6 +263,15 @@ def load_dataset(
   raise DataError(f"no source for {name}: {where}; looked in data_dir={data_dir!r}, tfds" + (f" and {system}" if system else ""))
 
 
+def available(name: str, data_dir: str | None = None) -> bool:
+  """Whether the full-size real dataset `name` can be read here without a network: files in
+  `data_dir`, a prepared tfds copy, or the Debian package's files (the bundled MNIST subset does not count)."""
+  system = SYSTEM_DIRS.get(name)
+  return bool(
+    (data_dir and _has_files(name, data_dir)) or _tfds_ready(name, data_dir) or (system and _has_files(name, system))
+  )
+
+
 def _labelled_files(name: str, folder: str, val_size: int, seed: int) -> Dataset:
   train, test, paths = _from_files(name, folder)
   return _labelled(name, f"files in {folder}", train, test, val_size, seed, [file_record(p) for p in paths])

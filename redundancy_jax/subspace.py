@@ -4,6 +4,7 @@ layer (its spectra from `spectral.py` plus those accuracies).
 
   acc = rank_sweep(model, variables, "fc1", x, y, ks, init_params=p0)   # every k, batched
   result = analyze_layer(model, variables, p0, "fc1", x, y)             # JSON-ready
+  row = low_rank_replacement(model, variables, p0, "fc1", x, y)         # one seed of Figure 8
 """
 
 from __future__ import annotations
@@ -149,3 +150,72 @@ def analyze_layer(
     a_project_update_at_update_elbow=float(sweep["project_update"][at(k_update)]),
   )
   return out
+
+
+def low_rank_replacement(model: PlanNet, variables: Mapping, init_params: Mapping, layer: str, x, y,
+                         **sweep_options) -> dict:
+  """One trained replica's entry of the report's Figure 8: k = the elbow of W's residual curve,
+  100 ||W_k||_F / ||W||_F, the accuracy a, a_proj (W -> W_k) and a_NK (W -> W0 + P_k(W - W0)) with the
+  drops a - a_proj and a - a_NK in points, and k_update, the elbow of the update W - W0, with a_NK there."""
+  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
+  r = residuals(W, layer=layer)
+  k = int(elbow(r))
+  k_update = int(elbow(residuals(jnp.asarray(W) - jnp.asarray(W0), layer=f"{layer} update W - W0")))
+  ks = sorted({k, k_update})
+  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, **sweep_options)
+  a = sweep["full"]
+  a_proj, a_nk = float(sweep["low_rank"][ks.index(k)]), float(sweep["project_update"][ks.index(k)])
+  a_nk_update = float(sweep["project_update"][ks.index(k_update)])
+  return {
+    "k": k, "kept_norm_percent": float(100 * kept_norm(r, k)), "a": a, "a_proj": a_proj, "a_project_update": a_nk,
+    "drop": 100 * (a - a_proj), "drop_project_update": 100 * (a - a_nk), "k_update": k_update,
+    "a_project_update_at_update_elbow": a_nk_update, "drop_project_update_at_update_elbow": 100 * (a - a_nk_update),
+    "neurons": int(W.shape[0]), "inputs": int(W.shape[1]),
+  }
+
+
+# Figure 8's per-seed quantities summarised over seeds (mean and std; the ranks also min and max).
+TABLE_KEYS = ("k", "kept_norm_percent", "drop", "drop_project_update", "k_update",
+              "drop_project_update_at_update_elbow", "a", "best_step")
+
+
+def table_row(seeds: Sequence[dict], **info) -> dict:
+  """One model's column of Figure 8 from its replicas' `low_rank_replacement` entries (each with its
+  `best_step`); `info` (model, layer, dataset, width, steps, ...) is copied in."""
+  m, n = seeds[0]["neurons"], seeds[0]["inputs"]
+  row = {**info, "num_seeds": len(seeds), "neurons": m, "inputs": n, "Q": n / m}
+  for key in TABLE_KEYS:
+    values = [s[key] for s in seeds]
+    row[f"{key}_mean"], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+  for key in ("k", "k_update"):
+    row[f"{key}_min"], row[f"{key}_max"] = min(s[key] for s in seeds), max(s[key] for s in seeds)
+  row["seeds"] = list(seeds)
+  return row
+
+
+def table_markdown(rows: Sequence[dict]) -> str:
+  """Figure 8 with one column per model, as in the report."""
+  pm = lambda r, key, f: f"{r[key + '_mean']:{f}} ± {r[key + '_std']:{f}}"
+  rank = lambda key: lambda r: f"{r[key + '_mean']:.3g}" + (
+    f" ({r[key + '_min']}-{r[key + '_max']})" if r[key + "_min"] != r[key + "_max"] else "")
+  lines = [
+    ("Network", lambda r: r["model"] + (f" (width {r['width']:g})" if r["width"] != 1.0 else "")),
+    ("Layer", lambda r: r["layer"]),
+    ("Number of neurons m", lambda r: str(r["neurons"])),
+    ("Aspect ratio Q = n/m", lambda r: f"{r['Q']:.3g}"),
+    ("Rank k (elbow of W; mean, range)", rank("k")),
+    ("`100 ‖W_k‖_F / ‖W‖_F`", lambda r: pm(r, "kept_norm_percent", ".2f")),
+    ("a − a_proj (points)", lambda r: pm(r, "drop", ".2f")),
+    ("Standard deviation of a − a_proj", lambda r: f"{r['drop_std']:.2f}"),
+    ("a − a_NK with `W0 + P_k(W − W0)`, same k (points)", lambda r: pm(r, "drop_project_update", ".2f")),
+    ("Rank k_Δ (elbow of the update W − W0)", rank("k_update")),
+    ("a − a_NK at the update's elbow (points)", lambda r: pm(r, "drop_project_update_at_update_elbow", ".2f")),
+    ("Test accuracy a (%)", lambda r: f"{100 * r['a_mean']:.2f} ± {100 * r['a_std']:.2f}"),
+    ("Seeds", lambda r: str(r["num_seeds"])),
+    ("Training iterations", lambda r: f"{r['steps']:,}"),
+    ("Kept iteration j (min. validation loss; mean)", lambda r: f"{r['best_step_mean']:,.0f}"),
+    ("Data", lambda r: r["dataset"]),
+  ]
+  out = ["| | " + " | ".join(lines[0][1](r) for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+  out += [f"| {name} | " + " | ".join(fmt(r) for r in rows) + " |" for name, fmt in lines[1:]]
+  return "\n".join(out) + "\n"

@@ -89,6 +89,10 @@ def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
   """The K replicas' initial state, replicated over the mesh."""
   init = lambda k: init_variables(setup.model, k, image_shape)
   variables = jax.vmap(init)(_replica_keys(setup.cfg))
+  if setup.cfg.classifier_seed is not None:  # Figure 5: the same network, another classifier
+    classifier = setup.model.plan[-1].name
+    other = jax.vmap(init)(jax.random.split(jax.random.key(setup.cfg.classifier_seed), setup.cfg.num_seeds))
+    variables["params"] = {**variables["params"], classifier: other["params"][classifier]}
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   k = setup.cfg.num_seeds
   state = TrainState(
@@ -118,6 +122,16 @@ def forward(model, params, batch_stats, x, train: bool):
   return model.apply(variables, x, train=train), batch_stats
 
 
+def over_replicas(setup: Setup, fn, *args):
+  """`jax.vmap(fn)(*args)` over the leading replica axis; under the host-loop policy (XLA:CPU with
+  convolutions, `variants.host_loop`) unrolled at trace time instead, because a vmapped convolution
+  becomes a grouped one there, measured 7x slower per replica (BUILD_NOTES.md)."""
+  if not variants.host_loop(setup.model):
+    return jax.vmap(fn)(*args)
+  outs = [fn(*jax.tree.map(lambda a: a[r], args)) for r in range(setup.cfg.num_seeds)]
+  return jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
 def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
   """One optimisation step of one replica on raw images `x` (the model standardises them)."""
   if setup.cfg.augment:
@@ -138,8 +152,9 @@ def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) 
   train_x, train_y = train_data
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1)
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
-  params, stats, opt, loss, acc = jax.vmap(functools.partial(_replica_step, setup))(
-    state.params, state.batch_stats, state.opt_state, x, train_y[idx_KxB], keys
+  params, stats, opt, loss, acc = over_replicas(
+    setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x,
+    train_y[idx_KxB], keys,
   )
   bad = (state.bad_step < 0) & ~jnp.all(jnp.isfinite(loss))
   state = state.replace(
@@ -165,7 +180,7 @@ def eval_sums(setup: Setup, params, batch_stats, x, y) -> tuple[jax.Array, jax.A
   """(loss sum, correct count) of every replica on one padded chunk (labels -1 are padding)."""
   x = parallel.shard_batch(x, setup.mesh)
   logits = lambda p, b: forward(setup.model, p, b, x, train=False)[0]
-  return jax.vmap(lambda p, b: variants.loss_and_correct(logits(p, b), y))(params, batch_stats)
+  return over_replicas(setup, lambda p, b: variants.loss_and_correct(logits(p, b), y), params, batch_stats)
 
 
 def _scanned_eval(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:

@@ -1,7 +1,32 @@
-"""Shared fixtures: the real MNIST test set bundled in the package, and one LeNet trained by the default
-recipe."""
+"""Shared fixtures: the real MNIST test set bundled in the package, one LeNet trained by the default
+recipe, and headless Chromium for the pages."""
+
+import os
+import shutil
+import subprocess
 
 import pytest
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+@pytest.fixture
+def chromium(tmp_path):
+  """`run(url, *flags)`: headless Chromium on a page (a fresh profile per call); skips the test when
+  Chromium is not installed (`apt-get install chromium`, as .ci/run does)."""
+  if CHROMIUM is None:
+    pytest.skip("chromium not installed (apt-get install chromium): page not tested")
+
+  def run(url, *extra):
+    profile = tmp_path / f"chromium-profile{len(list(tmp_path.glob('chromium-profile*')))}"
+    cmd = [
+      CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+      "--enable-logging=stderr", "--v=0", "--virtual-time-budget=4000", "--window-size=1300,1100", *extra, url,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+
+  return run
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -19,9 +18,6 @@ from redundancy_jax import dynamics, storage
 from redundancy_jax.force_layout import LayoutParams
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.plots import dynamics as plots
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
 
 # ----------------------------------------------------------------------------- graph and statistics
 
@@ -231,16 +227,6 @@ def test_analyse_conv_layer_filters_are_units():
 # ----------------------------------------------------------------------------- the page
 
 
-def _chromium(url, tmp_path, *extra):
-  profile = tmp_path / f"profile{len(list(tmp_path.iterdir()))}"
-  cmd = [
-    CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-    "--enable-logging=stderr", "--v=0", "--virtual-time-budget=4000", "--window-size=1300,1100", *extra, url,
-  ]
-  return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-
-
 def _status(dom: str) -> dict:
   """The drawn state the page's script leaves in the data-* attributes of its (empty) status element."""
   match = re.search(r'<div id="status"([^>]*)>(.*?)</div>', dom, re.S)
@@ -271,28 +257,27 @@ def test_page_is_self_contained_and_warns_only_of_a_cap(page, tmp_path):
   assert 'class="warn"' not in open(uncapped, encoding="utf-8").read()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium): page not tested")
-def test_page_in_headless_chromium(page, tmp_path):
+def test_page_in_headless_chromium(page, tmp_path, chromium):
   path, result = page
   url = "file://" + os.path.abspath(path)
-  first = _chromium(url + "#epoch=0", tmp_path, "--dump-dom")
+  first = chromium(url + "#epoch=0", "--dump-dom")
   assert first.returncode == 0, first.stderr[-2000:]
   status = _status(first.stdout)
   assert status["ready"] and status["errors"] == 0 and status["epoch"] == 0, status
   assert "Uncaught" not in first.stderr, first.stderr[-2000:]
   assert "3 strongest edges" in first.stdout  # the cap is stated on the page
   assert '{"ready"' not in first.stdout  # no debug JSON line on the page
-  last = _status(_chromium(url + "#epoch=3", tmp_path, "--dump-dom").stdout)
+  last = _status(chromium(url + "#epoch=3", "--dump-dom").stdout)
   assert last["epoch"] == 3 and last["errors"] == 0
   assert last["checksum"] != status["checksum"]  # the epoch slider changes the drawing
-  strict = _status(_chromium(url + "#epoch=3&threshold=0.99", tmp_path, "--dump-dom").stdout)
+  strict = _status(chromium(url + "#epoch=3&threshold=0.99", "--dump-dom").stdout)
   assert strict["edges_drawn"] < last["edges_drawn"]  # the threshold slider filters edges
-  hovered = _chromium(url + "#epoch=3&hover=5", tmp_path, "--dump-dom").stdout
+  hovered = chromium(url + "#epoch=3&hover=5", "--dump-dom").stdout
   card = re.search(r'<div id="card"[^>]*>(.*?)</div>', hovered, re.S).group(1)
   for word in ("unit 5", "norm", "distance from initialisation", "nearest by cosine", "repeat count"):
     assert word in card, card
   shot = tmp_path / "page.png"
-  done = _chromium(url + "#epoch=3", tmp_path, f"--screenshot={shot}")
+  done = chromium(url + "#epoch=3", f"--screenshot={shot}")
   assert shot.exists(), done.stderr[-2000:]
   from PIL import Image
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from redundancy_jax.models import MODELS, activations, count_params, create_model, init_variables, prunable_layers
+from redundancy_jax.models.common import Layer, PlanNet
 
 SHAPES = {"lenet": (28, 28, 1), "conv2": (32, 32, 3), "conv4": (32, 32, 3), "conv6": (32, 32, 3), "vgg19": (32, 32, 3)}
 
@@ -105,3 +106,44 @@ def test_every_registered_model_builds_with_an_explicit_plan(name):
   assert [layer.output for layer in model.plan] == [False] * (k + l - 1) + [True]
   assert model.plan[-1].features == 10
   assert prunable_layers(model) == tuple(names[:-1])
+
+
+@pytest.mark.parametrize("name", ["conv2", "conv6", "vgg19"])
+def test_conv_models_on_28x28_inputs_give_finite_logits(name):
+  """Fashion-MNIST's 28x28 images through every pool: odd sizes pool in ceil mode (7 -> 4, 1 -> 1), so
+  VGG19's fifth pool sees a 1x1 map instead of pooling it away (which made every logit NaN)."""
+  model = create_model(name, width=0.125)
+  variables = init_variables(model, jax.random.key(0), (28, 28, 1))
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  assert np.all(np.isfinite(model.apply(variables, x)))
+  if name == "conv6":  # 28 -> 14 -> 7 -> 4: fc1 sees 4 x 4 x 32 inputs at width 1/8
+    assert variables["params"]["fc1"]["kernel"].shape[0] == 4 * 4 * 32
+
+
+def test_pool_of_an_odd_map_keeps_the_last_row_and_column():
+  """A 3x3 map pools to 2x2: each output the max of its window, the windows cut at the border."""
+  model = PlanNet(plan=(Layer("c", "conv", 1, after="pool"), Layer("out", "dense", 1, before="flatten", output=True)))
+  x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+  variables = init_variables(model, jax.random.key(0), (3, 3, 1))
+  kernel = np.zeros((3, 3, 1, 1), np.float32)
+  kernel[1, 1] = 1.0  # the identity convolution
+  params = {"c": {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(1)},
+            "out": {"kernel": jnp.asarray([[1.0], [10.0], [100.0], [1000.0]]), "bias": jnp.zeros(1)}}
+  out = model.apply({**variables, "params": params}, x)
+  # windows: {0,1,3,4} -> 4, {2,5} -> 5, {6,7} -> 7, {8} -> 8
+  np.testing.assert_allclose(out, [[4 + 50 + 700 + 8000]])
+
+
+def test_dense_input_pools_as_the_network_does_on_odd_maps():
+  """The sweeps rebuild fc1's input from the last conv activation (`dense_input`); on 28x28 inputs Conv-6's
+  third pool sees a 7x7 map, and the rebuilt input must be the one the network flattens (4x4, not 3x3)."""
+  from redundancy_jax.models import dense_input
+
+  model = create_model("conv6", width=0.125)
+  variables = init_variables(model, jax.random.key(0), (28, 28, 1))
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  h = model.apply(variables, x, stop="conv6")
+  assert h.shape == (2, 7, 7, 32)
+  fc1 = variables["params"]["fc1"]
+  rebuilt = jax.nn.relu(dense_input(model, "conv6", "fc1", h) @ fc1["kernel"] + fc1["bias"])
+  np.testing.assert_allclose(rebuilt, model.apply(variables, x, stop="fc1"), rtol=1e-5, atol=1e-6)

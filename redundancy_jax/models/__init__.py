@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from redundancy_jax.models.common import Layer, PlanNet, normalize
+from redundancy_jax.models.common import Layer, PlanNet, max_pool, normalize
 from redundancy_jax.models.convnets import conv2, conv4, conv6
 from redundancy_jax.models.lenet import lenet
 from redundancy_jax.models.vgg import vgg19
@@ -112,7 +112,7 @@ def input_of(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.
   if prev is None:
     h = normalize(h, model.mean, model.std)
   elif layer_of(model, prev).after == "pool":
-    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    h = max_pool(h)
   if layer_of(model, layer).before == "gap":
     h = jnp.mean(h, axis=(1, 2))
   return h

@@ -28,40 +28,47 @@ def _legend_label(name: str, extra: str = "") -> str:
   return textwrap.fill(f"{name}{extra}: {CRITERION_HELP.get(name, '')}", 100, subsequent_indent="    ")
 
 
-def accuracy_curves(ax, layer_result: dict, title: str, split: str = "test") -> None:
-  """Draws one layer's curves: deterministic criteria as lines, random as mean with a 1-std band, and
-  the unpruned accuracy as a dotted line."""
+def accuracy_curves(ax, layer_result: dict, title: str, split: str = "test", metric: str = "accuracy") -> None:
+  """Draws one layer's curves of `metric` ("accuracy" or "loss"): deterministic criteria as lines,
+  random as mean with a 1-std band, and the unpruned network's value as a dotted line."""
+  scale = 100 if metric == "accuracy" else 1
   levels = np.asarray(layer_result["levels"])
   for name, curve in layer_result["criteria"].items():
     color, style = _STYLE.get(name, ("black", "-"))
-    ax.plot(levels, 100 * np.asarray(curve["accuracy"]), style, color=color, label=_legend_label(name), lw=1.4)
+    ax.plot(levels, scale * np.asarray(curve[metric]), style, color=color, label=_legend_label(name), lw=1.4)
   rand = layer_result.get("random")
   if rand:
-    mean, std = 100 * np.asarray(rand["accuracy_mean"]), 100 * np.asarray(rand["accuracy_std"])
+    mean, std = scale * np.asarray(rand[f"{metric}_mean"]), scale * np.asarray(rand[f"{metric}_std"])
     color, style = _STYLE["random"]
     ax.plot(levels, mean, style, color=color, label=_legend_label("random", f" ({rand['seeds']} seeds)"), lw=1.2)
     ax.fill_between(levels, mean - std, mean + std, color=color, alpha=0.3, lw=0)
-  base = 100 * layer_result["base_accuracy"]
-  ax.axhline(base, color="black", lw=0.6, ls=":", label=f"unpruned: {base:.2f}%")
+  base = scale * layer_result[f"base_{metric}"]
+  ax.axhline(base, color="black", lw=0.6, ls=":", label=f"unpruned: {base:.2f}{'%' if metric == 'accuracy' else ''}")
   ax.set_xlabel("units removed")
-  ax.set_ylabel(f"{split} accuracy (%)")
   ax.set_title(title)
-  ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
+  if metric == "accuracy":
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_ylim(0, 100)
+  else:
+    ax.set_ylabel(f"{split} loss (cross-entropy)")
+    ax.set_yscale("log")
 
 
-def save_figure(results: dict, path_stem: str) -> list[str]:
-  """Figure 2 for every swept layer (a grid when there are several), titled with the model, layer and
-  data, the criteria explained in the legend below; writes PNG and PDF."""
+def save_figure(results: dict, path_stem: str, *, loss: bool = False) -> list[str]:
+  """Figure 2 for every swept layer (a grid when there are several; with `loss`, one column per layer,
+  accuracy above loss), titled with the model, layer and data, the criteria explained in the legend
+  below; writes PNG and PDF."""
   cfg, layers = results["config"], list(results["layers"])
-  cols = min(3, len(layers))
-  rows = -(-len(layers) // cols)
+  panels = [(layer, metric) for metric in (("accuracy", "loss") if loss else ("accuracy",)) for layer in layers]
+  cols = len(layers) if loss else min(3, len(layers))
+  rows = -(-len(panels) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(max(5.2 * cols, 7.0), 3.8 * rows + 1.3), squeeze=False)
   split = cfg.get("split", "test")
-  for ax, layer in zip(axes.flat, layers):
+  for ax, (layer, metric) in zip(axes.flat, panels):
     r = results["layers"][layer]
-    accuracy_curves(ax, r, f"{cfg['model']} {layer} ({r['units']} units)", split)
-  for ax in list(axes.flat)[len(layers) :]:
+    accuracy_curves(ax, r, f"{cfg['model']} {layer} ({r['units']} units)", split, metric)
+  for ax in list(axes.flat)[len(panels) :]:
     ax.axis("off")
   if "dataset" in results:
     examples = f", {cfg['examples']:,} images" if "examples" in cfg else ""

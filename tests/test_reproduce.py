@@ -1,0 +1,222 @@
+"""experiments.reproduce and the report page: the verdicts and Figure 5's numbers against values worked
+out by hand, bad input, the quick profile end to end (page in headless Chromium), and a killed run
+that continues and ends with the same numbers."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import reproduce
+from redundancy_jax import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- verdicts by hand
+
+
+def _layer(base, curves, levels=(0, 1, 2, 3, 4), units=4):
+  """A pruned layer's result with accuracies (in [0, 1]) per criterion; 'random' as its mean."""
+  out = {"units": units, "levels": list(levels), "base_accuracy": base,
+         "criteria": {c: {"accuracy": list(a)} for c, a in curves.items() if c != "random"}}
+  if "random" in curves:
+    out["random"] = {"accuracy_mean": list(curves["random"]), "accuracy_std": [0.0] * len(levels), "seeds": 5}
+  return out
+
+
+ORDERED = {"max_mag": [0.9, 0.9, 0.8, 0.5, 0.1], "max_fp": [0.9, 0.89, 0.7, 0.4, 0.1],
+           "random": [0.9, 0.8, 0.6, 0.3, 0.1], "min_mag": [0.9, 0.5, 0.3, 0.2, 0.1],
+           "min_fp": [0.9, 0.6, 0.2, 0.1, 0.1]}
+
+
+def _verdict(records, text_start):
+  return next(c for c in report.claims(records) if c["claim"].startswith(text_start))
+
+
+def test_order_claim_holds_and_fails_by_hand():
+  records = {"conv2.prune": {"result": {"layers": {"fc1": _layer(0.9, ORDERED)}}}}
+  c = _verdict(records, "Maximising criteria")
+  # means: max_mag 64, max_fp 59.8, random 54, min_mag 40, min_fp 38
+  assert c["verdict"] == report.HOLDS and "max_mag 64.0" in c["evidence"] and "min_fp 38.0" in c["evidence"]
+  swapped = {**ORDERED, "random": ORDERED["max_fp"], "max_fp": ORDERED["random"]}
+  records = {"conv2.prune": {"result": {"layers": {"fc1": _layer(0.9, swapped)}}}}
+  assert _verdict(records, "Maximising criteria")["verdict"] == report.FAILS
+  assert _verdict({}, "Maximising criteria")["verdict"] == report.UNTESTABLE
+
+
+def test_agreement_fraction_by_hand():
+  # max_mag and max_fp differ by 1 point at level 1 (agree), 10 points at level 2: agree up to 1 of 4 units
+  r = _layer(0.9, ORDERED)
+  assert report.agreement_fraction(r) == 0.25
+  assert report.agreement_fraction(r, points=0.5) == 0.0  # already 1 point apart at the first removal
+  assert report.agreement_fraction(r, points=10.0) == 1.0  # gaps 0, 1, 10, 10, 0
+  same = _layer(0.9, {"max_mag": [0.9, 0.5, 0.4, 0.2, 0.1], "max_fp": [0.9, 0.5, 0.4, 0.2, 0.1]})
+  assert report.agreement_fraction(same) == 1.0
+  first = _layer(0.9, {"max_mag": [0.9, 0.5, 0.4, 0.2, 0.1], "max_fp": [0.9, 0.7, 0.4, 0.2, 0.1]})
+  assert report.agreement_fraction(first) == 0.0
+  records = {"conv2.prune": {"result": {"layers": {"fc1": r}}}}
+  assert _verdict(records, "On Conv-2 fc1")["verdict"] == report.FAILS  # 25% < 50%
+
+
+def test_dynamics_summary_by_hand():
+  """Four units in 2-D: at init orthogonal pairs, converged two tight pairs; the two smallest-norm units
+  moved least."""
+  W0 = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+  W = np.array([[1.0, 0.1], [1.0, -0.1], [0.0, 3.0], [0.5, 3.0]])
+  frame = lambda epoch, edges, comps, largest: {"epoch": epoch, "stats": {"edges": edges, "components": comps,
+                                                                          "largest_component": largest}}
+  result = {"weights_first": W0, "weights_last": W, "threshold": 0.5, "threshold_cosine": 0.3,
+            "fractions": [0.25], "frames": [frame(0, 0, 4, 1), frame(5, 2, 2, 2)]}
+  s = report.dynamics_summary(result)
+  cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+  pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+  assert s["init"]["mean_cosine"] == pytest.approx(np.mean([cos(W0[i], W0[j]) for i, j in pairs]))
+  assert s["init"]["mean_cosine"] == pytest.approx(-1 / 3)  # by hand: 4 of 12 pairs at -1, the rest 0
+  assert s["converged"]["mean_cosine"] == pytest.approx(np.mean([cos(W[i], W[j]) for i, j in pairs]))
+  assert s["converged"]["outside_largest"] == 2 and s["init"]["outside_largest"] == 3
+  # the smallest-norm quarter is unit 0 (norm 1.005) or 1 (same norm, stable sort: unit 0), moved 0.1
+  assert s["movement_smallest_quarter"] == pytest.approx(0.1)
+  assert s["movement_others"] == pytest.approx(np.hypot(1.0, 3.0))  # median of 1.487, 3.162, 4.031
+
+
+def test_compare_runs_matches_units_by_hand():
+  """Run b holds run a's converged units in another order: the best matching finds them (cosine 1)
+  while the same-index cosines are worked out by hand."""
+  Wa = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+  Wb = Wa[[1, 0, 2]]
+  run = lambda W, edges: {"weights_first": np.eye(3), "weights_last": W, "threshold": 0.4,
+                          "frames": [{"edges": np.array(edges, float).reshape(-1, 3),
+                                      "stats": {"edges": len(edges), "components": 3 - len(edges),
+                                                "largest_component": 1 + len(edges), "repeated_units": 0}}]}
+  c = reproduce.compare_runs(run(Wa, [[0, 1, 0.9]]), run(Wb, [[0, 1, 0.9], [1, 2, 0.5]]))
+  assert c["same_unit_cosine"] == pytest.approx(1 / 3)  # units 0 and 1 swapped (cosine 0), unit 2 kept
+  assert c["matched_cosine"] == pytest.approx(1.0) and c["matched_to_self"] == pytest.approx(1 / 3)
+  assert c["init_to_trained_cosine"] == pytest.approx(1.0)  # run a's units are its init directions
+  assert c["edge_jaccard"] == pytest.approx(1 / 2)
+  assert c["runs"][1]["edges"] == 2 and c["units"] == 3
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_choices_name_the_valid_ones():
+  with pytest.raises(ValueError, match="valid: all, the models lenet, conv2.*lenet.train"):
+    reproduce.choose_stages(["lenet", "conv3"])
+  assert reproduce.choose_stages(["conv6", "lenet.prune"]) == ["lenet.prune", "conv6.train", "conv6.subspace"]
+  profile = reproduce.PROFILES["full"]
+  assert reproduce.parse_seeds(["lenet=10", "conv2=1"], profile)["conv2"] == 1
+  assert set(reproduce.parse_seeds(["3"], profile).values()) == {3}
+  with pytest.raises(ValueError, match="valid models"):
+    reproduce.parse_seeds(["lenett=10"], profile)
+  with pytest.raises(ValueError, match="positive count"):
+    reproduce.parse_seeds(["lenet=0"], profile)
+  with pytest.raises(ValueError, match="valid: auto, mnist, fashion_mnist, cifar10"):
+    reproduce.choose_datasets("imagenet", None)
+
+
+def _reproduce(*args, **kwargs):
+  cmd = [sys.executable, "-m", "experiments.reproduce", *args]
+  return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=kwargs.pop("timeout", 900), **kwargs)
+
+
+def test_script_rejects_a_bad_profile_and_stage(tmp_path):
+  bad = _reproduce("--profile=medium", f"--workdir={tmp_path}")
+  assert bad.returncode != 0 and "<quick|full>" in bad.stderr
+  bad = _reproduce("--stages=lenet.pune", f"--workdir={tmp_path}")
+  assert bad.returncode == 1 and "unknown stage 'lenet.pune'" in bad.stderr and "lenet.prune" in bad.stderr
+  assert not os.path.exists(tmp_path / "stages")  # nothing ran
+
+
+# ----------------------------------------------------------------------------- the quick profile
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  """The quick profile from scratch, as a user runs it (the default dataset choice)."""
+  workdir = tmp_path_factory.mktemp("report")
+  begin = time.time()
+  done = _reproduce("--profile=quick", f"--workdir={workdir}")
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  return workdir, done, time.time() - begin
+
+
+def test_quick_profile_writes_every_figure_and_computed_claims(quick):
+  workdir, done, seconds = quick
+  assert f"wrote {workdir}/index.html" in done.stdout
+  for stage in reproduce.STAGES:
+    assert f"{stage}: done in" in done.stdout, stage
+    assert (workdir / "stages" / f"{stage}.json").exists()
+  page = (workdir / "index.html").read_text()
+  for title in ("Figure 1", "Figure 2", "Figures 3 and 4", "Figure 5", "Figures 6 and 7", "Figure 8", "Claims",
+                "Provenance"):
+    assert f"<h2>{title}" in page, title
+  images = re.findall(r'<img src="([^"]+)"', page)
+  assert len(images) >= 10 and all((workdir / p).stat().st_size > 0 for p in images)
+  claims = json.loads((workdir / "claims.json").read_text())["claims"]
+  assert len(claims) == len(report.CLAIMS)
+  assert all(c["verdict"] in (report.HOLDS, report.FAILS) for c in claims)  # every stage ran: all testable
+  assert (workdir / "report.md").read_text().count("| 3.") == len(report.CLAIMS)
+  # Figure 1's accuracy is the training run's own (results.json), the page says the data loudly
+  lenet = json.loads((workdir / "runs" / "lenet" / "results.json").read_text())
+  assert f"{100 * np.mean(lenet['test_accuracy']):.2f} ± {100 * np.std(lenet['test_accuracy']):.2f}" in page
+  assert "DATA: " in page and lenet["dataset"]["name"] in page
+
+
+def test_quick_page_in_headless_chromium(quick, chromium, tmp_path):
+  workdir, _, _ = quick
+  url = "file://" + str(workdir / "index.html")
+  run = chromium(url, "--dump-dom")
+  assert run.returncode == 0, run.stderr[-2000:]
+  match = re.search(r'<div id="status"([^>]*)>', run.stdout)
+  attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', match.group(1)))
+  assert attrs["ready"] == "1" and attrs["errors"] == "0", attrs
+  assert int(attrs["images"]) >= 10 and attrs["loaded"] == attrs["images"], attrs  # every image, non-empty
+  assert "Uncaught" not in run.stderr
+  assert '<table id="claims">' in run.stdout
+  shot = tmp_path / "page.png"
+  chromium(url, f"--screenshot={shot}")
+  from PIL import Image
+
+  pixels = np.asarray(Image.open(shot).convert("RGB"), np.float32)
+  assert pixels.std() > 10  # not blank
+
+
+def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick, tmp_path):
+  """Kill the LeNet stages mid-way (after training finished, during a later stage), rerun: the finished
+  stages are reused, and the page's numbers equal the uninterrupted quick run's."""
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "experiments.reproduce", "--profile=quick", "--stages=lenet", f"--workdir={workdir}"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 600
+  while not (workdir / "stages" / "lenet.train.json").exists() and time.time() < deadline:
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (workdir / "stages" / "lenet.subspace.json").exists()  # killed before the last stage ended
+  rerun = _reproduce("--profile=quick", "--stages=lenet", f"--workdir={workdir}")
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "lenet.train: finished before, reused" in rerun.stdout
+  full, _, _ = quick
+  for stage in ("lenet.train", "lenet.prune", "lenet.subspace"):
+    a = json.loads((workdir / "stages" / f"{stage}.json").read_text())["result"]
+    b = json.loads((full / "stages" / f"{stage}.json").read_text())["result"]
+    for key in ("figure", "figures", "seconds"):
+      a.pop(key, None), b.pop(key, None)
+    if stage == "lenet.train":
+      a.pop("steps_per_second"), b.pop("steps_per_second")
+    if stage == "lenet.prune":
+      for r in (a, b):
+        for layer in r["layers"].values():
+          layer.pop("seconds")
+    assert a == b, stage
+  # a different configuration in the same workdir is refused, naming the fix
+  other = _reproduce("--profile=quick", "--stages=lenet", "--seeds=2", f"--workdir={workdir}")
+  assert other.returncode == 1 and "--workdir" in other.stderr
