@@ -281,14 +281,15 @@ def _architecture(layers) -> str:
 
 
 def blocks(records: dict, provenance: dict) -> list[tuple]:
-  """The page as a list of blocks: ("h", level, text), ("p", text), ("img", path, alt), ("link", path,
-  text), table blocks."""
+  """The page as a list of blocks: ("h", level, text), ("p", text), ("banner", text), ("img", path, alt),
+  ("link", path, text), table blocks."""
   out: list[tuple] = []
   trained = {s.split(".")[0]: r["result"] for s, r in records.items() if s.endswith(".train")}
   datasets = sorted({f"{t['dataset']['name']}, {t['dataset']['source']}" for t in trained.values()})
   out += [("h", 1, "Sources of Redundancy in Neural Networks: the report's evidence, rebuilt"),
-          ("p", f"Profile **{provenance['profile']}**: {provenance['profile_note']}."),
-          ("p", "DATA: " + ("; ".join(datasets) if datasets else "no model trained yet") +
+          ("p", f"Profile **{provenance['profile']}**: {provenance['profile_note']}." + (
+            " Seeds trained: " + ", ".join(f"{m} {t['seeds']}" for m, t in trained.items()) + "." if trained else "")),
+          ("banner", "DATA: " + ("; ".join(datasets) if datasets else "no model trained yet") +
            ". The report used MNIST (LeNet) and CIFAR-10 (the conv nets); see Provenance.")]
 
   out.append(("h", 2, "Figure 1: the models"))
@@ -413,6 +414,8 @@ def to_markdown(page: list[tuple]) -> str:
       lines += ["#" * block[1] + " " + block[2], ""]
     elif kind == "p":
       lines += [block[1], ""]
+    elif kind == "banner":
+      lines += [f"> **{block[1]}**", ""]
     elif kind == "img":
       lines += [f"![{block[2]}]({block[1]})", ""]
     elif kind == "link":
@@ -428,7 +431,8 @@ def to_markdown(page: list[tuple]) -> str:
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;
 vertical-align:top;text-align:left}img{max-width:100%;border:1px solid #eee}.holds{background:#e3f6e3}
-.does-not-hold{background:#fbe3e3}.not-testable-at-this-profile{background:#f3f3f3}"""
+.does-not-hold{background:#fbe3e3}.not-testable-at-this-profile{background:#f3f3f3}
+.banner{font-weight:bold;font-size:1.15em;background:#fff4d6;border-left:6px solid #e0a800;padding:0.6em 1em}"""
 
 
 # Script errors and images that failed or loaded empty, left as data-* attributes for the page's test.
@@ -453,6 +457,8 @@ def to_html(page: list[tuple]) -> str:
       body.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
     elif kind == "p":
       body.append(f"<p>{_inline_html(block[1])}</p>")
+    elif kind == "banner":
+      body.append(f'<p class="banner">{html.escape(block[1])}</p>')
     elif kind == "img":
       body.append(f'<figure><img src="{html.escape(block[1])}" alt="{html.escape(block[2])}">'
                   f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
