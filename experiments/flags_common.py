@@ -8,7 +8,7 @@ from absl import flags
 from experiments.app import run_app  # noqa: F401  (the scripts call flags_common.run_app)
 from redundancy_jax import train
 
-flags.DEFINE_string("model", "lenet", "Model name: lenet, conv2, conv4, conv6 or vgg19.")
+flags.DEFINE_string("model", "lenet", "Model name: lenet, conv2, conv4, conv6, vgg19 or mlp (one hidden layer of --width units).")
 flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>).")
 flags.DEFINE_string("dataset", None, "mnist, fashion_mnist, cifar10, teacher_student, xord, random_images (default: the model's).")
 flags.DEFINE_string("data_dir", None, "Folder with the dataset's binary files, or a tfds data_dir.")
@@ -25,6 +25,7 @@ flags.DEFINE_integer("num_seeds", 1, "Independently seeded replicas trained toge
 flags.DEFINE_integer("num_devices", None, "Devices to shard the batch over (default: all local).")
 flags.DEFINE_integer("snapshot_every", 0, "Epochs between snapshots (0: every epoch, at most ~100).")
 flags.DEFINE_integer("classifier_seed", None, "Re-sample the classifier's initialisation with this seed (Figure 5).")
+flags.DEFINE_float("target_train_loss", None, "Stop after the first epoch whose mean training loss is at most this.")
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +34,7 @@ FLAGS = flags.FLAGS
 _TRAINING_FLAGS = (
   "model", "dataset", "data_dir", "data_source", "steps", "batch_size", "optimizer", "learning_rate", "width",
   "batch_norm", "eval_every", "seed", "num_seeds", "num_devices", "snapshot_every",
-  "classifier_seed",
+  "classifier_seed", "target_train_loss",
 )
 
 

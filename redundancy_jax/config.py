@@ -33,6 +33,9 @@ RECIPES = {
   "conv4": Recipe(25_000, 60, "adam", 3e-4),
   "conv6": Recipe(40_000, 60, "adam", 3e-4),
   "vgg19": Recipe(112_000, 64, "momentum", 0.1, lr_drops=(0.5, 0.75), weight_decay=1e-4, augment=True),
+  # Neyshabur et al. 2019's one-hidden-layer networks: SGD 0.01, momentum 0.9, batch 64, run to a training
+  # loss target (`target_train_loss`), `steps` being the cap.
+  "mlp": Recipe(100_000, 64, "momentum", 0.01),
 }
 
 
@@ -62,6 +65,8 @@ class TrainConfig:
   # The report's Figure 5: re-sample the classifier's initialisation with this seed, every other layer
   # (and the data order) as `seed` makes them. None: the classifier as `seed` makes it.
   classifier_seed: int | None = None
+  # Stop at the end of the first epoch whose mean training loss is at most this for every replica.
+  target_train_loss: float | None = None
 
   def resolve(self) -> "TrainConfig":
     """Fills every `None` from the model's recipe and checks the names."""

@@ -358,7 +358,8 @@ def train(
     "test_accuracy_std": float(test_acc.std()),
     "steps_per_second": rate,
     "devices": setup.mesh.size,
-    "epochs": setup.num_epochs,
+    "epochs": int(state.epoch),
+    "steps_run": int(state.step),
     "parameters": parameters,
   }
   storage.write_json(os.path.join(workdir, "results.json"), results)
@@ -409,7 +410,8 @@ def _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every
       "seconds": seconds,
     }
     storage.append_jsonl(os.path.join(workdir, "metrics.jsonl"), line)
-    last = epoch + 1 == num_epochs
+    target = cfg.target_train_loss
+    last = epoch + 1 == num_epochs or (target is not None and max(line["train_loss"]) <= target)
     if (epoch + 1) % snapshot_every == 0 or last:
       storage.save_tree(checkpoint.snapshot_path(workdir, epoch + 1), jax.device_get(state.params))
     progress.update(
@@ -429,4 +431,6 @@ def _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every
     if stop:
       progress.update(f"stopped after {max_epochs} epoch(s) as asked; run again to resume", final=True)
       return None, epoch + 1
+    if last:  # the last epoch, or the training-loss target reached
+      break
   return state, rate

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from redundancy_jax.models.common import Layer, PlanNet, max_pool, normalize
 from redundancy_jax.models.convnets import conv2, conv4, conv6
-from redundancy_jax.models.lenet import lenet
+from redundancy_jax.models.lenet import lenet, mlp
 from redundancy_jax.models.vgg import vgg19
 
 _BUILDERS: dict[str, Callable[..., PlanNet]] = {
@@ -21,11 +21,12 @@ _BUILDERS: dict[str, Callable[..., PlanNet]] = {
   "conv4": conv4,
   "conv6": conv6,
   "vgg19": vgg19,
+  "mlp": mlp,
 }
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
 # The dataset each model is trained on in the report (SPEC section 1).
-DEFAULT_DATASET = {"lenet": "mnist", "conv2": "cifar10", "conv4": "cifar10", "conv6": "cifar10", "vgg19": "cifar10"}
+DEFAULT_DATASET = {"lenet": "mnist", "mlp": "mnist", "conv2": "cifar10", "conv4": "cifar10", "conv6": "cifar10", "vgg19": "cifar10"}
 
 
 def create_model(
