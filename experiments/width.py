@@ -22,7 +22,6 @@ from scipy import stats
 
 from experiments import app
 from redundancy_jax import checkpoint, config, pruning, spectral, storage, train, variants
-from redundancy_jax.models import MODELS  # noqa: F401  (mlp is registered there)
 from redundancy_jax.plots import spectral as spectral_plots
 from redundancy_jax.plots import width as plots
 

@@ -6,7 +6,7 @@ import pytest
 from redundancy_jax.models import MODELS, activations, count_params, create_model, init_variables, prunable_layers
 from redundancy_jax.models.common import Layer, PlanNet
 
-SHAPES = {"lenet": (28, 28, 1), "conv2": (32, 32, 3), "conv4": (32, 32, 3), "conv6": (32, 32, 3), "vgg19": (32, 32, 3)}
+SHAPES = {"lenet": (28, 28, 1), "mlp": (28, 28, 1), "conv2": (32, 32, 3), "conv4": (32, 32, 3), "conv6": (32, 32, 3), "vgg19": (32, 32, 3)}
 
 
 def _abstract(name, **options):
