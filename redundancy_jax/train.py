@@ -132,8 +132,16 @@ def over_replicas(setup: Setup, fn, *args):
   return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
-def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
-  """One optimisation step of one replica on raw images `x` (the model standardises them)."""
+def apply_masks(tree, masks):
+  """`tree` (parameters or their gradients) with each masked layer's kernel multiplied by its mask
+  ({layer: 0/1 array shaped like the kernel}); layers without a mask, and every bias, unchanged."""
+  return {name: {**value, "kernel": value["kernel"] * masks[name].astype(value["kernel"].dtype)} if name in masks
+          else value for name, value in tree.items()}
+
+
+def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, masks):
+  """One optimisation step of one replica on raw images `x` (the model standardises them). With `masks`
+  (lottery tickets), masked weights get no gradient and are zeroed after the update: they stay exactly 0."""
   if setup.cfg.augment:
     x = data_lib.augment_batch(x, key)
 
@@ -143,18 +151,21 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
     return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
 
   (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  grads = apply_masks(grads, masks)
   updates, opt_state = setup.tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
+  return apply_masks(optax.apply_updates(params, updates), masks), batch_stats, opt_state, loss, acc
 
 
 def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
-  """One step of every replica on its batch `idx_KxB` of the training split: (state, (loss_K, acc_K))."""
-  train_x, train_y = train_data
+  """One step of every replica on its batch `idx_KxB` of the training split: (state, (loss_K, acc_K)).
+  `train_data` is (images, labels) or (images, labels, masks), the masks stacked over replicas."""
+  train_x, train_y, *rest = train_data
+  masks = rest[0] if rest else {}
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1)
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
   params, stats, opt, loss, acc = over_replicas(
     setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x,
-    train_y[idx_KxB], keys,
+    train_y[idx_KxB], keys, masks,
   )
   bad = (state.bad_step < 0) & ~jnp.all(jnp.isfinite(loss))
   state = state.replace(
@@ -302,12 +313,16 @@ def train(
   max_epochs: int | None = None,
   log: Callable[[str], None] = print,
   progress: console.Progress | None = None,
+  start: tuple[dict, dict] | None = None,
 ) -> dict:
   """Trains (or resumes) `cfg` in `workdir`; returns the results dict also written to results.json.
 
   `max_epochs` stops after that many epochs in this call (a later call resumes): for time-sliced jobs.
   SIGINT or SIGTERM ends the current epoch, saves a checkpoint and raises `console.Interrupted`. `log`
-  receives event lines, `progress` (default: stdout) the run's one progress line.
+  receives event lines, `progress` (default: stdout) the run's one progress line. `start` = (params,
+  masks), both stacked over the replicas, replaces the initialisation and keeps the masked weights at
+  exactly zero (lottery tickets); the masks are written to the workdir, and a resumed run must pass the
+  same ones.
   """
   cfg = cfg.resolve()
   dataset = config.load_data(cfg) if dataset is None else dataset
@@ -325,6 +340,8 @@ def train(
   checkpoint.check_config(workdir, cfg.to_json(), write=True, fresh=not started)  # once data and model load
   train_data, val_split, test_split = device_data(setup, dataset)
   state = init_state(setup, dataset.image_shape)
+  if start is not None:
+    state, train_data = _start_from(setup, state, train_data, *start, workdir, started)
   restored = checkpoint.restore_state(mngr, state)
   if restored is not None:
     state = parallel.replicate(restored, setup.mesh)
@@ -368,6 +385,23 @@ def train(
     f"{console.numbers(results['best_val_loss'])} (step {', '.join(f'{s:,}' for s in results['best_step'])})"
   )
   return results
+
+
+def _start_from(setup: Setup, state: TrainState, train_data, params, masks, workdir: str, started: bool):
+  """The initial state with `params` (masked) in place of the initialisation, and `train_data` carrying
+  the masks; records the masks in the workdir, or checks a resumed run's against them."""
+  masks = jax.tree.map(lambda m: np.asarray(m, bool), masks)
+  path = os.path.join(workdir, "masks.npz")
+  if started and os.path.exists(path):
+    saved = storage.load_tree(path)
+    if jax.tree.structure(saved) != jax.tree.structure(masks) or not all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(masks))):
+      raise checkpoint.ConfigMismatch(f"{workdir} was started with other masks; use a new workdir")
+  storage.save_tree(path, masks)
+  params = apply_masks(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, masks))
+  state = state.replace(params=params, opt_state=jax.vmap(setup.tx.init)(params),
+                        best_params=jax.tree.map(jnp.copy, params))
+  return parallel.replicate(state, setup.mesh), (*train_data, jax.tree.map(jnp.asarray, masks))
 
 
 def _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs, interrupt,

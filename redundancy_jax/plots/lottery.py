@@ -1,0 +1,36 @@
+"""Figure of the lottery-ticket experiment: test accuracy and early-stop iteration against the fraction
+of weights remaining, the ticket against its two controls (mean and std over seeds), the dense network
+as a line."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ARMS = {"ticket": ("tab:blue", "ticket (reset)"), "reinit": ("tab:orange", "same mask, re-initialised"),
+        "random_mask": ("tab:gray", "random mask, same sparsity")}
+
+
+def figure(results: dict) -> plt.Figure:
+  rounds, cfg = results["rounds"], results["config"]
+  dense = rounds[0]["dense"]
+  x = 100 * np.asarray([r["remaining"] for r in rounds[1:]])
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+  for ax, (key, scale, label) in zip(axes, (("accuracy", 100, "test accuracy (%)"), ("best_step", 1, "early-stop iteration"))):
+    for arm, (color, name) in ARMS.items():
+      mean = scale * np.asarray([r[arm][f"{key}_mean"] for r in rounds[1:]])
+      std = scale * np.asarray([r[arm][f"{key}_std"] for r in rounds[1:]])
+      ax.plot(x, mean, "o-", color=color, label=name, ms=3)
+      ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    ax.axhline(scale * dense[f"{key}_mean"], color="black", ls=":", lw=1, label="dense")
+    ax.set(xscale="log", xlabel="weights remaining (%)", ylabel=label)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  reset = f"rewound to iteration {cfg['rewind']:,}" if cfg["rewind"] else "reset to initialisation"
+  fig.suptitle(f"{cfg['model']} on {cfg['dataset_described']['name']} ({cfg['dataset_described']['source']}): "
+               f"{cfg['steps']:,} steps per round, {cfg['num_seeds']} seed(s), survivors {reset}", fontsize=9)
+  return fig
