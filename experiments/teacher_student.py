@@ -1,7 +1,7 @@
 """Teacher-student soft committee machines (Goldt et al. 2019; report section 2, SPEC section 5).
 
   python -m experiments.teacher_student [--quick] [--student_units=2,3,4,6,8,10] [--noise=0.5] \
-      [--input_dim=500] [--time=300] [--num_seeds=3] [--workdir=runs/teacher_student]
+      [--input_dim=500] [--time=100] [--num_seeds=3] [--workdir=runs/teacher_student]
 
 A teacher of M units (w* entries N(0, 1), v* = 1, g(z) = erf(z / sqrt 2)) labels fresh Gaussian inputs
 with output noise sigma; students of K >= M units learn by online SGD for alpha = steps / N units of
@@ -31,7 +31,7 @@ flags.DEFINE_integer("teacher_units", 2, "Teacher hidden units M.")
 flags.DEFINE_list("student_units", ["2", "3", "4", "6", "8", "10"], "Student widths K (each >= M).")
 flags.DEFINE_float("noise", 0.5, "Output noise sigma of the teacher's labels.")
 flags.DEFINE_float("lr", 0.5, "Learning rate eta (eta / sqrt N first layer, eta / N second).")
-flags.DEFINE_float("time", 300.0, "Training time alpha = steps / N.")
+flags.DEFINE_float("time", 100.0, "Training time alpha = steps / N.")
 flags.DEFINE_integer("records", 60, "Error records along the run.")
 flags.DEFINE_integer("num_seeds", 3, "Seeds per student width.")
 flags.DEFINE_integer("seed", 0, "Seed of the teacher and the students.")
