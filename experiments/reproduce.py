@@ -96,6 +96,8 @@ flags.DEFINE_string("data_dir", None, "Folder with the dataset's binary files, o
 flags.DEFINE_list("stages", ["all"], f"'all', model names ({', '.join(MODELS)}) or stages ({', '.join(STAGES)}).")
 flags.DEFINE_list("seeds", [], "Training seeds: one number for every model, or model=K pairs (default: the profile's).")
 flags.DEFINE_string("workdir", "runs/report", "Folder of this reproduction (training runs, stages, the page).")
+flags.DEFINE_list("related", ["runs/lottery/lenet", "runs/clustering", "runs/teacher_student", "runs/width"],
+                  "Output folders of the related-work scripts whose results.json and figure the page shows.")
 FLAGS = flags.FLAGS
 
 
@@ -421,6 +423,30 @@ def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
   }
 
 
+def related_results(folders: list[str], root: str) -> dict:
+  """{experiment: results, figure copied into <root>/figures, source folder} for each folder holding a
+  related-work script's results.json (the experiment named by its config's keys)."""
+  found = {}
+  for folder in folders:
+    path = os.path.join(folder, "results.json")
+    if not os.path.exists(path):
+      continue
+    results = storage.read_json(path)
+    cfg = results.get("config", {})
+    name = ("lottery" if "rounds" in cfg else "clustering" if "ks" in cfg else
+            "teacher_student" if "student_units" in cfg else "width" if "widths" in cfg else None)
+    figure = os.path.join(folder, "figure.png")
+    if name is None or not os.path.exists(figure):
+      continue
+    target = os.path.join(root, "figures", f"related_{name}.png")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(figure, "rb") as src:
+      data_bytes = src.read()
+    storage.atomic_write(target, lambda f: f.write(data_bytes))
+    found[name] = {"results": results, "figure": os.path.relpath(target, root), "source": folder}
+  return found
+
+
 def run() -> None:
   stages = choose_stages(FLAGS.stages)
   profile = PROFILES[FLAGS.profile]
@@ -434,7 +460,8 @@ def run() -> None:
         f"in {FLAGS.workdir}: {len(stages)} stage(s)")
   begin = time.time()
   run_stages(rep, stages)
-  page = report.write(FLAGS.workdir, finished_stages(FLAGS.workdir), provenance(rep, stages, time.time() - begin))
+  page = report.write(FLAGS.workdir, finished_stages(FLAGS.workdir), provenance(rep, stages, time.time() - begin),
+                      related_results(FLAGS.related, FLAGS.workdir))
   print(f"wrote {page} and {os.path.join(FLAGS.workdir, 'report.md')} in {console.duration(time.time() - begin)}")
 
 

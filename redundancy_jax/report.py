@@ -280,7 +280,7 @@ def _architecture(layers) -> str:
   return "; ".join(parts)
 
 
-def blocks(records: dict, provenance: dict) -> list[tuple]:
+def blocks(records: dict, provenance: dict, related: dict | None = None) -> list[tuple]:
   """The page as a list of blocks: ("h", level, text), ("p", text), ("banner", text), ("img", path, alt),
   ("link", path, text), table blocks."""
   out: list[tuple] = []
@@ -380,6 +380,8 @@ def blocks(records: dict, provenance: dict) -> list[tuple]:
   out.append(_table(["Section", "Claim", "Numbers from this run", "Verdict"],
                     [[c["section"], c["claim"], c["evidence"], c["verdict"]] for c in claims(records)], "claims"))
 
+  out += related_blocks(related or {})
+
   out.append(("h", 2, "Provenance"))
   prov = [["profile", provenance["profile"]], ["command", provenance["command"]],
           ["git commit", provenance["commit"] + (" (with uncommitted changes)" if provenance["uncommitted_changes"] else "")],
@@ -398,6 +400,44 @@ def blocks(records: dict, provenance: dict) -> list[tuple]:
                  f"{r['result']['steps_per_second']:.1f} steps/s" if s.endswith(".train") else ""]
                 for s, r in records.items()]
   out.append(_table(["Stage", "Wall time (s)", "Finished", "Training"], stage_rows, "stages"))
+  return out
+
+
+RELATED = {  # experiment: (title, its script)
+  "lottery": ("Lottery tickets (Frankle and Carbin)", "experiments.lottery"),
+  "clustering": ("Filter clustering and XORD (Brutzkus and Globerson)", "experiments.clustering"),
+  "teacher_student": ("Teacher-student (Goldt et al.)", "experiments.teacher_student"),
+  "width": ("Width and distance to initialisation (Neyshabur et al.)", "experiments.width"),
+}
+
+
+def related_headlines(name: str, results: dict) -> list[dict]:
+  """The headline(s) a related-work script computed, as a list."""
+  found = results.get("headlines") or [results["headline"]]
+  return [h for h in found if h]
+
+
+def related_blocks(related: dict) -> list[tuple]:
+  """Section 2 of the report as experiments: each related-work script's headline verdicts and figure,
+  from its own results.json ({name: {"results", "figure" (relative path), "source"}}); settings as run."""
+  out: list[tuple] = [("h", 2, "Related work (report section 2)")]
+  rows = []
+  for name, (title, script) in RELATED.items():
+    entry = related.get(name)
+    if entry is None:
+      rows.append([title, f"not run (python -m {script})", "", ""])
+      continue
+    cfg = entry["results"]["config"]
+    settings = ", ".join(f"{k}={cfg[k]}" for k in ("model", "dataset", "quick", "num_seeds", "steps", "rounds",
+                                                    "input_dim", "widths", "ks") if k in cfg)
+    for h in related_headlines(name, entry["results"]):
+      rows.append([title, h["claim"], h["verdict"], settings])
+  out.append(("p", "Each row is the verdict its script computed from its own run (results.json beside each figure); "
+                   "the settings column says how that run was made."))
+  out.append(_table(["Experiment", "Claim", "Verdict", "Settings"], rows, "related"))
+  for name, (title, _) in RELATED.items():
+    if name in related:
+      out.append(("img", related[name]["figure"], f"{title} ({related[name]['source']})"))
   return out
 
 
@@ -477,11 +517,13 @@ def to_html(page: list[tuple]) -> str:
           f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write(root: str, records: dict, provenance: dict) -> str:
+def write(root: str, records: dict, provenance: dict, related: dict | None = None) -> str:
   """Writes <root>/index.html, <root>/report.md and <root>/claims.json; returns the page's path."""
-  page = blocks(records, provenance)
+  page = blocks(records, provenance, related)
   storage.atomic_write(os.path.join(root, "report.md"), lambda f: f.write(to_markdown(page).encode()))
-  storage.write_json(os.path.join(root, "claims.json"), {"claims": claims(records), "provenance": provenance})
+  storage.write_json(os.path.join(root, "claims.json"), {
+    "claims": claims(records), "provenance": provenance,
+    "related": {n: related_headlines(n, e["results"]) for n, e in (related or {}).items()}})
   path = os.path.join(root, "index.html")
   storage.atomic_write(path, lambda f: f.write(to_html(page).encode()))
   return path

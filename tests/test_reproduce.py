@@ -222,3 +222,27 @@ def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick, tmp_path):
   # a different configuration in the same workdir is refused, naming the fix
   other = _reproduce("--profile=quick", "--stages=lenet", "--seeds=2", f"--workdir={workdir}")
   assert other.returncode == 1 and "--workdir" in other.stderr
+
+
+def test_related_work_section_shows_each_scripts_verdict(tmp_path):
+  """A related-work folder's results.json and figure reach the page: its verdict, its settings, the
+  figure copied beside the page; experiments not run say how to run them."""
+  from PIL import Image
+
+  folder = tmp_path / "ts"
+  folder.mkdir()
+  (folder / "results.json").write_text(json.dumps({
+    "config": {"student_units": [2, 4], "input_dim": 100, "num_seeds": 3, "quick": True},
+    "headline": {"claim": "error grows with K", "verdict": "holds"}}))
+  Image.new("RGB", (20, 10), "white").save(folder / "figure.png")
+  root = tmp_path / "page"
+  related = reproduce.related_results([str(folder), str(tmp_path / "missing")], str(root))
+  assert list(related) == ["teacher_student"] and (root / "figures" / "related_teacher_student.png").exists()
+  provenance = {"profile": "quick", "profile_note": "n", "command": "c", "commit": "x", "uncommitted_changes": False,
+                "devices": ["cpu"], "backend": "cpu", "machine": "m", "versions": {}, "written": "now"}
+  page = open(report.write(str(root), {}, provenance, related)).read()
+  table = page[page.index('<table id="related">'):]
+  assert "error grows with K" in table and '<td class="holds">holds</td>' in table and "input_dim=100" in table
+  assert "not run (python -m experiments.lottery)" in table
+  assert 'src="figures/related_teacher_student.png"' in page
+  assert json.loads((root / "claims.json").read_text())["related"]["teacher_student"][0]["verdict"] == "holds"
