@@ -58,15 +58,6 @@ def settings() -> dict:
           "quick": FLAGS.quick}
 
 
-def removable_fraction(levels, accuracy, base: float, loss: float) -> float:
-  """The largest fraction of units removed (a prefix of the order) with accuracy >= base - loss at
-  every level up to it."""
-  accuracy = np.asarray(accuracy)
-  bad = np.nonzero(accuracy < base - loss - 1e-12)[0]
-  last = len(levels) - 1 if not len(bad) else bad[0] - 1
-  return float(levels[max(last, 0)] / levels[-1])
-
-
 def width_row(cfg: dict, h: int, log=print) -> dict:
   """Trains (or reuses) width h and measures every seed at the end of training."""
   tc = train.TrainConfig(model="mlp", width=float(h), dataset=cfg["dataset"], data_dir=cfg["data_dir"],
@@ -91,7 +82,7 @@ def width_row(cfg: dict, h: int, log=print) -> dict:
       "test_error": 1 - accuracy, "distance_mean": float(distance.mean()), "distance_median": float(np.median(distance)),
       "distance_quantiles": np.quantile(distance, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist(),
       "frobenius": float(np.linalg.norm(U - U0)), "relative_frobenius": float(np.linalg.norm(U - U0) / np.linalg.norm(U0)),
-      **{f"removable_{c}": removable_fraction(levels, sweep["criteria"][c]["accuracy"], sweep["base_accuracy"],
+      **{f"removable_{c}": pruning.removable_fraction(levels, sweep["criteria"][c]["accuracy"], sweep["base_accuracy"],
                                               cfg["accuracy_loss"]) for c in ("max_mag", "max_fp")},
       "elbow": int(spectral.elbow(spectral.residuals(U))),
     })

@@ -384,3 +384,12 @@ def summary_rows(layer_result: dict, fractions=(0.25, 0.5, 0.75, 0.9)) -> list[t
     r = layer_result["random"]
     rows.append(("random (mean)", [r["accuracy_mean"][i] for i in picks]))
   return rows
+
+
+def removable_fraction(levels, accuracy, base: float, loss: float) -> float:
+  """The largest fraction of units removed along one order (a prefix of `levels`, which end at m) with
+  `accuracy` >= `base` - `loss` at every level up to it."""
+  levels, accuracy = np.asarray(levels), np.asarray(accuracy)
+  bad = np.nonzero(accuracy < base - loss - 1e-12)[0]
+  last = len(levels) - 1 if not len(bad) else bad[0] - 1
+  return float(levels[max(last, 0)] / levels[-1])

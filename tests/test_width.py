@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.width import removable_fraction
 from redundancy_jax import train
+from redundancy_jax.pruning import removable_fraction
 from redundancy_jax.models import create_model, init_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
