@@ -1,7 +1,7 @@
 """Lottery tickets by iterative magnitude pruning (Frankle and Carbin 2019; report section 2, SPEC section 5).
 
   python -m experiments.lottery [--quick] [--model=lenet] [--dataset=fashion_mnist] [--steps=N] \
-      [--rounds=15] [--rewind=0] [--num_seeds=3] [--workdir=runs/lottery/<model>]
+      [--rounds=15] [--rewind=0] [--num_seeds=3] [--width=1] [--workdir=runs/lottery/<model>]
 
 Round 0 trains the dense network (--num_seeds replicas). Each later round prunes, per layer, the
 smallest surviving weights of the ticket's minimum-validation-loss parameters (dense 20%, output 10%,
@@ -32,6 +32,7 @@ flags.DEFINE_string("model", "lenet", f"One of {', '.join(m for m in MODELS if m
 flags.DEFINE_string("dataset", None, "Dataset (default: the model's).")
 flags.DEFINE_string("data_dir", None, "Folder with the dataset's binary files.")
 flags.DEFINE_integer("steps", None, "Training steps per round (default: the recipe's).")
+flags.DEFINE_float("width", 1.0, "Width multiplier of the hidden layers (reduced runs on CPU).")
 flags.DEFINE_integer("rounds", 15, "Pruning rounds after the dense run (LeNet: 15 rounds leave about 3.5%).")
 flags.DEFINE_integer("rewind", 0, "Reset survivors to their values at this iteration (0: the initialisation).")
 flags.DEFINE_integer("num_seeds", 3, "Seeds per arm.")
@@ -52,12 +53,12 @@ def settings() -> dict:
     raise ValueError(f"unknown model {FLAGS.model!r}; valid: {', '.join(m for m in MODELS if m != 'mlp')}")
   if values["rounds"] < 1 or values["num_seeds"] < 1 or FLAGS.rewind < 0:
     raise ValueError("--rounds and --num_seeds must be positive, --rewind non-negative")
-  return {**values, "model": FLAGS.model, "dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir,
+  return {**values, "model": FLAGS.model, "dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir, "width": FLAGS.width,
           "rewind": FLAGS.rewind, "seed": FLAGS.seed, "quick": FLAGS.quick}
 
 
 def _config(cfg: dict, replicas: int, steps=None) -> train.TrainConfig:
-  return train.TrainConfig(model=cfg["model"], dataset=cfg["dataset"], data_dir=cfg["data_dir"],
+  return train.TrainConfig(model=cfg["model"], dataset=cfg["dataset"], data_dir=cfg["data_dir"], width=cfg["width"],
                            steps=steps or cfg["steps"], num_seeds=replicas, seed=cfg["seed"]).resolve()
 
 

@@ -31,6 +31,7 @@ def figure(results: dict) -> plt.Figure:
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
   reset = f"rewound to iteration {cfg['rewind']:,}" if cfg["rewind"] else "reset to initialisation"
-  fig.suptitle(f"{cfg['model']} on {cfg['dataset_described']['name']} ({cfg['dataset_described']['source']}): "
+  width = f" (width {cfg['width']:g})" if cfg.get("width", 1.0) != 1.0 else ""
+  fig.suptitle(f"{cfg['model']}{width} on {cfg['dataset_described']['name']} ({cfg['dataset_described']['source']}): "
                f"{cfg['steps']:,} steps per round, {cfg['num_seeds']} seed(s), survivors {reset}", fontsize=9)
   return fig
