@@ -5,6 +5,7 @@ as a line."""
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,6 +28,9 @@ def figure(results: dict) -> plt.Figure:
       ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
     ax.axhline(scale * dense[f"{key}_mean"], color="black", ls=":", lw=1, label="dense")
     ax.set(xscale="log", xlabel="weights remaining (%)", ylabel=label)
+    ax.set_xticks([t for t in (100, 50, 20, 10, 5, 2, 1, 0.5) if x.min() / 1.5 <= t <= 100])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
