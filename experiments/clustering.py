@@ -52,10 +52,7 @@ RISES = 0.6  # "generalises better with k": Spearman correlation of test accurac
 
 
 def settings() -> dict:
-  names = ("ks", "num_seeds", "steps", "conv2_steps", "conv2_width")
-  values = {k: FLAGS[k].value for k in names}
-  if FLAGS.quick:
-    values.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
+  values = app.flag_values(("ks", "num_seeds", "steps", "conv2_steps", "conv2_width"), FLAGS.quick and QUICK)
   try:
     ks = sorted({int(k) for k in values["ks"]})
     centres = sorted({int(c) for c in FLAGS.centres})

@@ -46,9 +46,7 @@ TARGET = 0.07  # the headline's sparsity: about 7% of the weights remaining
 
 
 def settings() -> dict:
-  values = {k: FLAGS[k].value for k in ("steps", "rounds", "num_seeds")}
-  if FLAGS.quick:
-    values.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
+  values = app.flag_values(("steps", "rounds", "num_seeds"), FLAGS.quick and QUICK)
   if FLAGS.model not in MODELS or FLAGS.model == "mlp":
     raise ValueError(f"unknown model {FLAGS.model!r}; valid: {', '.join(m for m in MODELS if m != 'mlp')}")
   if values["rounds"] < 1 or values["num_seeds"] < 1 or FLAGS.rewind < 0:

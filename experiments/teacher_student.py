@@ -43,9 +43,7 @@ GROWS, FLAT = 1.5, 1.1  # "grows": eps(K_max) > 1.5 eps(K_min) and non-decreasin
 
 
 def settings() -> dict:
-  values = {name: FLAGS[name].value for name in ("input_dim", "time", "student_units", "records")}
-  if FLAGS.quick:
-    values.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
+  values = app.flag_values(("input_dim", "time", "student_units", "records"), FLAGS.quick and QUICK)
   try:
     ks = sorted({int(k) for k in values["student_units"]})
   except ValueError:

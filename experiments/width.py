@@ -43,9 +43,7 @@ MAX_LEVELS = 257  # removal levels swept per layer (every level up to 256 units)
 
 
 def settings() -> dict:
-  values = {k: FLAGS[k].value for k in ("dataset", "widths", "target_loss", "max_steps", "num_seeds")}
-  if FLAGS.quick:
-    values.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
+  values = app.flag_values(("dataset", "widths", "target_loss", "max_steps", "num_seeds"), FLAGS.quick and QUICK)
   if values["dataset"] not in ("mnist", "fashion_mnist"):
     raise ValueError(f"--dataset={values['dataset']}: the width study runs on real images; valid: mnist, fashion_mnist")
   try:
