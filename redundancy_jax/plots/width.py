@@ -34,8 +34,13 @@ def figure(results: dict) -> plt.Figure:
     ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)
   ax = axes.flat[-1]
-  ax.plot(h, [r["steps_run"] for r in rows], marker="o")
-  ax.set(xscale="log", yscale="log", xlabel="hidden width h", ylabel="steps to the loss target")
+  steps = np.asarray([r["steps_run"] for r in rows])
+  reached = np.asarray([r["train_loss_reached"] for r in rows])
+  ax.plot(h, steps, color="tab:blue")
+  ax.plot(h[reached], steps[reached], "o", color="tab:blue", label="target reached")
+  ax.plot(h[~reached], steps[~reached], "o", mfc="white", color="tab:blue", label="stopped at the step cap")
+  ax.legend(fontsize=8)
+  ax.set(xscale="log", yscale="log", xlabel="hidden width h", ylabel=f"steps run (cap {cfg['max_steps']:,})")
   ax.set_xscale("log", base=2)
   ax.grid(alpha=0.3)
   fig.suptitle(f"one hidden layer on {cfg['dataset']}, trained to loss {cfg['target_loss']:g} "
