@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from redundancy_jax import storage
+from redundancy_jax.dynamics import cosine_similarity, unit_norms
+from redundancy_jax.pruning import removable_fraction
 from redundancy_jax.subspace import table_markdown
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable at this profile"
@@ -31,10 +33,8 @@ NUM_CLASSES = 10
 
 
 def _offdiag_mean_cosine(W) -> float:
-  W = np.asarray(W, np.float64)
-  U = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-30)
-  X = U @ U.T
-  m = len(W)
+  X = cosine_similarity(W)
+  m = len(X)
   return float((X.sum() - np.trace(X)) / max(1, m * (m - 1)))
 
 
@@ -54,8 +54,8 @@ def dynamics_summary(result: dict) -> dict:
       "repeated_units": stats.get("repeated_units"), "mean_cosine": _offdiag_mean_cosine(weights),
     }
 
-  moved = np.linalg.norm(W - W0, axis=1) / np.maximum(np.linalg.norm(W0, axis=1), 1e-30)
-  smallest = np.argsort(np.linalg.norm(W, axis=1), kind="stable")[: max(1, int(round(REMOVABLE_FRACTION * m)))]
+  moved = unit_norms(W - W0) / np.maximum(unit_norms(W0), 1e-30)
+  smallest = np.argsort(unit_norms(W), kind="stable")[: max(1, int(round(REMOVABLE_FRACTION * m)))]
   rest = np.setdiff1d(np.arange(m), smallest)
   last = result["frames"][-1]
   return {
@@ -126,11 +126,8 @@ def _claim_magnitude_better(records):
 def agreement_fraction(r: dict, points: float = AGREE_POINTS) -> float:
   """The largest fraction f of units such that max_mag and max_fp differ by at most `points` at every
   level up to f * m (0 when they already differ at the first removal)."""
-  levels = np.asarray(r["levels"])
-  gap = 100 * np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
-  bad = np.nonzero(gap > points + 1e-9)[0]  # accuracies are float sums: 0.90 - 0.89 is 1.0000000000000009
-  last_ok = levels[-1] if not len(bad) else (levels[bad[0] - 1] if bad[0] > 0 else 0)
-  return float(last_ok / r["units"])
+  gap = np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
+  return removable_fraction(np.asarray(r["levels"]), -gap, 0.0, points / 100)
 
 
 def _claim_agree(records):
