@@ -19,7 +19,7 @@ setup(
     "absl-py>=2.1,<3",
   ],
   extras_require={
-    "test": ["pytest>=8,<10", "networkx>=3.2,<4"],
+    "test": ["pytest>=8,<10", "networkx>=3.2,<4", "nbclient>=0.10,<1", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
     "gpu": ["jax[cuda12]>=0.7,<0.11"],
     "tpu": ["jax[tpu]>=0.7,<0.11"],
   },

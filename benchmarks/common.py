@@ -1,14 +1,23 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs, the machine's matmul roofline,
-XLA's FLOP and memory plans, and a Markdown table."""
+"""Helpers shared by the benchmarks: medians of repeated runs, the machine's matmul roofline, XLA's FLOP
+and memory plans, the timed training runs and removal orders, a Markdown table, and the results log
+`benchmarks/results.jsonl` (one JSON line per benchmark run: machine, versions, commit, figures)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import platform
+import subprocess
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from redundancy_jax import data, pruning, storage, train
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -63,3 +72,80 @@ def table(rows: list[list], header: list[str]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- shared workloads
+
+
+def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[train.Setup, data.Dataset]:
+  """`model`'s recipe (batch, optimizer) on `n_train` benchmark images, never validating nor stopping
+  within the timing: LeNet on the bundled real MNIST, the CIFAR models on generated CIFAR-shaped images."""
+  if model == "lenet":
+    ds = data.load_bundled_mnist(0)
+    ds = dataclasses.replace(ds, train_x=ds.train_x[:n_train], train_y=ds.train_y[:n_train])
+  else:
+    ds = data.random_images(seed=0, n_train=n_train, n_val=64, n_test=64)
+  cfg = train.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width).resolve()
+  return train.make_setup(cfg, ds), ds
+
+
+def seconds_per_step(setup: train.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
+  """Median seconds per step over `epochs` epochs of `train.run_epoch(loop=loop)`, after a compiling one."""
+  train_data, val_split, _ = train.device_data(setup, ds)
+  state = train.init_state(setup, ds.image_shape)
+  state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+  jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(epochs):
+    begin = time.perf_counter()
+    state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
+  return float(np.median(times))
+
+
+def removal_orders(variables, layer: str) -> dict[str, np.ndarray]:
+  """The 4 deterministic orders and 5 random ones of a layer (the sweeps' 9 orders)."""
+  W = pruning.unit_matrix(variables, layer)
+  orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
+  for i, k in enumerate(jax.random.split(jax.random.key(0), 5)):
+    orders[f"random/{i}"] = pruning.removal_order(W, "random", key=k)
+  return orders
+
+
+# ----------------------------------------------------------------------------- the results log
+
+
+def machine() -> dict:
+  """Where and with what a benchmark ran."""
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(RESULTS)).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+  except OSError:
+    pass
+  return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
+          "jax": jax.__version__, "python": platform.python_version(), "commit": commit}
+
+
+def record(benchmark: str, figures: dict, path: str = RESULTS) -> dict:
+  """Appends one line {benchmark, time, machine, figures} to the results log; returns it."""
+  line = {"benchmark": benchmark, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
+          "figures": figures}
+  storage.append_jsonl(path, line)
+  print(f"\nappended to {path}")
+  return line
+
+
+def write_outputs(stem: str, payload: dict, markdown: str) -> list[str]:
+  """`stem`.json and `stem`.md, written atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+  storage.write_json(stem + ".json", payload)
+  storage.atomic_write(stem + ".md", lambda f: f.write(markdown.encode("utf-8")))
+  return [stem + ".json", stem + ".md"]

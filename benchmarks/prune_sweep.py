@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.common import compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, table
+from benchmarks.common import (
+  compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, removal_orders, table,
+)
 from redundancy_jax import checkpoint, data, pruning
 from redundancy_jax.models import check_layer, create_model, init_variables, next_layer, prunable_layers
 
@@ -31,15 +33,6 @@ flags.DEFINE_string("lenet_workdir", "runs/lenet", "Trained LeNet to time, if th
 FLAGS = flags.FLAGS
 
 DATA_CHUNK = {True: 2048, False: 250}  # pruning.sweep's default data chunk, running sums (True) or masks
-
-
-def removal_orders(variables, layer: str) -> dict[str, np.ndarray]:
-  """The 4 deterministic orders and 5 random ones."""
-  W = pruning.unit_matrix(variables, layer)
-  orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
-  for i, k in enumerate(jax.random.split(jax.random.key(0), 5)):
-    orders[f"random/{i}"] = pruning.removal_order(W, "random", key=k)
-  return orders
 
 
 def loop_accuracies(model, variables, layer, x, y, orders, levels) -> np.ndarray:

@@ -12,13 +12,10 @@ CPU). LeNet uses the bundled real MNIST; the CIFAR models use generated CIFAR-sh
 
 from __future__ import annotations
 
-import time
-
 import jax
-import numpy as np
 from absl import app, flags
 
-from benchmarks.common import compiled_flops, print_roofline, table
+from benchmarks.common import compiled_flops, print_roofline, seconds_per_step, table, training_run
 from redundancy_jax import data, train, variants
 from redundancy_jax.models import MODELS
 
@@ -35,28 +32,8 @@ _TRAIN_IMAGES = {"lenet": 8000, "conv2": 640, "conv4": 600, "conv6": 600, "vgg19
 
 
 def make_run(model: str) -> tuple[train.Setup, data.Dataset]:
-  """The model's recipe on its benchmark data (training never stops nor validates within the timing)."""
-  if model == "lenet":
-    ds = data.load_bundled_mnist(0)
-  else:
-    ds = data.random_images(seed=0, n_train=_TRAIN_IMAGES[model], n_val=64, n_test=64)
-  cfg = train.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6).resolve()
-  return train.make_setup(cfg, ds), ds
-
-
-def seconds_per_step(setup: train.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
-  """Median seconds per step over `epochs` epochs of `train.run_epoch(loop=loop)`, after a compiling one."""
-  train_data, val_split, _ = train.device_data(setup, ds)
-  state = train.init_state(setup, ds.image_shape)
-  state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
-  jax.block_until_ready((state, metrics))
-  times = []
-  for _ in range(epochs):
-    begin = time.perf_counter()
-    state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
-  return float(np.median(times))
+  """The model's recipe on its benchmark data."""
+  return training_run(model, _TRAIN_IMAGES[model])
 
 
 def step_flops(setup: train.Setup, ds: data.Dataset) -> float:

@@ -1,6 +1,6 @@
 """Rebuilds the report's evidence (section 3) from one command, as one offline page.
 
-  python -m experiments.reproduce [--profile=quick|full] [--dataset=auto|mnist|fashion_mnist|cifar10]
+  python -m experiments.reproduce [--profile=quick|full] [--dataset=auto|bundled|mnist|fashion_mnist|cifar10]
       [--stages=all|lenet,conv2,...|conv2.prune,...] [--seeds=10|lenet=10,conv2=1] [--workdir=runs/report]
 
 Runs the stages (`--stages` takes model names, which select all of that model's stages, or stage names;
@@ -13,7 +13,8 @@ and provenance. Layout of <workdir>: runs/<model>[_resampled]/ (training runs), 
 (each stage's configuration, results and wall time), figures/ (PNG and PDF, the interactive viewers).
 
 `--dataset=auto` takes the best real data present: the report's own (MNIST for LeNet, CIFAR-10 for the
-conv nets) when both are supplied, else Fashion-MNIST when installed, else the bundled MNIST subset.
+conv nets) when both are supplied, else Fashion-MNIST when installed, else the bundled MNIST subset
+(`--dataset=bundled` asks for that subset whatever is installed: a smoke run, as the notebook's QUICK).
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ PROFILES = {
 MODELS = ("lenet", "conv2", "conv6", "vgg19")
 # The report's own datasets; `--dataset=auto` uses them when both are present.
 REPORT_DATASETS = {"lenet": "mnist", "conv2": "cifar10", "conv6": "cifar10", "vgg19": "cifar10"}
-DATASET_CHOICES = ("auto", "mnist", "fashion_mnist", "cifar10")
-# Layers each analysis uses (Conv-2's second convolution is its last; VGG19's last conv is conv16).
-PRUNED = {"lenet": ("fc1", "fc2"), "conv2": ("fc1", "conv2")}
+DATASET_CHOICES = ("auto", "bundled", "mnist", "fashion_mnist", "cifar10")
+# Layers each analysis uses: the report's (LeNet fc1/fc2 and Conv-2 fc1/conv2 pruned, Conv-2 fc1 and
+# VGG19's last conv layer conv16 as graphs), and for the other models (the notebook's MODEL) fc1 and
+# the last conv layer.
+PRUNED = {"lenet": ("fc1", "fc2"), "conv2": ("fc1", "conv2"), "conv6": ("fc1", "conv6"), "vgg19": ("fc1", "conv16")}
+DYNAMICS_LAYER = {"lenet": "fc1", "conv2": "fc1", "conv6": "conv6", "vgg19": "conv16"}
 STAGES = (
   "lenet.train", "lenet.prune", "lenet.subspace",
   "conv2.train", "conv2.prune", "conv2.dynamics", "conv2.resample", "conv2.subspace",
@@ -144,6 +148,8 @@ def choose_datasets(choice: str, data_dir: str | None) -> dict[str, dict]:
       return {m: {"dataset": d, "data_source": "auto"} for m, d in REPORT_DATASETS.items()}
     if data.available("fashion_mnist", data_dir):
       return {m: {"dataset": "fashion_mnist", "data_source": "auto"} for m in MODELS}
+    choice = "bundled"
+  if choice == "bundled":
     return {m: {"dataset": "mnist", "data_source": "bundled"} for m in MODELS}
   return {m: {"dataset": choice, "data_source": "auto"} for m in MODELS}
 
@@ -154,9 +160,11 @@ def choose_datasets(choice: str, data_dir: str | None) -> dict[str, dict]:
 class Reproduction:
   """The stages of one reproduction in one workdir; each returns a JSON-ready result."""
 
-  def __init__(self, root: str, profile_name: str, datasets: dict, seeds: dict, data_dir: str | None, log=print):
+  def __init__(self, root: str, profile_name: str, datasets: dict, seeds: dict, data_dir: str | None, log=print,
+               num_devices: int | None = None):
     self.root, self.profile_name, self.profile = root, profile_name, PROFILES[profile_name]
     self.datasets, self.seeds, self.data_dir, self.log = datasets, seeds, data_dir, log
+    self.num_devices = num_devices  # devices each training run shards its batch over (None: all)
     self.figures = os.path.join(root, "figures")
     self._data = {}
 
@@ -166,7 +174,7 @@ class Reproduction:
     t = self.profile.models[model]
     return train.TrainConfig(
       model=model, data_dir=self.data_dir, steps=t.steps, width=t.width, num_seeds=self.seeds[model],
-      classifier_seed=1 if resampled else None, **self.datasets[model],
+      classifier_seed=1 if resampled else None, num_devices=self.num_devices, **self.datasets[model],
     ).resolve()
 
   def stage_config(self, stage: str) -> dict:
@@ -267,7 +275,7 @@ class Reproduction:
 
   def dynamics_stage(self, model: str) -> dict:
     module, _, ds, _ = self.trained(model)
-    layer = "fc1" if model == "conv2" else last_conv(module)
+    layer = DYNAMICS_LAYER[model]
     result = self._analyse(module, self.run_dir(model), layer, ds)
     runs = [(model, result)]
     name = f"{model}_{layer}"

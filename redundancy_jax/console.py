@@ -49,13 +49,19 @@ def interruptible(log: Callable[[str], None] = print) -> Iterator[StopFlag]:
       signal.signal(s, h)
 
 
+def in_notebook() -> bool:
+  """Whether this runs in a Jupyter or Colab kernel (whose output area honours a carriage return)."""
+  return "ipykernel" in sys.modules and type(sys.stdout).__module__.startswith("ipykernel")
+
+
 class Progress:
-  """One line per run: rewritten in place on a terminal, else printed at most every `every_secs`."""
+  """One line per run: rewritten in place on a terminal or in a notebook, else printed at most every
+  `every_secs`."""
 
   def __init__(self, stream: TextIO | None = None, every_secs: float = 30.0):
     self.stream = stream or sys.stdout
     self.every_secs = every_secs
-    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.tty = (hasattr(self.stream, "isatty") and self.stream.isatty()) or (self.stream is sys.stdout and in_notebook())
     self._last = -float("inf")
     self._width = 0
 

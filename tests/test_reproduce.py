@@ -117,8 +117,11 @@ def test_bad_choices_name_the_valid_ones():
     reproduce.parse_seeds(["lenett=10"], profile)
   with pytest.raises(ValueError, match="positive count"):
     reproduce.parse_seeds(["lenet=0"], profile)
-  with pytest.raises(ValueError, match="valid: auto, mnist, fashion_mnist, cifar10"):
+  with pytest.raises(ValueError, match="valid: auto, bundled, mnist, fashion_mnist, cifar10"):
     reproduce.choose_datasets("imagenet", None)
+  bundled = reproduce.choose_datasets("bundled", None)  # whatever else is installed
+  assert set(bundled) == set(reproduce.MODELS)
+  assert all(d == {"dataset": "mnist", "data_source": "bundled"} for d in bundled.values())
 
 
 def _reproduce(*args, **kwargs):

@@ -1,0 +1,63 @@
+"""The benchmarks run on CPU at small sizes: their tables and files hold figures consistent with each
+other and with values recomputed here (speed itself is never asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from redundancy_jax import config, pruning, spectral
+from redundancy_jax.models import create_model, init_variables, layer_names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_accelerator_benchmark_small_on_cpu(tmp_path):
+  out, log = tmp_path / "accel", tmp_path / "results.jsonl"
+  run = subprocess.run(
+    [sys.executable, "-m", "benchmarks.accelerator", "--small", "--models=lenet,conv2", f"--out={out}",
+     f"--results={log}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads((tmp_path / "accel.json").read_text())
+  markdown = (tmp_path / "accel.md").read_text()
+  assert markdown.strip() in run.stdout  # the printed table is the written one
+  assert "| model | batch | devices | steps/s | images/s | recipe steps | projected recipe time |" in markdown
+
+  sweeps = {r["case"]: r for r in result["sweeps"]}
+  assert list(sweeps) == ["vgg19 fc1", "vgg19 conv16", "lenet fc1", "conv2 fc1"]
+  assert sweeps["lenet fc1"]["units"] == 300 and sweeps["vgg19 conv16"]["units"] == 64  # VGG19 at width 1/8
+  for r in sweeps.values():
+    assert r["orders"] == 9 and r["images"] == 128 and r["median_s"] > 0
+    np.testing.assert_allclose(r["evaluations_per_s"], 9 * (r["units"] + 1) / r["median_s"], rtol=1e-9)
+  assert result["vgg19_sweep_memory"]["bytes"] > 0
+
+  for r in result["training"]:
+    recipe = config.RECIPES[r["model"]]
+    assert r["batch"] == recipe.batch_size and r["recipe_steps"] == recipe.steps
+    np.testing.assert_allclose(r["images_per_s"], r["batch"] * r["steps_per_s"], rtol=1e-9)
+    np.testing.assert_allclose(r["projected_recipe_s"], recipe.steps / r["steps_per_s"], rtol=1e-9)
+  assert [r["model"] for r in result["training"]] == ["lenet", "conv2"]
+
+  # The ESD rows against numpy: the same initialised VGG19 (width 1/8, key 0), eigenvalues of W W^T
+  # above the Marchenko-Pastur edge n v (1 + sqrt(m / n))^2 of the Glorot variance.
+  model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3, width=0.125)
+  variables = init_variables(model, jax.random.key(0), (32, 32, 3))
+  rows = result["esd"]["layers"]
+  assert [r["layer"] for r in rows] == list(layer_names(model))
+  for r in rows:
+    W = np.asarray(pruning.unit_matrix(variables, r["layer"]), np.float64)
+    m, n = W.shape
+    assert (r["m"], r["n"]) == (m, n)
+    var = spectral.glorot_variance(variables["params"][r["layer"]]["kernel"].shape)
+    edge = n * var * (1 + np.sqrt(m / n)) ** 2
+    eig = np.linalg.eigvalsh(W @ W.T)
+    assert abs(int(np.sum(eig > edge)) - r["spikes_above_init_edge"]) <= int(np.sum(np.abs(eig - edge) < 1e-4 * edge))
+
+  lines = log.read_text().splitlines()
+  assert len(lines) == 1
+  line = json.loads(lines[0])
+  assert line["benchmark"] == "accelerator" and line["machine"]["backend"] == "cpu"
+  assert line["figures"]["training"] == result["training"]
