@@ -129,9 +129,14 @@ def machine() -> dict:
       cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
   except OSError:
     pass
+  try:
+    import torch  # the anchors' version, where the `.[bench]` extra is installed
+    torch_version = torch.__version__
+  except ImportError:
+    torch_version = None
   return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
-          "jax": jax.__version__, "python": platform.python_version(), "commit": commit}
+          "jax": jax.__version__, "torch": torch_version, "python": platform.python_version(), "commit": commit}
 
 
 def record(benchmark: str, figures: dict, path: str = RESULTS) -> dict:

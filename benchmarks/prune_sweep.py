@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import torch_anchor
 from benchmarks.common import (
-  compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, removal_orders, table,
+  compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, record, removal_orders, table,
 )
 from redundancy_jax import checkpoint, data, pruning
 from redundancy_jax.models import check_layer, create_model, init_variables, next_layer, prunable_layers
@@ -47,8 +48,9 @@ def loop_accuracies(model, variables, layer, x, y, orders, levels) -> np.ndarray
   return np.asarray(out)
 
 
-def bench_layer(name, model, variables, layer, x, y, loop_levels=None) -> list:
-  """One row of the table: the sweep's median and first-call time against the loop's."""
+def bench_layer(name, model, variables, layer, x, y, mean, std, loop_levels=None) -> dict:
+  """One layer: the sweep's median and first-call time against our loop's and PyTorch's loop's, and
+  whether their accuracies agree (loops on `loop_levels` only, extrapolated, when given)."""
   orders = removal_orders(variables, layer)
   m = check_layer(model, layer).features
   levels = np.arange(m + 1)
@@ -58,15 +60,36 @@ def bench_layer(name, model, variables, layer, x, y, loop_levels=None) -> list:
   first = time.perf_counter() - begin
   sweep_s = median_seconds(run, repeats=FLAGS.repeats, warmup=0)
   sample = levels if loop_levels is None else np.asarray(loop_levels)
+  scale = len(levels) / len(sample)
   loop_accuracies(model, variables, layer, x, y, {"max_mag": orders["max_mag"]}, sample[:1])  # compiles
   begin = time.perf_counter()
   loop_acc = loop_accuracies(model, variables, layer, x, y, orders, sample)
-  loop_s = (time.perf_counter() - begin) * (len(levels) / len(sample))
-  same = all(np.allclose(result[k]["accuracy"][sample], loop_acc[i], atol=1e-6) for i, k in enumerate(orders))
+  loop_s = (time.perf_counter() - begin) * scale
+  ours = np.stack([result[k]["accuracy"][sample] for k in orders])
+  torch_run = torch_anchor.sweep_loop(name.split()[0], variables, layer, x, y, orders, sample, mean, std)
+  return {
+    "layer": name, "levels": m + 1, "orders": len(orders), "images": len(y), "sweep_s": sweep_s, "first_call_s": first,
+    "loop_s": loop_s, "torch_loop_s": None if torch_run is None else torch_run[0] * scale,
+    "loop_levels_timed": int(len(sample)), "differing_from_loop": differing(ours, loop_acc, len(y)),
+    "differing_from_torch": None if torch_run is None else differing(ours, torch_run[1], len(y)),
+  }
+
+
+def differing(a: np.ndarray, b: np.ndarray, n: int) -> int:
+  """How many (order, level) accuracies on `n` images differ by at least one correct image (float32 and
+  float64 means of the same count differ in the last bits, which is not a difference)."""
+  return int(np.sum(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) * n >= 0.5))
+
+
+def row(r: dict) -> list:
+  extrapolated = "" if r["loop_levels_timed"] == r["levels"] else f" (from {r['loop_levels_timed']} levels)"
+  torch = r["torch_loop_s"]
   return [
-    name, f"{m + 1} x {len(orders)}", len(y), f"{sweep_s:.3f}", f"{first:.2f}",
-    f"{loop_s:.1f}" + ("" if loop_levels is None else f" (extrapolated from {len(sample)} levels)"),
-    f"{loop_s / sweep_s:.0f}x", f"{len(orders) * len(levels) / sweep_s:.0f}", "yes" if same else "NO",
+    r["layer"], f"{r['levels']} x {r['orders']}", r["images"], f"{r['sweep_s']:.3f}", f"{r['first_call_s']:.2f}",
+    f"{r['loop_s']:.1f}{extrapolated}", f"{r['loop_s'] / r['sweep_s']:.0f}x",
+    "-" if torch is None else f"{torch:.1f}{extrapolated}", "-" if torch is None else f"{torch / r['sweep_s']:.0f}x",
+    f"{r['differing_from_loop']} of {r['orders'] * r['loop_levels_timed']}",
+    "-" if torch is None else f"{r['differing_from_torch']} of {r['orders'] * r['loop_levels_timed']}",
   ]
 
 
@@ -81,14 +104,14 @@ def lenet_case() -> list:
     print(f"using the trained LeNet in {FLAGS.lenet_workdir}")
   else:
     print(f"no trained LeNet in {FLAGS.lenet_workdir}: timing an initialised one (timing does not depend on training)")
-  return bench_layer("lenet fc1", model, variables, "fc1", x, y)
+  return bench_layer("lenet fc1", model, variables, "fc1", x, y, ds.mean, ds.std)
 
 
 def conv2_case() -> list:
   ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=FLAGS.images)
   model = create_model("conv2", mean=ds.mean, std=ds.std)
   variables = init_variables(model, jax.random.key(0), ds.image_shape)
-  return bench_layer("conv2 fc1", model, variables, "fc1", ds.test_x, ds.test_y, loop_levels=[0, 128, 256])
+  return bench_layer("conv2 fc1", model, variables, "fc1", ds.test_x, ds.test_y, ds.mean, ds.std, loop_levels=[0, 128, 256])
 
 
 def vgg_memory(n_images: int) -> list[list]:
@@ -114,19 +137,26 @@ def vgg_memory(n_images: int) -> list[list]:
 def main(argv):
   del argv
   roof = print_roofline()
-  header = ["layer", "levels x orders", "images", "sweep s (median)", "first call s (compile)", "loop s",
-            "speed-up", "evaluations/s", "same accuracies"]
-  rows = [lenet_case(), conv2_case()]
-  print(table(rows, header))
-  n = rows[0][2]
+  header = ["layer", "levels x orders", "images", "sweep s (median)", "first call s (compile)", "our loop s",
+            "vs our loop", "PyTorch loop s", "vs PyTorch loop", "accuracies differing from our loop",
+            "differing from PyTorch's"]
+  results = [lenet_case(), conv2_case()]
+  print(table([row(r) for r in results], header))
+  if torch_anchor.torch_or_none() is None:
+    print(f"\n{torch_anchor.MISSING}")
+  n = results[0]["images"]
   lenet_flops = 2 * n * 784 * 300 + 2 * n * 300 * 100 + 9 * (n * 300 * 100 + 2 * 301 * n * 100 * 10)
-  sweep_s = float(rows[0][3])
+  sweep_s = results[0]["sweep_s"]
   print(f"\nLeNet fc1 sweep: {lenet_flops / 1e9:.2f} GFLOP (analytic) in {sweep_s:.3f} s = "
         f"{lenet_flops / sweep_s / 1e9:.1f} GFLOP/s, {lenet_flops / sweep_s / roof:.0%} of the matmul roofline")
+  memory = []
   if not FLAGS.skip_vgg:
     print(f"\nVGG19, every prunable layer, {FLAGS.images:,} images, all levels, 9 orders: XLA's planned memory "
           f"(GiB): the CPU form's head per data chunk, and the whole sweep as one program (accelerator form)")
-    print(table(vgg_memory(FLAGS.images), ["layer", "units", "path", "data chunk", "head (CPU form)", "whole sweep, one program"]))
+    memory = vgg_memory(FLAGS.images)
+    print(table(memory, ["layer", "units", "path", "data chunk", "head (CPU form)", "whole sweep, one program"]))
+  record("prune_sweep", {"roofline_gflops": roof / 1e9, "layers": results,
+                         "lenet_fc1_roofline_fraction": lenet_flops / sweep_s / roof, "vgg19_memory_gib": memory})
 
 
 if __name__ == "__main__":

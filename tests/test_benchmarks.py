@@ -61,3 +61,26 @@ def test_accelerator_benchmark_small_on_cpu(tmp_path):
   line = json.loads(lines[0])
   assert line["benchmark"] == "accelerator" and line["machine"]["backend"] == "cpu"
   assert line["figures"]["training"] == result["training"]
+
+
+def test_pytorch_sweep_anchor_evaluates_the_same_pruned_networks():
+  """The anchor's loop (PyTorch, our weights copied in) gives our sweep's accuracies: LeNet fc1 and, with
+  the HWC-to-CHW flatten order, Conv-2 fc1 and its last convolution."""
+  import pytest
+
+  pytest.importorskip("torch", reason="the PyTorch anchors are the optional .[bench] extra")
+  from benchmarks import torch_anchor
+  from benchmarks.common import removal_orders
+  from redundancy_jax import data
+
+  for name, layers in (("lenet", ("fc1",)), ("conv2", ("fc1", "conv2"))):
+    ds = data.load_bundled_mnist(0) if name == "lenet" else data.random_images(seed=0, n_train=8, n_val=8, n_test=200)
+    x, y = ds.test_x[:200], ds.test_y[:200]
+    model = create_model(name, mean=ds.mean, std=ds.std)
+    variables = init_variables(model, jax.random.key(0), ds.image_shape)
+    for layer in layers:
+      orders = removal_orders(variables, layer)
+      levels = np.array([0, 7, 32, 60])
+      ours = pruning.sweep(model, variables, layer, x, y, orders, levels)
+      _, theirs = torch_anchor.sweep_loop(name, variables, layer, x, y, orders, levels, ds.mean, ds.std)
+      np.testing.assert_allclose([ours[k]["accuracy"] for k in orders], theirs, atol=0.25 / len(y))

@@ -1,0 +1,139 @@
+"""PyTorch eager versions of the benchmarked work: the anchors our figures are compared with in the same
+run. The same models (LeNet-300-100, Conv-2), batch, optimizer and data; the sweep as the loop a user
+writes. Torch is the optional benchmark extra (`pip install -e ".[bench]"`), never a dependency of the
+library: without it the benchmarks print our figures and say the anchor is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from redundancy_jax import config, data
+from redundancy_jax.models import create_model, layer_names
+
+MISSING = "PyTorch is not installed (pip install -e \".[bench]\"): no anchor"
+
+
+def torch_or_none():
+  try:
+    import torch
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count() or 1)
+  return torch
+
+
+def _model(torch, name: str, image_shape: tuple[int, ...], mean, std):
+  nn = torch.nn
+  h, w, c = image_shape
+  mean_t = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+  std_t = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+
+  class Standardise(nn.Module):  # the model owns its preprocessing, as ours does
+    def forward(self, x):  # x: (B, H, W, C) as stored
+      x = x.permute(0, 3, 1, 2).float()
+      if not x.is_floating_point() or x.max() > 1.5:
+        x = x / 255.0
+      return (x - mean_t) / std_t
+
+  if name == "lenet":
+    return nn.Sequential(Standardise(), nn.Flatten(), nn.Linear(h * w * c, 300), nn.ReLU(), nn.Linear(300, 100),
+                         nn.ReLU(), nn.Linear(100, 10))
+  if name == "conv2":
+    return nn.Sequential(
+      Standardise(), nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+      nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(64 * -(-h // 2) * -(-w // 2), 256), nn.ReLU(),
+      nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+  raise ValueError(f"no PyTorch anchor for {name!r}; anchors: lenet, conv2")
+
+
+def _optimizer(torch, name: str, params):
+  recipe = config.RECIPES[name]
+  if recipe.optimizer == "momentum":
+    return torch.optim.SGD(params, lr=recipe.learning_rate, momentum=0.9)
+  if recipe.optimizer == "adam":
+    return torch.optim.Adam(params, lr=recipe.learning_rate)
+  return torch.optim.SGD(params, lr=recipe.learning_rate)
+
+
+def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, repeats: int = 3,
+                           channels_last: bool = False) -> float | None:
+  """Median steps/s (over `repeats` runs of `steps` steps, after a warm-up run) of PyTorch eager training
+  of `name` at its recipe batch: a random batch gathered from the uint8 images, forward, cross-entropy,
+  backward, optimizer step. None without torch."""
+  torch = torch_or_none()
+  if torch is None:
+    return None
+  torch.manual_seed(0)
+  model = _model(torch, name, ds.image_shape, ds.mean, ds.std)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+  opt = _optimizer(torch, name, model.parameters())
+  x_all, y_all = torch.from_numpy(np.ascontiguousarray(ds.train_x)), torch.from_numpy(ds.train_y.astype(np.int64))
+  batch = config.RECIPES[name].batch_size
+  generator = torch.Generator().manual_seed(0)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def run():
+    for _ in range(steps):
+      idx = torch.randint(len(y_all), (batch,), generator=generator)
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(model(x_all[idx]), y_all[idx])
+      loss.backward()
+      opt.step()
+    return float(loss.detach())
+
+  run()
+  times = []
+  for _ in range(repeats):
+    begin = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - begin)
+  return steps / float(np.median(times))
+
+
+def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mean, std) -> tuple[float, np.ndarray] | None:
+  """The sweep as the loop a user writes in PyTorch: for each order and level, zero the removed units of
+  `layer` (its activations) and evaluate the whole network on (x, y). Our trained or initialised Flax
+  weights are copied in, so the accuracies are comparable. Returns (seconds, accuracy[order, level]),
+  None without torch."""
+  torch = torch_or_none()
+  if torch is None:
+    return None
+  model = _model(torch, name, x.shape[1:], mean, std)
+  params = variables["params"]
+  linear = [m for m in model if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+  names = layer_names(create_model(name))
+  with torch.no_grad():
+    for index, (module, layer_name) in enumerate(zip(linear, names)):
+      kernel = np.asarray(params[layer_name]["kernel"])
+      if isinstance(module, torch.nn.Conv2d):  # HWIO -> OIHW
+        kernel = kernel.transpose(3, 2, 0, 1)
+      else:
+        if index and isinstance(linear[index - 1], torch.nn.Conv2d):  # Flax flattens HWC, torch CHW
+          channels = linear[index - 1].out_channels
+          side = int(round((kernel.shape[0] // channels) ** 0.5))
+          kernel = kernel.reshape(side, side, channels, -1).transpose(2, 0, 1, 3).reshape(kernel.shape[0], -1)
+        kernel = kernel.T
+      module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+      module.bias.copy_(torch.from_numpy(np.array(params[layer_name]["bias"])))
+  position = names.index(layer)
+  target = linear[position]
+  keep = {"mask": None}
+  target.register_forward_hook(lambda m, i, out: out * keep["mask"].reshape(1, -1, *([1] * (out.dim() - 2))))
+  xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+  conv = isinstance(target, torch.nn.Conv2d)
+  units = target.out_channels if conv else target.out_features
+  acc = np.zeros((len(orders), len(levels)))
+  begin = time.perf_counter()
+  with torch.no_grad():
+    for i, order in enumerate(orders.values()):
+      for j, level in enumerate(levels):
+        mask = torch.ones(units)
+        mask[torch.from_numpy(np.asarray(order[:level], np.int64))] = 0.0
+        keep["mask"] = mask
+        acc[i, j] = float((model(xt).argmax(1) == yt).float().mean())
+  return time.perf_counter() - begin, acc
