@@ -64,9 +64,9 @@ def peak_memory() -> tuple[int, str]:
 def sweep_case(model_name: str, layer: str, s: dict, variables=None) -> dict:
   """One layer's sweep (9 orders, every level) on `s["images"]` images: first call and median seconds."""
   if model_name == "lenet":
-    ds = data.load_bundled_mnist(0)
-    x, y = ds.test_x, ds.test_y
-    x, y = np.resize(x, (s["images"], *x.shape[1:])), np.resize(y, s["images"])  # repeated up to the size
+    ds = data.load_bundled_mnist(0)  # all 10,000 bundled images, repeated beyond that
+    x, y = np.concatenate([ds.test_x, ds.val_x, ds.train_x]), np.concatenate([ds.test_y, ds.val_y, ds.train_y])
+    x, y = np.resize(x, (s["images"], *x.shape[1:])), np.resize(y, s["images"])
   else:
     ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=s["images"])
     x, y = ds.test_x, ds.test_y

@@ -33,11 +33,11 @@ def _model(torch, name: str, image_shape: tuple[int, ...], mean, std):
   std_t = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
 
   class Standardise(nn.Module):  # the model owns its preprocessing, as ours does
-    def forward(self, x):  # x: (B, H, W, C) as stored
-      x = x.permute(0, 3, 1, 2).float()
-      if not x.is_floating_point() or x.max() > 1.5:
-        x = x / 255.0
-      return (x - mean_t) / std_t
+    def forward(self, x):  # x: (B, H, W, C) as stored; uint8 scaled to [0, 1] first (models.common.normalize)
+      scaled = x.permute(0, 3, 1, 2).float()
+      if x.dtype == torch.uint8:
+        scaled = scaled / 255.0
+      return (scaled - mean_t) / std_t
 
   if name == "lenet":
     return nn.Sequential(Standardise(), nn.Flatten(), nn.Linear(h * w * c, 300), nn.ReLU(), nn.Linear(300, 100),
