@@ -61,7 +61,12 @@ def peak_memory() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (no device counter)"
 
 
-def sweep_case(model_name: str, layer: str, s: dict, variables=None) -> dict:
+def width(model_name: str, s: dict) -> float:
+  """LeNet always at its own width (it is small); the others at `s["width"]`."""
+  return 1.0 if model_name == "lenet" else s["width"]
+
+
+def sweep_case(model_name: str, layer: str, s: dict) -> dict:
   """One layer's sweep (9 orders, every level) on `s["images"]` images: first call and median seconds."""
   if model_name == "lenet":
     ds = data.load_bundled_mnist(0)  # all 10,000 bundled images, repeated beyond that
@@ -70,10 +75,8 @@ def sweep_case(model_name: str, layer: str, s: dict, variables=None) -> dict:
   else:
     ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=s["images"])
     x, y = ds.test_x, ds.test_y
-  width = 1.0 if model_name == "lenet" else s["width"]
-  model = create_model(model_name, mean=ds.mean, std=ds.std, width=width)
-  if variables is None:
-    variables = init_variables(model, jax.random.key(0), ds.image_shape)
+  model = create_model(model_name, mean=ds.mean, std=ds.std, width=width(model_name, s))
+  variables = init_variables(model, jax.random.key(0), ds.image_shape)
   orders = removal_orders(variables, layer)
   run = lambda: pruning.sweep(model, variables, layer, x, y, orders)
   begin = time.perf_counter()
@@ -105,7 +108,7 @@ def training_rows(s: dict) -> list[dict]:
   rows = []
   for name in FLAGS.models:
     batch = config.RECIPES[name].batch_size
-    setup, ds = training_run(name, batch * s["steps_per_epoch"], width=1.0 if name == "lenet" else s["width"])
+    setup, ds = training_run(name, batch * s["steps_per_epoch"], width=width(name, s))
     per_step = seconds_per_step(setup, ds, "auto", s["epochs"])
     recipe = config.RECIPES[name].steps
     rows.append({"model": name, "batch": batch, "devices": setup.mesh.size, "steps_per_s": 1 / per_step,
