@@ -1,11 +1,25 @@
+import re
+
 from setuptools import find_packages, setup
 
+with open("redundancy_jax/__init__.py", encoding="utf-8") as f:
+  REPOSITORY = re.search(r'REPOSITORY = "([^"]+)"', f.read()).group(1)
+
+# Only the library is installed. The scripts (experiments/) and benchmarks (benchmarks/) run from a
+# checkout's root as `python -m experiments.<name>`: installed as top-level packages, they would collide
+# with any other project's `experiments`.
 setup(
   name="redundancy_jax",
-  version="0.1.0",
+  version="0.2.0",
   description="Sources of redundancy in neural networks: pruning criteria, training dynamics, subspaces (JAX).",
-  packages=find_packages(include=["redundancy_jax", "redundancy_jax.*", "experiments", "benchmarks"]),
-  package_data={"redundancy_jax": ["data_files/mnist/*", "plots/templates/*"]},
+  license="Apache-2.0",
+  url=REPOSITORY,
+  packages=find_packages(include=["redundancy_jax", "redundancy_jax.*"]),
+  package_data={
+    "redundancy_jax.core": ["data_files/mnist/*"],
+    "redundancy_jax.plots": ["templates/*"],
+    "redundancy_jax.reproduction": ["templates/*"],
+  },
   python_requires=">=3.10",
   install_requires=[
     "jax>=0.7,<0.11",
@@ -17,6 +31,7 @@ setup(
     "scipy>=1.11,<2",
     "matplotlib>=3.8,<4",
     "absl-py>=2.1,<3",
+    "jinja2>=3.1,<4",
   ],
   extras_require={
     "test": ["pytest>=8,<10", "networkx>=3.2,<4", "nbclient>=0.10,<1", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],

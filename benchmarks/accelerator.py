@@ -10,7 +10,7 @@
    initialisation's edge, the fitted edge, the elbow; an initialised VGG19, or the trained one in
    `--vgg19_workdir`.
 3. Training of each model at its recipe batch: steps/s and images/s (median of `--epochs` epochs of
-   `--steps_per_epoch` steps after a compiling one, in the epoch form `train.run_epoch` picks), and the
+   `--steps_per_epoch` steps after a compiling one, in the epoch form `steps.run_epoch` picks), and the
    projected time of the full recipe's training steps (validation not included).
 
 Writes <out>.json and <out>.md (the tables), prints the tables and appends a line to
@@ -30,27 +30,27 @@ from absl import app, flags
 from benchmarks.common import (
   RESULTS, median_seconds, record, removal_orders, seconds_per_step, table, training_run, write_outputs,
 )
-from redundancy_jax import checkpoint, config, console, data, pruning, spectral
+from redundancy_jax.analyses import pruning, spectral, units
+from redundancy_jax.core import config, console, data
+from redundancy_jax.core.runs import Run
 from redundancy_jax.models import check_layer, create_model, init_variables, layer_names
 
 MODELS = ("lenet", "conv2", "conv4", "conv6", "vgg19")
-flags.DEFINE_list("models", list(MODELS), f"Models to train, of {', '.join(MODELS)}.")
-flags.DEFINE_string("out", "runs/benchmarks/accelerator", "Output stem: <out>.json and <out>.md.")
-flags.DEFINE_bool("small", False, "Tiny sizes (width 1/8, 4-step epochs, 128 images): a CPU check of the script.")
-flags.DEFINE_integer("steps_per_epoch", 100, "Training steps per timed epoch.", lower_bound=1)
-flags.DEFINE_integer("epochs", 3, "Timed epochs per model after a compiling one (median).", lower_bound=1)
-flags.DEFINE_integer("images", 10_000, "Images each sweep evaluates on (a test split's size).", lower_bound=1)
-flags.DEFINE_string("results", RESULTS, "The results log a line is appended to.")
-flags.DEFINE_string("vgg19_workdir", "runs/vgg19", "A trained VGG19 whose spectra to take, if there is one.")
-flags.register_validator("models", lambda names: set(names) <= set(MODELS), f"--models takes names of {', '.join(MODELS)}")
+SMALL = {"width": 0.125, "steps_per_epoch": 4, "epochs": 1, "images": 128, "repeats": 1}
 FLAGS = flags.FLAGS
 
 
-def sizes() -> dict:
-  if FLAGS.small:
-    return {"width": 0.125, "steps_per_epoch": 4, "epochs": 1, "images": 128, "repeats": 1}
-  return {"width": 1.0, "steps_per_epoch": FLAGS.steps_per_epoch, "epochs": FLAGS.epochs, "images": FLAGS.images,
-          "repeats": 3}
+def define_flags() -> None:
+  flags.DEFINE_list("models", list(MODELS), f"Models to train, of {', '.join(MODELS)}.")
+  flags.DEFINE_string("out", "runs/benchmarks/accelerator", "Output stem: <out>.json and <out>.md.")
+  flags.DEFINE_bool("small", False, "Tiny sizes (width 1/8, 4-step epochs, 128 images): a CPU check of the script.")
+  flags.DEFINE_integer("steps_per_epoch", 100, "Training steps per timed epoch.", lower_bound=1)
+  flags.DEFINE_integer("epochs", 3, "Timed epochs per model after a compiling one (median).", lower_bound=1)
+  flags.DEFINE_integer("images", 10_000, "Images each sweep evaluates on (a test split's size).", lower_bound=1)
+  flags.DEFINE_string("results", RESULTS, "The results log a line is appended to.")
+  flags.DEFINE_string("vgg19_workdir", "runs/vgg19", "A trained VGG19 whose spectra to take, if there is one.")
+  flags.register_validator("models", lambda names: set(names) <= set(MODELS),
+                           f"--models takes names of {', '.join(MODELS)}")
 
 
 def peak_memory() -> tuple[int, str]:
@@ -88,25 +88,25 @@ def sweep_case(model_name: str, layer: str, s: dict) -> dict:
           "first_call_s": first, "median_s": median, "evaluations_per_s": len(orders) * (units + 1) / median}
 
 
-def esd_rows(s: dict) -> tuple[list[dict], float, str]:
-  """`spectral.summarize` of every VGG19 layer (trained if `--vgg19_workdir` holds one)."""
+def esd_rows(s: dict, vgg19_workdir: str | None) -> tuple[list[dict], float, str]:
+  """`spectral.summarize` of every VGG19 layer (trained if `vgg19_workdir` holds one)."""
   model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3, width=s["width"])
   variables, source = init_variables(model, jax.random.key(0), (32, 32, 3)), "initialised"
-  if not FLAGS.small and checkpoint.has_trained(FLAGS.vgg19_workdir):
-    variables, source = checkpoint.load_trained(FLAGS.vgg19_workdir), f"trained ({FLAGS.vgg19_workdir})"
+  if vgg19_workdir and Run(vgg19_workdir).is_trained():
+    variables, source = Run(vgg19_workdir).trained_variables(), f"trained ({vgg19_workdir})"
   rows, begin = [], time.perf_counter()
   for layer in layer_names(model):
     kernel = variables["params"][layer]["kernel"]
-    summary = spectral.summarize(pruning.unit_matrix(variables, layer), init_var=spectral.glorot_variance(kernel.shape),
+    summary = spectral.summarize(units.unit_matrix(variables, layer), init_var=spectral.glorot_variance(kernel.shape),
                                  layer=layer)
     rows.append({"layer": layer, "m": summary["m"], "n": summary["n"], "spikes_above_init_edge": summary["init_spikes"],
                  "fitted_lambda_plus": summary["fit"]["lambda_plus"], "elbow": summary.get("elbow")})
   return rows, time.perf_counter() - begin, source
 
 
-def training_rows(s: dict) -> list[dict]:
+def training_rows(s: dict, models) -> list[dict]:
   rows = []
-  for name in FLAGS.models:
+  for name in models:
     batch = config.RECIPES[name].batch_size
     setup, ds = training_run(name, batch * s["steps_per_epoch"], width=width(name, s))
     per_step = seconds_per_step(setup, ds, "auto", s["epochs"])
@@ -138,9 +138,8 @@ def markdown(out: dict) -> str:
   ]) + "\n"
 
 
-def main(argv):
-  del argv
-  s = sizes()
+def run(s: dict, models, out_stem: str, results: str = RESULTS, vgg19_workdir: str | None = None) -> dict:
+  """Every measurement at the sizes `s`; writes <out_stem>.json and .md and a line of `results`."""
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})"
   print(f"devices: {jax.devices()}", flush=True)
   print("sweeps ...", flush=True)
@@ -148,16 +147,25 @@ def main(argv):
   memory, what = peak_memory()
   sweeps += [sweep_case("lenet", "fc1", s), sweep_case("conv2", "fc1", s)]
   print("ESD of every VGG19 layer ...", flush=True)
-  layers, esd_seconds, source = esd_rows(s)
+  layers, esd_seconds, source = esd_rows(s, vgg19_workdir)
   print("training ...", flush=True)
   out = {"device": device, "sizes": s, "sweeps": sweeps, "vgg19_sweep_memory": {"bytes": memory, "what": what},
-         "esd": {"source": source, "seconds": esd_seconds, "layers": layers}, "training": training_rows(s)}
+         "esd": {"source": source, "seconds": esd_seconds, "layers": layers}, "training": training_rows(s, models)}
   text = markdown(out)
   print("\n" + text)
-  paths = write_outputs(FLAGS.out, out, text)
+  paths = write_outputs(out_stem, out, text)
   print(f"wrote {', '.join(paths)}")
-  record("accelerator", out, FLAGS.results)
+  record("accelerator", out, results)
+  return out
+
+
+def main(argv):
+  del argv
+  s = SMALL if FLAGS.small else {"width": 1.0, "steps_per_epoch": FLAGS.steps_per_epoch, "epochs": FLAGS.epochs,
+                                 "images": FLAGS.images, "repeats": 3}
+  run(s, FLAGS.models, FLAGS.out, FLAGS.results, None if FLAGS.small else FLAGS.vgg19_workdir)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax import data, pruning, storage, train
+from redundancy_jax.analyses import pruning, units
+from redundancy_jax.core import config, data, steps, storage
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
 
@@ -77,7 +78,7 @@ def table(rows: list[list], header: list[str]) -> str:
 # ----------------------------------------------------------------------------- shared workloads
 
 
-def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[train.Setup, data.Dataset]:
+def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[steps.Setup, data.Dataset]:
   """`model`'s recipe (batch, optimizer) on `n_train` benchmark images, never validating nor stopping
   within the timing: LeNet on the bundled real MNIST, the CIFAR models on generated CIFAR-shaped images."""
   if model == "lenet":
@@ -85,20 +86,20 @@ def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[train
     ds = dataclasses.replace(ds, train_x=ds.train_x[:n_train], train_y=ds.train_y[:n_train])
   else:
     ds = data.random_images(seed=0, n_train=n_train, n_val=64, n_test=64)
-  cfg = train.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width).resolve()
-  return train.make_setup(cfg, ds), ds
+  cfg = config.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width).resolve()
+  return steps.make_setup(cfg, ds), ds
 
 
-def seconds_per_step(setup: train.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
-  """Median seconds per step over `epochs` epochs of `train.run_epoch(loop=loop)`, after a compiling one."""
-  train_data, val_split, _ = train.device_data(setup, ds)
-  state = train.init_state(setup, ds.image_shape)
-  state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+def seconds_per_step(setup: steps.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
+  """Median seconds per step over `epochs` epochs of `steps.run_epoch(loop=loop)`, after a compiling one."""
+  train_data, val_split, _ = steps.device_data(setup, ds)
+  state = steps.init_state(setup, ds.image_shape)
+  state, metrics = steps.run_epoch(setup, state, train_data, val_split, loop)
   jax.block_until_ready((state, metrics))
   times = []
   for _ in range(epochs):
     begin = time.perf_counter()
-    state, metrics = train.run_epoch(setup, state, train_data, val_split, loop)
+    state, metrics = steps.run_epoch(setup, state, train_data, val_split, loop)
     jax.block_until_ready((state, metrics))
     times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
   return float(np.median(times))
@@ -106,7 +107,7 @@ def seconds_per_step(setup: train.Setup, ds: data.Dataset, loop: str, epochs: in
 
 def removal_orders(variables, layer: str) -> dict[str, np.ndarray]:
   """The 4 deterministic orders and 5 random ones of a layer (the sweeps' 9 orders)."""
-  W = pruning.unit_matrix(variables, layer)
+  W = units.unit_matrix(variables, layer)
   orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
   for i, k in enumerate(jax.random.split(jax.random.key(0), 5)):
     orders[f"random/{i}"] = pruning.removal_order(W, "random", key=k)

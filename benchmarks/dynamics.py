@@ -25,7 +25,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.common import record, table
-from redundancy_jax import checkpoint, dynamics, force_layout
+from redundancy_jax.analyses import dynamics, force_layout
+from redundancy_jax.core.runs import Run
 
 flags.DEFINE_integer("nodes", 512, "Units (nodes) per graph.")
 flags.DEFINE_integer("epochs", 60, "Graphs (epochs) in the sequence.")
@@ -100,7 +101,7 @@ def main(argv):
 
   workdir = FLAGS.experiment_workdir
   if workdir:
-    if not checkpoint.snapshot_epochs(workdir):
+    if not Run(workdir).snapshot_epochs():
       print(f"training LeNet into {workdir} first (not timed)")
       subprocess.run([sys.executable, "-m", "experiments.train", "--model=lenet", f"--workdir={workdir}"], check=True)
     cmd = [sys.executable, "-m", "experiments.dynamics", "--model=lenet", "--layer=fc1", f"--workdir={workdir}"]
@@ -109,7 +110,7 @@ def main(argv):
     wall = time.perf_counter() - begin
     if done.returncode:
       sys.exit(f"error: {' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    frames = len(checkpoint.snapshot_epochs(workdir))
+    frames = len(Run(workdir).snapshot_epochs())
     print(f"{' '.join(cmd[1:])}: {wall:.1f}s wall ({frames} epochs, 300 units), target < 120s: "
           f"{'met' if wall < 120 else 'NOT met'}")
 

@@ -24,7 +24,9 @@ from benchmarks import torch_anchor
 from benchmarks.common import (
   compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, record, removal_orders, table,
 )
-from redundancy_jax import checkpoint, data, pruning
+from redundancy_jax.analyses import pruning
+from redundancy_jax.core import data
+from redundancy_jax.core.runs import Run
 from redundancy_jax.models import check_layer, create_model, init_variables, next_layer, prunable_layers
 
 flags.DEFINE_integer("images", 2000, "Images each sweep evaluates on (and VGG19's memory plan is for).", lower_bound=1)
@@ -99,8 +101,8 @@ def lenet_case() -> list:
   y = np.concatenate([ds.test_y, ds.val_y])[: FLAGS.images]
   model = create_model("lenet", mean=ds.mean, std=ds.std)
   variables = init_variables(model, jax.random.key(0), ds.image_shape)
-  if checkpoint.has_trained(FLAGS.lenet_workdir):
-    variables = checkpoint.load_trained(FLAGS.lenet_workdir)
+  if Run(FLAGS.lenet_workdir).is_trained():
+    variables = Run(FLAGS.lenet_workdir).trained_variables()
     print(f"using the trained LeNet in {FLAGS.lenet_workdir}")
   else:
     print(f"no trained LeNet in {FLAGS.lenet_workdir}: timing an initialised one (timing does not depend on training)")

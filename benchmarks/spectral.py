@@ -35,9 +35,9 @@ import scipy.linalg
 from absl import app, flags
 
 from benchmarks.common import record, table
-from redundancy_jax import spectral
+from redundancy_jax.analyses import spectral
 from redundancy_jax.models import create_model, init_variables
-from redundancy_jax.pruning import unit_matrix
+from redundancy_jax.analyses.units import unit_matrix
 
 flags.DEFINE_integer("repeats", 5, "Timed runs of every contender (the median is reported).", lower_bound=1)
 flags.DEFINE_bool("weightwatcher", True, "Also time WeightWatcher's analyze(), where it is installed.")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from redundancy_jax import config, data
+from redundancy_jax.core import config, data
 from redundancy_jax.models import create_model, layer_names
 
 MISSING = "PyTorch is not installed (pip install -e \".[bench]\"): no anchor"

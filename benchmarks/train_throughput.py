@@ -2,8 +2,8 @@
 
   python -m benchmarks.train_throughput [--models=lenet,conv2,conv4,conv6] [--epochs=3] [--dispatch]
 
-For each model: steps/s of the epoch form `train.run_epoch` picks on this backend (the median of
-`--epochs` epochs after a compiling one), XLA's FLOPs per `train.train_step`, achieved FLOP/s and its
+For each model: steps/s of the epoch form `steps.run_epoch` picks on this backend (the median of
+`--epochs` epochs after a compiling one), XLA's FLOPs per `steps.train_step`, achieved FLOP/s and its
 fraction of the matmul FLOP/s measured in the same run. VGG19 is opt-in (`--models=...,vgg19`: minutes
 per epoch on 2 CPU cores). `--dispatch` adds, side by side, the compiled-scan epoch against one jitted
 call per step from Python (the dispatch cost) for LeNet and Conv-2 (Conv-2's scan epoch takes minutes on
@@ -21,7 +21,7 @@ from absl import app, flags
 
 from benchmarks import torch_anchor
 from benchmarks.common import compiled_flops, print_roofline, record, seconds_per_step, table, training_run
-from redundancy_jax import data, train, variants
+from redundancy_jax.core import data, steps, variants
 from redundancy_jax.models import MODELS
 
 _TIMED = tuple(m for m in MODELS if m != "mlp")  # the report's models
@@ -36,17 +36,17 @@ FLAGS = flags.FLAGS
 _TRAIN_IMAGES = {"lenet": 8000, "conv2": 640, "conv4": 600, "conv6": 600, "vgg19": 256}
 
 
-def make_run(model: str) -> tuple[train.Setup, data.Dataset]:
+def make_run(model: str) -> tuple[steps.Setup, data.Dataset]:
   """The model's recipe on its benchmark data."""
   return training_run(model, _TRAIN_IMAGES[model])
 
 
-def step_flops(setup: train.Setup, ds: data.Dataset) -> float:
-  """XLA's FLOP count of one `train.train_step`."""
-  train_data, _, _ = train.device_data(setup, ds)
-  state = train.init_state(setup, ds.image_shape)
-  idx_KxB = train.epoch_indices(setup, state.epoch)[0]
-  return compiled_flops(jax.jit(train.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
+def step_flops(setup: steps.Setup, ds: data.Dataset) -> float:
+  """XLA's FLOP count of one `steps.train_step`."""
+  train_data, _, _ = steps.device_data(setup, ds)
+  state = steps.init_state(setup, ds.image_shape)
+  idx_KxB = steps.epoch_indices(setup, state.epoch)[0]
+  return compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
 
 
 def anchor(model: str, ds: data.Dataset) -> tuple[float | None, str]:

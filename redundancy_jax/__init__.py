@@ -1,1 +1,10 @@
-"""redundancy_jax: where the redundancy in a trained network sits, and what removing it costs."""
+"""redundancy_jax: where the redundancy in a trained network sits, and what removing it costs.
+
+Folders: `core/` (configuration, data, training, run folders, the evaluation engine), `models/`,
+`analyses/` (pruning, dynamics, spectra and subspaces), `related/` (the related work the report builds
+on), `reproduction/` (the report rebuilt as one page), `plots/`. Definitions: docs/DEFINITIONS.md.
+"""
+
+# Where the project is published: the Colab badge (README.md) and the notebook's install cell name it
+# (`python -m redundancy_jax.core.notebooks` writes it into the notebook; a test checks both).
+REPOSITORY = "https://github.com/redundancy-jax/redundancy_jax"

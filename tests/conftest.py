@@ -1,13 +1,26 @@
-"""Shared fixtures: the real MNIST test set bundled in the package, one LeNet trained by the default
-recipe, and headless Chromium for the pages."""
+"""Shared fixtures: a persistent XLA compilation cache for the session (this process and the processes it
+starts), the bundled MNIST, one short LeNet run that holds the recipe's trained model, one quick
+reproduction shared by every test of the page, and headless Chromium."""
 
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
+from helpers import LENET_STEPS, quiet
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+# One compilation cache for the whole session: a program compiled by one test (or a test's subprocess)
+# is read back by the next instead of compiled again. Set before JAX is imported anywhere.
+CACHE = tempfile.mkdtemp(prefix="redundancy_jax_xla_cache_")
+os.environ.update(JAX_COMPILATION_CACHE_DIR=CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+def pytest_sessionfinish(session, exitstatus):
+  shutil.rmtree(CACHE, ignore_errors=True)
 
 
 @pytest.fixture
@@ -32,16 +45,31 @@ def chromium(tmp_path):
 @pytest.fixture(scope="session")
 def bundled_mnist_dir() -> str:
   """The folder of the package's MNIST test set (IDX files, as distributed): no download, no ../shared."""
-  from redundancy_jax import data
+  from redundancy_jax.core import data
 
   return data.BUNDLED_DIR
 
 
 @pytest.fixture(scope="session")
 def trained_lenet(tmp_path_factory):
-  """(workdir, results) of LeNet trained by the full default recipe on the bundled MNIST data."""
-  from redundancy_jax import train
+  """(workdir, results) of LeNet trained by the default recipe's first 3,000 steps on the bundled MNIST."""
+  from redundancy_jax.core import train
+  from redundancy_jax.core.config import TrainConfig
 
   workdir = str(tmp_path_factory.mktemp("lenet"))
-  results = train.train(train.TrainConfig(model="lenet"), workdir, log=lambda s: None)
+  results = train.train(TrainConfig(model="lenet", steps=LENET_STEPS), workdir, log=quiet)
   return workdir, results
+
+
+@pytest.fixture(scope="session")
+def quick_report(tmp_path_factory):
+  """(workdir, log lines, seconds) of the quick profile's report stages, from scratch, in this process."""
+  import time
+
+  from redundancy_jax.reproduction import profiles, stages
+
+  workdir = tmp_path_factory.mktemp("report")
+  lines = []
+  begin = time.time()
+  stages.run(profiles.ReproduceConfig(profile="quick", stages=("report",), workdir=str(workdir)), log=lines.append)
+  return workdir, lines, time.time() - begin

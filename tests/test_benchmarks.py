@@ -2,28 +2,24 @@
 other and with values recomputed here (speed itself is never asserted)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
-from redundancy_jax import config, pruning, spectral
+from redundancy_jax.analyses import pruning, spectral, units
+from redundancy_jax.core import config
 from redundancy_jax.models import create_model, init_variables, layer_names
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+def test_accelerator_benchmark_small_on_cpu(tmp_path, capsys):
+  from benchmarks import accelerator
 
-def test_accelerator_benchmark_small_on_cpu(tmp_path):
   out, log = tmp_path / "accel", tmp_path / "results.jsonl"
-  run = subprocess.run(
-    [sys.executable, "-m", "benchmarks.accelerator", "--small", "--models=lenet,conv2", f"--out={out}",
-     f"--results={log}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
-  assert run.returncode == 0, run.stderr[-3000:]
+  accelerator.run(accelerator.SMALL, ("lenet", "conv2"), str(out), str(log))
+  stdout = capsys.readouterr().out
   result = json.loads((tmp_path / "accel.json").read_text())
   markdown = (tmp_path / "accel.md").read_text()
-  assert markdown.strip() in run.stdout  # the printed table is the written one
+  assert markdown.strip() in stdout  # the printed table is the written one
   assert "| model | batch | devices | steps/s | images/s | recipe steps | projected recipe time |" in markdown
 
   sweeps = {r["case"]: r for r in result["sweeps"]}
@@ -48,7 +44,7 @@ def test_accelerator_benchmark_small_on_cpu(tmp_path):
   rows = result["esd"]["layers"]
   assert [r["layer"] for r in rows] == list(layer_names(model))
   for r in rows:
-    W = np.asarray(pruning.unit_matrix(variables, r["layer"]), np.float64)
+    W = np.asarray(units.unit_matrix(variables, r["layer"]), np.float64)
     m, n = W.shape
     assert (r["m"], r["n"]) == (m, n)
     var = spectral.glorot_variance(variables["params"][r["layer"]]["kernel"].shape)
@@ -71,7 +67,7 @@ def test_pytorch_sweep_anchor_evaluates_the_same_pruned_networks():
   pytest.importorskip("torch", reason="the PyTorch anchors are the optional .[bench] extra")
   from benchmarks import torch_anchor
   from benchmarks.common import removal_orders
-  from redundancy_jax import data
+  from redundancy_jax.core import data
 
   for name, layers in (("lenet", ("fc1",)), ("conv2", ("fc1", "conv2"))):
     ds = data.load_bundled_mnist(0) if name == "lenet" else data.random_images(seed=0, n_train=8, n_val=8, n_test=200)

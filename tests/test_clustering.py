@@ -2,17 +2,14 @@
 padding, compression, and the script end to end."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from redundancy_jax import clustering
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments import clustering as script
+from redundancy_jax.core.config import override, preset
+from redundancy_jax.related import clustering
 
 
 def test_xord_labels_and_balanced_weights_by_enumeration():
@@ -62,10 +59,9 @@ def test_padded_filters_stay_at_initialisation_and_the_net_fits():
 
 
 def test_script_quick_and_bad_input(tmp_path):
-  cmd = [sys.executable, "-m", "experiments.clustering", "--quick", "--ks=2,4,8", "--steps=300", "--conv2_steps=20",
-         f"--conv2_workdir={tmp_path}/conv2", f"--workdir={tmp_path}"]
-  done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  cfg = override(preset(clustering.ClusteringConfig()), ks="2,4,8", steps=300, conv2_steps=20,
+                 conv2_workdir=str(tmp_path / "conv2"), workdir=str(tmp_path))
+  script.main(cfg)
   results = json.loads((tmp_path / "results.json").read_text())
   rows = results["xord"]["rows"]
   assert [r["k"] for r in rows] == [2, 4, 8] and len(results["headlines"]) == 2
@@ -73,6 +69,6 @@ def test_script_quick_and_bad_input(tmp_path):
   assert len(results["conv2"]["compressed_accuracy"]) == len(results["config"]["centres"])
   assert sum(results["conv2"]["angles_trained"]["histogram"]) == results["conv2"]["filters"]
   assert (tmp_path / "figure.png").stat().st_size > 0
-  bad = subprocess.run(cmd[:-1] + ["--ks=0,4", f"--workdir={tmp_path}/bad"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
-  assert bad.returncode == 1 and "must be positive" in bad.stderr
+  with pytest.raises(ValueError, match="must be positive"):
+    script.main(override(cfg, ks="0,4", workdir=str(tmp_path / "bad")))
+  assert not (tmp_path / "bad").exists()

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from redundancy_jax import data
+from redundancy_jax.core import data
 
 
 def test_reads_real_mnist_idx(bundled_mnist_dir):
@@ -192,16 +192,6 @@ def test_xord_labels_follow_definition_and_classes_are_balanced_and_uniform():
   for label, share in ((0, 1 / 4), (1, 1 / 12)):
     freq = np.array(list(counts[label].values())) / sum(counts[label].values())
     np.testing.assert_allclose(freq, share, atol=0.02)
-
-
-def test_teacher_student_targets_follow_definition():
-  from scipy.special import erf
-
-  ds = data.teacher_student(seed=3, input_dim=10, teacher_units=2, n_train=20, n_val=2, n_test=2)
-  rng = np.random.default_rng(3)
-  teacher = rng.standard_normal((2, 10))
-  expected = erf(ds.train_x.astype(np.float64) @ teacher.T / np.sqrt(10) / np.sqrt(2)).sum(-1)
-  np.testing.assert_allclose(ds.train_y, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_tfds_source_with_tfds_mock_data():

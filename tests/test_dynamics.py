@@ -1,21 +1,24 @@
 """Training-dynamics graph: edge weights and caps, statistics, removable units, the page (in a real
-headless browser when there is one), and a smoke test of experiments.dynamics. The layout itself is
+headless browser when there is one), and experiments.dynamics' main on a tiny run. The layout itself is
 tested in test_force_layout.py."""
 
 import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from redundancy_jax import dynamics, storage
-from redundancy_jax.force_layout import LayoutParams
+from experiments import dynamics as script
+from redundancy_jax.analyses import dynamics, units
+from redundancy_jax.analyses.dynamics_run import DynamicsRunConfig
+from redundancy_jax.analyses.force_layout import LayoutParams
+from redundancy_jax.core import storage
+from redundancy_jax.core.config import TrainConfig, override
+from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.plots import dynamics as plots
 
@@ -29,7 +32,7 @@ def test_edge_weights_by_hand():
   np.testing.assert_allclose(dynamics.edge_weights(W, 1.0, 0.5), expected, atol=1e-12)
   full = dynamics.edge_weights(W, 0.5, 0.0)  # sigma 0.5: exp(-4 (1 - cos))
   np.testing.assert_allclose(full[0, 2], math.exp(-4.0), atol=1e-12)
-  np.testing.assert_allclose(dynamics.unit_norms(W), [1, math.sqrt(2), 2])
+  np.testing.assert_allclose(units.unit_norms(W), [1, math.sqrt(2), 2])
   np.testing.assert_allclose(dynamics.weight_to_cosine(a, 1.0), 1 / math.sqrt(2), atol=1e-12)
 
 
@@ -197,7 +200,7 @@ def test_analyse_run_structure_and_edge_cap():
   assert last["positions"].shape == (30, 2) and len(last["repeats"]) == 30
   assert last["stats"]["components"] < result["frames"][0]["stats"]["components"]  # clusters formed
   assert last["stats"]["edges"] == len(last["edges"])
-  json.dumps(dynamics.rounded(result))  # JSON-ready
+  json.dumps(storage.jsonable(result, 4))  # JSON-ready
   # the last graph, capped here: an edge stays where it is among the 3 heaviest of either of its nodes
   model, snapshots, _ = _drifting_snapshots()
   A = dynamics.edge_weights(np.asarray(snapshots[3]["fc1"]["kernel"], np.float64).T, 1.0, 0.45)
@@ -298,36 +301,30 @@ def test_frames_and_figures(tmp_path):
 # ----------------------------------------------------------------------------- the experiment
 
 
-def _experiment(*args, cwd=None):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return subprocess.run(
-    [sys.executable, "-m", "experiments.dynamics", *args], capture_output=True, text=True, cwd=root, timeout=300
-  )
-
-
 def test_experiment_smoke(tmp_path):
   workdir = tmp_path / "lenet"
-  done = _experiment(
-    "--model=lenet", "--layer=fc1", f"--workdir={workdir}", "--steps=300", "--width=0.25", "--ticks=40",
-    "--num_examples=200", "--data_source=bundled", f"--compare_workdir={workdir}",
-  )
-  assert done.returncode == 0, done.stderr[-3000:]
+  cfg = override(DynamicsRunConfig(), model="lenet", layer="fc1", workdir=str(workdir), steps=300, width=0.25,
+                 ticks=40, num_examples=200, data_source="bundled", compare_workdir=str(workdir))
+  script.main(cfg)
   out = workdir / "dynamics_fc1"
   for name in ("dynamics.html", "dynamics.json", "dynamics.gif", "init_vs_converged.png", "frames/epoch_00000.png"):
     assert (out / name).exists(), name
   saved = storage.read_json(str(out / "dynamics.json"))
-  assert len(saved["runs"]) == 2  # side by side with --compare_workdir
+  assert len(saved["runs"]) == 2 and saved["experiment"] == "dynamics"  # side by side with --compare_workdir
   run = saved["runs"][0]
   assert run["epochs"] == [0, 1, 2, 3] and run["units"] == 75
   assert len(run["frames"][0]["positions"]) == 75 and "components" in run["frames"][-1]["stats"]
 
 
 def test_experiment_bad_input(tmp_path):
-  done = _experiment("--sigma=0", f"--workdir={tmp_path}")
-  assert done.returncode != 0 and "sigma must be positive" in done.stderr
-  storage.write_json(str(tmp_path / "results.json"), {})
-  storage.save_tree(str(tmp_path / "trained_variables.npz"), {"a": np.zeros(1)})
-  done = _experiment(f"--workdir={tmp_path}")
-  assert done.returncode != 0 and "no parameter snapshots" in done.stderr and "experiments.train" in done.stderr
-  done = _experiment(f"--workdir={tmp_path / 'new'}", "--layer=fc9")
-  assert done.returncode != 0 and "prunable layers: fc1, fc2" in done.stderr
+  with pytest.raises(dynamics.DynamicsError, match="sigma must be positive"):
+    script.main(override(DynamicsRunConfig(), sigma=0.0, workdir=str(tmp_path)))
+  run = Run(str(tmp_path))  # a trained run whose snapshots are gone
+  storage.write_json(run.config_path, TrainConfig(model="lenet").resolve().to_json())
+  storage.write_json(run.results_path, {})
+  storage.save_tree(run.trained_path, {"a": np.zeros(1)})
+  with pytest.raises(FileNotFoundError, match="no parameter snapshots.*experiments.train"):
+    script.main(override(DynamicsRunConfig(), workdir=str(tmp_path)))
+  with pytest.raises(dynamics.DynamicsError, match="prunable layers: fc1, fc2"):
+    script.main(override(DynamicsRunConfig(), workdir=str(tmp_path / "new"), layer="fc9"))
+  assert not (tmp_path / "new").exists()

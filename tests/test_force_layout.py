@@ -1,4 +1,4 @@
-"""d3-force layout (redundancy_jax.force_layout): against a NumPy float64 transcription of SPEC section 3,
+"""d3-force layout (redundancy_jax.analyses.force_layout): against a NumPy float64 transcription of SPEC section 3,
 the link schedule by hand, and properties of the layouts of simple graphs."""
 
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from redundancy_jax import force_layout as layout
-from redundancy_jax.force_layout import LayoutParams
+from redundancy_jax.analyses import force_layout as layout
+from redundancy_jax.analyses.force_layout import LayoutParams
 
 
 # ----------------------------------------------------------------------------- NumPy transcription

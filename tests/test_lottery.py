@@ -2,18 +2,17 @@
 through training, reset and rewind values, the controls, and the script."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from redundancy_jax import checkpoint, lottery, storage, train
+from experiments import lottery as script
+from redundancy_jax.core import config, storage, train
+from redundancy_jax.core.config import override, preset
+from redundancy_jax.core.runs import ConfigMismatch, Run
+from redundancy_jax.related import lottery
 from redundancy_jax.models import create_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_layer_rates_follow_spec():
@@ -46,7 +45,7 @@ def test_random_masks_keep_each_layers_count():
 
 
 def test_masked_weights_stay_exactly_zero_through_training(tmp_path):
-  cfg = train.TrainConfig(model="lenet", steps=150, num_seeds=2, eval_every=50)
+  cfg = config.TrainConfig(model="lenet", steps=150, num_seeds=2, eval_every=50)
   model = create_model("lenet")
   from redundancy_jax.models import init_variables
 
@@ -57,8 +56,8 @@ def test_masked_weights_stay_exactly_zero_through_training(tmp_path):
   stack = lambda trees: jax.tree.map(lambda *a: np.stack(a), *trees)
   train.train(cfg, str(tmp_path), start=(stack(inits), stack(masks)), log=lambda s: None)
   for s in range(2):
-    start = checkpoint.load_snapshot(str(tmp_path), 0, replica=s)
-    trained = checkpoint.load_trained(str(tmp_path), replica=s)["params"]
+    start = Run(str(tmp_path)).snapshot(0, replica=s)
+    trained = Run(str(tmp_path)).trained_variables(s)["params"]
     for name in ("fc1", "fc2", "fc3"):
       m = masks[s][name]
       np.testing.assert_array_equal(start[name]["kernel"], np.where(m, inits[s][name]["kernel"], 0.0))  # reset
@@ -67,28 +66,27 @@ def test_masked_weights_stay_exactly_zero_through_training(tmp_path):
   # a resumed run must bring the same masks
   other = stack([lottery.full_masks(p) for p in inits])
   (tmp_path / "results.json").unlink()
-  with pytest.raises(checkpoint.ConfigMismatch, match="other masks"):
+  with pytest.raises(ConfigMismatch, match="other masks"):
     train.train(cfg, str(tmp_path), start=(stack(inits), other), log=lambda s: None)
 
 
 @pytest.mark.parametrize("rewind", [0, 250])
 def test_script_resets_or_rewinds_the_ticket(tmp_path, rewind):
-  cmd = [sys.executable, "-m", "experiments.lottery", "--quick", "--rounds=1", "--steps=300", f"--rewind={rewind}",
-         f"--workdir={tmp_path}"]
-  done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  cfg = override(preset(lottery.LotteryConfig()), rounds=1, steps=300, rewind=rewind, workdir=str(tmp_path))
+  script.main(cfg)
   results = json.loads((tmp_path / "results.json").read_text())
   assert [r["round"] for r in results["rounds"]] == [0, 1] and results["rounds"][1]["remaining"] < 1
+  assert results["experiment"] == "lottery" and results["headlines"][0]["verdict"] == "not testable"  # 80% left
   masks = storage.load_tree(str(tmp_path / "round_01" / "masks.npz"))
-  start = checkpoint.load_snapshot(str(tmp_path / "round_01"), 0, replica=0)  # the ticket, seed 0
+  start = Run(str(tmp_path / "round_01")).snapshot(0, replica=0)  # the ticket, seed 0
   if rewind:
-    source = str(tmp_path / f"rewind_{rewind}")
-    expected = checkpoint.load_snapshot(source, checkpoint.snapshot_epochs(source)[-1], replica=0)
+    source = Run(str(tmp_path / f"rewind_{rewind}"))
+    expected = source.snapshot(source.snapshot_epochs()[-1], replica=0)
   else:
-    expected = checkpoint.load_snapshot(str(tmp_path / "round_00"), 0, replica=0)
+    expected = Run(str(tmp_path / "round_00")).snapshot(0, replica=0)
   for name in ("fc1", "fc2", "fc3"):
     np.testing.assert_array_equal(start[name]["kernel"], np.where(masks[name][0], expected[name]["kernel"], 0.0))
-  reinit = checkpoint.load_snapshot(str(tmp_path / "round_01"), 0, replica=1)
+  reinit = Run(str(tmp_path / "round_01")).snapshot(0, replica=1)
   assert not np.array_equal(reinit["fc1"]["kernel"], start["fc1"]["kernel"])
   np.testing.assert_array_equal(reinit["fc1"]["kernel"] == 0, ~masks["fc1"][0])  # the ticket's mask
   assert masks["fc1"][2].sum() == masks["fc1"][0].sum() and not np.array_equal(masks["fc1"][2], masks["fc1"][0])
@@ -96,6 +94,6 @@ def test_script_resets_or_rewinds_the_ticket(tmp_path, rewind):
 
 
 def test_script_rejects_a_bad_model(tmp_path):
-  bad = subprocess.run([sys.executable, "-m", "experiments.lottery", "--model=mlp", f"--workdir={tmp_path}"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-  assert bad.returncode == 1 and "valid: lenet, conv2" in bad.stderr
+  with pytest.raises(ValueError, match="valid: lenet, conv2"):
+    script.main(override(lottery.LotteryConfig(), model="mlp", workdir=str(tmp_path)))
+  assert not (tmp_path / "round_00").exists()

@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from redundancy_jax import notebooks
+from redundancy_jax.core import notebooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,8 +39,8 @@ def test_colab_notebook_runs_on_cpu_with_four_devices(tmp_path):
   assert "2 replica(s), 4 device(s)" in text  # the replicas' batch sharded over the 4 devices
   root = tmp_path / "runs" / "nb"
   train = json.loads((root / "stages" / "lenet.train.json").read_text())
-  assert train["config"]["training"]["num_devices"] == 4 and train["config"]["training"]["num_seeds"] == 2
-  assert train["config"]["training"]["data_source"] == "bundled"
+  trained = train["config"]["config"]  # the stage's config: the training run's TrainConfig
+  assert trained["num_devices"] == 4 and trained["num_seeds"] == 2 and trained["data_source"] == "bundled"
   printed = re.search(r"test accuracy per seed: (.*)", text).group(1)
   assert printed == ", ".join(f"{100 * a:.2f}%" for a in train["result"]["test_accuracy"])
   assert "image/png" in _mimes(_tagged(nb, "figure2"))
@@ -87,9 +87,12 @@ def test_stale_outputs_and_unknown_parameters_are_caught():
 
 
 def test_readme_badge_opens_the_notebook_from_the_repository_it_installs():
+  from redundancy_jax import REPOSITORY
+
   readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
   badge = re.search(r"\(https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/main/notebooks/colab_tpu\.ipynb\)",
                     readme)
   assert badge, "README.md has no Open in Colab badge for notebooks/colab_tpu.ipynb"
+  assert f"https://github.com/{badge.group(1)}" == REPOSITORY  # one address, written in redundancy_jax/__init__.py
   install = _read("colab_tpu.ipynb").cells[1].source
-  assert f'REPO = "https://github.com/{badge.group(1)}"' in install
+  assert f'REPO = "{REPOSITORY}"' in install and install == notebooks.with_repository(_read("colab_tpu.ipynb")).cells[1].source

@@ -1,84 +1,68 @@
-"""Runs that cannot mislead (issue 9): a reused model must match the flags given, a failed first attempt
-does not lock its workdir, Ctrl-C saves and resumes, and the console stays readable."""
+"""Runs that cannot mislead: a reused model must match the options given (nothing written otherwise), a
+failed first attempt does not lock its workdir, every results file names its experiment."""
 
-import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 
-import numpy as np
 import pytest
 
-from redundancy_jax import checkpoint, config, data, storage, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script(name, *args, **kwargs):
-  return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT, capture_output=True,
-                        text=True, **kwargs)
-
-
-def _mtimes(folder):
-  return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs}
+from experiments import dynamics as dynamics_script, prune_sweep as prune_script, subspace as subspace_script
+from experiments import subspace_table as table_script
+from helpers import mtimes, quiet
+from redundancy_jax.analyses import dynamics_run, prune_sweep, subspace
+from redundancy_jax.core import config, data, storage, train
+from redundancy_jax.core.config import TrainConfig, override
+from redundancy_jax.core.runs import ConfigMismatch, Run
 
 
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
-  """A small LeNet trained on the bundled MNIST through the quick-start command, and its console output."""
+  """A small LeNet trained on the bundled MNIST through the quick-start command's main, and its log."""
   workdir = str(tmp_path_factory.mktemp("provenance") / "lenet")
-  done = _script("prune_sweep", "--model=lenet", f"--workdir={workdir}", "--steps=250", "--level_step=50")
-  assert done.returncode == 0, done.stderr[-3000:]
-  return workdir, done
+  lines = []
+  cfg = override(prune_sweep.PruneSweepConfig(), model="lenet", workdir=workdir, steps=250, level_step=50)
+  prune_sweep.run(cfg, log=lines.append)
+  return workdir, lines
 
 
-@pytest.mark.parametrize("script, extra", [
-  ("prune_sweep", ["--level_step=50"]),
-  ("subspace", ["--num_ranks=4"]),
-  ("dynamics", ["--ticks=5"]),
+@pytest.mark.parametrize("main, cfg_cls, extra", [
+  (prune_script.main, prune_sweep.PruneSweepConfig, {"level_step": 50}),
+  (subspace_script.main, subspace.SubspaceConfig, {"num_ranks": 4}),
+  (dynamics_script.main, dynamics_run.DynamicsRunConfig, {"ticks": 5}),
 ])
-def test_every_analysis_refuses_a_model_trained_on_other_data(lenet_run, script, extra):
+def test_every_analysis_refuses_a_model_trained_on_other_data(lenet_run, main, cfg_cls, extra):
   workdir, _ = lenet_run
-  before = _mtimes(workdir)
-  done = _script(script, "--model=lenet", f"--workdir={workdir}", "--dataset=fashion_mnist", "--steps=250", *extra)
-  assert done.returncode == 1, done.stdout[-2000:]
-  assert "--dataset: the trained model used 'mnist', the flags ask 'fashion_mnist'" in done.stderr
-  assert "--workdir=NEW" in done.stderr and "--dataset=mnist" in done.stderr  # the two fixes
-  assert "--steps" not in done.stderr.split("\n")[1]  # only the differing flag is listed
-  assert "Traceback" not in done.stderr
-  assert _mtimes(workdir) == before  # nothing written, nothing overwritten
+  before = mtimes(workdir)
+  cfg = override(cfg_cls(), model="lenet", workdir=workdir, dataset="fashion_mnist", steps=250, **extra)
+  with pytest.raises(ConfigMismatch) as error:
+    main(cfg)
+  message = str(error.value)
+  assert "--dataset: the trained model used 'mnist', the flags ask 'fashion_mnist'" in message
+  assert "--workdir=NEW" in message and "--dataset=mnist" in message  # the two fixes
+  assert "--steps" not in message.split("\n")[1]  # only the differing option is listed
+  assert mtimes(workdir) == before  # nothing written, nothing overwritten
 
 
-def test_flags_that_agree_reuse_the_model_and_outputs_record_it(lenet_run):
+def test_options_that_agree_reuse_the_model_and_outputs_record_it(lenet_run):
   workdir, _ = lenet_run
-  done = _script("subspace", "--model=lenet", f"--workdir={workdir}", "--dataset=mnist", "--num_ranks=4")
-  assert done.returncode == 0, done.stderr[-2000:]
-  assert "reusing the lenet trained in" in done.stdout
+  lines = []
+  subspace.run(override(subspace.SubspaceConfig(), model="lenet", workdir=workdir, dataset="mnist", num_ranks=4),
+               log=lines.append)
+  assert any(line.startswith("reusing the lenet trained in") for line in lines)
   out = storage.read_json(os.path.join(workdir, "subspace", "fc1", "config.json"))
   assert out["training"]["dataset"] == "mnist" and out["training"]["steps"] == 250
   assert out["training"]["val_size"] == 1000  # the bundled split's real validation size
+  assert storage.read_json(os.path.join(workdir, "subspace", "fc1", "results.json"))["experiment"] == "subspace"
+  assert storage.read_json(os.path.join(workdir, "prune_sweep", "results.json"))["experiment"] == "prune_sweep"
+  assert storage.read_json(os.path.join(workdir, "results.json"))["experiment"] == "train"
 
 
-def test_subspace_table_refuses_a_model_trained_with_another_seed(lenet_run, tmp_path):
-  root = tmp_path / "table"
-  args = ["--models=lenet", f"--workdir_root={root}", "--num_seeds=1", "--steps=100"]
-  assert _script("subspace_table", *args).returncode == 0
-  done = _script("subspace_table", *args, "--seed=3")  # the workdir's name does not hold the seed
-  assert done.returncode == 1 and "--seed: the trained model used 0, the flags ask 3" in done.stderr
-
-
-def test_quick_start_console_is_short_and_quiet(lenet_run):
-  _, done = lenet_run
-  out = done.stdout + done.stderr
-  assert len(out.strip().splitlines()) < 40, out
-  for noise in ("INFO", "xla_bridge", "orbax", "Unable to initialize backend", "[250]", "0.9480000000000001"):
-    assert noise not in out, noise
-  done_line = next(line for line in out.splitlines() if line.startswith("done: test accuracy"))
-  assert re.fullmatch(r"done: test accuracy \d+\.\d\d% at minimum validation loss \d\.\d{4} \(step [\d,]+\)", done_line)
-  assert out.count("NO MNIST FILES GIVEN") == 1  # the bundled-data warning, once
+def test_subspace_table_refuses_a_model_trained_with_another_seed(tmp_path):
+  cfg = override(subspace.SubspaceTableConfig(), models=("lenet",), workdir_root=str(tmp_path), num_seeds=1, steps=100)
+  table_script.main(cfg)
+  with pytest.raises(ConfigMismatch, match="--seed: the trained model used 0, the flags ask 3"):
+    table_script.main(override(cfg, seed=3))  # the workdir's name does not hold the seed
+  with pytest.raises(ValueError, match="--models, not --model"):
+    table_script.main(override(cfg, model="lenet"))
 
 
 def _tiny_mnist():
@@ -91,48 +75,28 @@ def test_a_failed_first_attempt_does_not_lock_the_workdir(tmp_path, monkeypatch)
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
   workdir = str(tmp_path / "run")
   with pytest.raises(data.DataError, match="no source for cifar10"):
-    train.train(config.TrainConfig(model="lenet", dataset="cifar10"), workdir, log=lambda s: None)
+    train.train(config.TrainConfig(model="lenet", dataset="cifar10"), workdir, log=quiet)
   assert not os.path.exists(os.path.join(workdir, "config.json"))
   # a config.json left by an older attempt that never reached a checkpoint or a metrics line is fresh too
   storage.write_json(os.path.join(workdir, "config.json"), {"model": "lenet", "dataset": "cifar10"})
   cfg = config.TrainConfig(model="lenet", steps=20, batch_size=32, eval_every=10)
-  results = train.train(cfg, workdir, dataset=_tiny_mnist(), log=lambda s: None)
+  results = train.train(cfg, workdir, dataset=_tiny_mnist(), log=quiet)
   assert results["config"]["steps"] == 20
   assert storage.read_json(os.path.join(workdir, "config.json"))["dataset"] == "mnist"
   # once a run has started, another config is an error listing the difference
-  with pytest.raises(checkpoint.ConfigMismatch, match="steps: workdir has 20, this run asks 30"):
+  with pytest.raises(ConfigMismatch, match="steps: workdir has 20, this run asks 30"):
     train.train(config.TrainConfig(model="lenet", steps=30, batch_size=32, eval_every=10), workdir,
-                dataset=_tiny_mnist(), log=lambda s: None)
+                dataset=_tiny_mnist(), log=quiet)
 
 
-def test_sigint_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path):
-  args = ["--model=lenet", "--steps=6000", "--eval_every=250"]
-  full = _script("train", *args, f"--workdir={tmp_path / 'full'}")
-  assert full.returncode == 0, full.stderr[-2000:]
-  workdir = tmp_path / "stopped"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, f"--workdir={workdir}"], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 120
-  while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:  # the first epoch is done
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  stdout, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 130, stderr[-2000:]
-  assert "Traceback" not in stderr
-  step = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-  assert f"interrupted at step {step}: rerun the same command to resume" in stderr
-  assert 0 < step < 6000 and checkpoint.manager(str(workdir)).latest_step() == step
-  rerun = _script("train", *args, f"--workdir={workdir}")
-  assert rerun.returncode == 0 and f"resuming from step {step:,}" in rerun.stdout, rerun.stderr[-2000:]
-  a = storage.load_tree(checkpoint.trained_path(str(tmp_path / "full")))
-  b = storage.load_tree(checkpoint.trained_path(str(workdir)))
-  for key in a["params"]:
-    np.testing.assert_array_equal(a["params"][key]["kernel"], b["params"][key]["kernel"])
-  assert storage.read_json(str(workdir / "results.json"))["test_accuracy"] == \
-    storage.read_json(str(tmp_path / "full" / "results.json"))["test_accuracy"]
-
-
-def test_an_unknown_model_is_rejected_before_anything_trains(tmp_path):
-  done = _script("prune_sweep", "--model=lenet5", f"--workdir={tmp_path / 'x'}")
-  assert done.returncode == 1 and "unknown model 'lenet5'; valid models: lenet, conv2" in done.stderr
-  assert "training" not in done.stdout and not (tmp_path / "x").exists()
+def test_the_reuse_check_compares_only_the_options_given(tmp_path):
+  """An unset option takes the run's value; a set one must equal it (the stored config is resolved)."""
+  run = Run(str(tmp_path))
+  storage.write_json(run.config_path, TrainConfig(model="conv2", steps=30, width=0.5).resolve().to_json())
+  assert run.check_reuse(TrainConfig()).model == "conv2"  # nothing given: whatever is there
+  assert run.check_reuse(TrainConfig(model="conv2", width=0.5, optimizer="adam")).steps == 30
+  with pytest.raises(ConfigMismatch, match=r"--width: the trained model used 0.5, the flags ask 1.0"):
+    run.check_reuse(TrainConfig(width=1.0))
+  with pytest.raises(ConfigMismatch, match=r"--lr_drops: the trained model used \[\], the flags ask \[0.5\]"):
+    run.check_reuse(TrainConfig(lr_drops=(0.5,)))
+  assert run.check_reuse(TrainConfig(num_devices=4)).num_devices is None  # how a run is carried out: not compared

@@ -1,30 +1,30 @@
-"""Smoke tests of `python -m experiments.prune_sweep`, run as a user would."""
+"""`experiments.prune_sweep`'s main, called in-process with a tiny config: every output, the printed
+table, bad input, and the end levels against accuracies computed without the pruning code."""
 
+import contextlib
 import csv
+import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from experiments import trained_models
-from redundancy_jax import checkpoint, config, data, pruning
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.prune_sweep", *args], cwd=ROOT, capture_output=True, text=True)
+from experiments import prune_sweep as script
+from redundancy_jax.analyses import pruning
+from redundancy_jax.analyses.prune_sweep import PruneSweepConfig
+from redundancy_jax.core.config import override
+from redundancy_jax.core.runs import ConfigMismatch, Run
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
+  """The script's main on a fresh workdir: it trains LeNet for 300 steps, then sweeps both layers."""
   workdir = str(tmp_path_factory.mktemp("sweep"))
-  proc = _run("--model=lenet", f"--workdir={workdir}", "--steps=300", "--layer=all", "--level_step=10")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc.stdout
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    script.main(override(PruneSweepConfig(), model="lenet", workdir=workdir, steps=300, layer="all", level_step=10))
+  return workdir, stdout.getvalue()
 
 
 def test_sweep_script_trains_then_writes_every_output(swept):
@@ -54,26 +54,13 @@ def test_sweep_script_trains_then_writes_every_output(swept):
   assert {r["accuracy_std"] for r in rows if r["criterion"] == "random" and r["units_removed"] == "0"} == {"0"}
 
 
-def test_help_explains_criteria_and_lists_datasets():
-  proc = _run("--helpfull")
-  text = " ".join(proc.stdout.split())  # absl wraps the help lines
-  for name, help_text in pruning.CRITERION_HELP.items():
-    assert f"{name}: {help_text}" in text
-  for name in data.DATASETS:
-    assert name in text.split("--dataset:")[1].split("--")[0], name
-
-
-def test_checkpoint_of_another_model_names_both(swept):
+def test_another_models_checkpoint_and_an_unknown_layer_are_refused_naming_the_fix(swept, tmp_path):
   workdir, _ = swept
-  proc = _run("--model=conv2", f"--checkpoint={workdir}", f"--workdir={workdir}_other")
-  assert proc.returncode != 0
-  assert "--model: the trained model used 'lenet', the flags ask 'conv2'" in proc.stderr
-
-
-def test_unknown_layer_lists_prunable_layers(swept):
-  workdir, _ = swept
-  proc = _run("--model=lenet", f"--workdir={workdir}", "--layer=fc7")
-  assert proc.returncode != 0 and "prunable layers: fc1, fc2" in proc.stderr
+  with pytest.raises(ConfigMismatch, match="--model: the trained model used 'lenet', the flags ask 'conv2'"):
+    script.main(override(PruneSweepConfig(), model="conv2", checkpoint=workdir, workdir=str(tmp_path / "other")))
+  with pytest.raises(pruning.PruningError, match="prunable layers: fc1, fc2"):
+    script.main(override(PruneSweepConfig(), model="lenet", workdir=workdir, layer="fc7"))
+  assert not (tmp_path / "other").exists()
 
 
 def _test_accuracies(workdir):
@@ -84,10 +71,7 @@ def _test_accuracies(workdir):
   the one class argmax(relu(b2) W3 + b3) for every image; with every unit of fc2 removed it predicts
   argmax(b3). Either accuracy is the fraction of test labels equal to that class.
   """
-  cfg = trained_models.stored_config(workdir)
-  ds = config.load_data(cfg)
-  model = trained_models.build_model(cfg, ds)
-  variables = checkpoint.load_trained(workdir)
+  model, variables, ds, _ = Run(workdir).trained()
   unpruned = np.mean(np.argmax(np.asarray(model.apply(variables, ds.test_x)), -1) == ds.test_y)
   p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()} for name, layer in variables["params"].items()}
   without_fc1 = np.argmax(np.maximum(p["fc2"]["bias"], 0) @ p["fc3"]["kernel"] + p["fc3"]["bias"])

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from redundancy_jax import checkpoint, data, pruning
+from redundancy_jax.analyses import prune_sweep, pruning, units
+from redundancy_jax.core import config, data, train
+from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, init_variables
 
 # ----------------------------------------------------------------------------- orders by hand
@@ -131,7 +133,7 @@ def test_fp_orders_at_realistic_sizes_match_fsum_reference(shape, seed):
 
 def test_orders_of_a_trained_layer_match_float64_references(trained_lenet):
   workdir, _ = trained_lenet
-  W = np.asarray(pruning.unit_matrix(checkpoint.load_trained(workdir), "fc1"))  # 300 x 784, float32
+  W = np.asarray(units.unit_matrix(Run(workdir).trained_variables(), "fc1"))  # 300 x 784, float32
   assert pruning.removal_order(W, "max_fp").tolist() == _fsum_fp_order(W, False)
   assert pruning.removal_order(W, "min_fp").tolist() == _fsum_fp_order(W, True)
   squared = [math.fsum(np.asarray(w, np.float64) ** 2) for w in W]
@@ -166,9 +168,9 @@ def test_masks_are_nested(criterion):
 
 def test_unit_matrix_layouts():
   dense = {"fc1": {"kernel": jnp.arange(6.0).reshape(3, 2)}}
-  np.testing.assert_array_equal(pruning.unit_matrix(dense, "fc1"), np.arange(6.0).reshape(3, 2).T)
+  np.testing.assert_array_equal(units.unit_matrix(dense, "fc1"), np.arange(6.0).reshape(3, 2).T)
   kernel = jnp.arange(3 * 3 * 2 * 4.0).reshape(3, 3, 2, 4)
-  W = pruning.unit_matrix({"conv1": {"kernel": kernel}}, "conv1")
+  W = units.unit_matrix({"conv1": {"kernel": kernel}}, "conv1")
   assert W.shape == (4, 18)
   np.testing.assert_array_equal(W[1], np.asarray(kernel)[..., 1].reshape(-1))
 
@@ -218,7 +220,7 @@ def test_remove_units_equals_physically_shrunk_network(name, options, layer, sha
 def test_remove_units_vmaps_over_masks():
   model = create_model("lenet")
   variables = init_variables(model, jax.random.key(0), (28, 28, 1))
-  order = pruning.removal_order(pruning.unit_matrix(variables, "fc1"), "max_mag")
+  order = pruning.removal_order(units.unit_matrix(variables, "fc1"), "max_mag")
   keep = pruning.level_masks(order, jnp.array([0, 100, 299]))
   pruned = jax.vmap(lambda k: pruning.remove_units(model, variables, "fc1", k))(keep)
   assert pruned["params"]["fc2"]["kernel"].shape == (3, 300, 100)
@@ -238,10 +240,10 @@ def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
   workdir, _ = trained_lenet
   ds = data.load_bundled_mnist(0)
   model = create_model("lenet", mean=ds.mean, std=ds.std)
-  variables = checkpoint.load_trained(workdir)
+  variables = Run(workdir).trained_variables()
   x = ds.test_x
   for layer in ("fc1", "fc2"):
-    W = pruning.unit_matrix(variables, layer)
+    W = units.unit_matrix(variables, layer)
     orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
     orders["random/0"] = pruning.removal_order(W, "random", key=jax.random.key(0))
     out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders)
@@ -263,7 +265,7 @@ def test_sweep_matches_loop_on_conv2(layer, nested):
   model = create_model("conv2", width=0.125, mean=ds.mean, std=ds.std)
   variables = _perturbed_variables(model, (32, 32, 3), jax.random.key(0))
   x = ds.test_x
-  W = pruning.unit_matrix(variables, layer)
+  W = units.unit_matrix(variables, layer)
   orders = {c: pruning.removal_order(W, c) for c in ("max_mag", "min_fp")}
   m = W.shape[0]
   levels = [0, 2, m // 2, m - 1, m]
@@ -314,8 +316,8 @@ def test_compare_criteria_equals_independent_loop():
   ds = data.random_images(seed=3, shape=(8, 8, 1), n_train=8, n_val=8, n_test=120)
   model = create_model("lenet", width=0.05, mean=ds.mean, std=ds.std)  # fc1: 15 units
   variables = _perturbed_variables(model, (8, 8, 1), jax.random.key(4))
-  out = pruning.compare_criteria(model, variables, "fc1", ds.test_x, ds.test_y, random_seeds=3, seed=5)
-  W = pruning.unit_matrix(variables, "fc1")
+  out = prune_sweep.compare_criteria(model, variables, "fc1", ds.test_x, ds.test_y, random_seeds=3, seed=5)
+  W = units.unit_matrix(variables, "fc1")
   assert out["units"] == 15 and out["levels"] == list(range(16))
   assert out["base_accuracy"] == pytest.approx(_accuracy(model, variables, ds.test_x, ds.test_y))
   random_orders = [out["orders"][f"random/{i}"] for i in range(3)]
@@ -338,7 +340,7 @@ def test_summary_rows_pick_the_nearest_level_by_hand():
     "random": {"accuracy_mean": [0.9, 0.85, 0.75, 0.65, 0.55, 0.1]},
   }
   # fractions 0.25, 0.5, 0.75, 0.9 of 10 units: 2.5 -> level 2, 5 -> 4 (tie with 6: the first), 7.5 -> 8, 9 -> 8
-  assert pruning.summary_rows(result) == [("max_mag", [0.8, 0.7, 0.5, 0.5]), ("random (mean)", [0.85, 0.75, 0.55, 0.55])]
+  assert prune_sweep.summary_rows(result) == [("max_mag", [0.8, 0.7, 0.5, 0.5]), ("random (mean)", [0.85, 0.75, 0.55, 0.55])]
 
 
 def test_every_criterion_is_explained_and_the_figure_labels_say_so(tmp_path):
@@ -367,17 +369,17 @@ def test_every_criterion_is_explained_and_the_figure_labels_say_so(tmp_path):
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1"])
 def test_sweep_on_a_trained_batchnorm_model_matches_loop(tmp_path_factory, layer):
-  from redundancy_jax import train
+
 
   workdir = str(tmp_path_factory.getbasetemp() / "conv2_bn")
   ds = data.random_images(seed=1, shape=(12, 12, 3), n_train=512, n_val=64, n_test=200)
-  cfg = train.TrainConfig(model="conv2", dataset="random_images", width=0.125, batch_norm=True, steps=48,
+  cfg = config.TrainConfig(model="conv2", dataset="random_images", width=0.125, batch_norm=True, steps=48,
                           batch_size=32, eval_every=16)
   train.train(cfg, workdir, dataset=ds, log=lambda s: None)  # trains once, reused by the other layers
   model = create_model("conv2", width=0.125, batch_norm=True, mean=ds.mean, std=ds.std)
-  variables = checkpoint.load_trained(workdir)
+  variables = Run(workdir).trained_variables()
   assert np.any(np.asarray(variables["batch_stats"]["conv1_bn"]["mean"]) != 0)  # trained statistics
-  W = pruning.unit_matrix(variables, layer)
+  W = units.unit_matrix(variables, layer)
   orders = {c: pruning.removal_order(W, c) for c in ("max_mag", "min_fp")}
   m = W.shape[0]
   levels = [0, 1, m // 2, m - 1, m]

@@ -1,9 +1,8 @@
-"""experiments.reproduce and the report page: the verdicts and Figure 5's numbers against values worked
-out by hand, bad input, the quick profile end to end (page in headless Chromium), and a killed run
-that continues and ends with the same numbers."""
+"""The reproduction and its page: the verdicts and Figure 5's numbers against values worked out by hand,
+bad input, the quick profile's report stages end to end (shared with the other page tests; the page in
+headless Chromium), and a killed run that continues and ends with the same numbers."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -13,10 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from experiments import reproduce
-from redundancy_jax import report
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, script
+from redundancy_jax.analyses import dynamics
+from redundancy_jax.core import verdicts
+from redundancy_jax.core.runs import ConfigMismatch
+from redundancy_jax.reproduction import claims, page, profiles, stages
 
 
 # ----------------------------------------------------------------------------- verdicts by hand
@@ -37,32 +37,32 @@ ORDERED = {"max_mag": [0.9, 0.9, 0.8, 0.5, 0.1], "max_fp": [0.9, 0.89, 0.7, 0.4,
 
 
 def _verdict(records, text_start):
-  return next(c for c in report.claims(records) if c["claim"].startswith(text_start))
+  return next(c for c in claims.claims(records) if c.claim.startswith(text_start))
 
 
 def test_order_claim_holds_and_fails_by_hand():
   records = {"conv2.prune": {"result": {"layers": {"fc1": _layer(0.9, ORDERED)}}}}
   c = _verdict(records, "Maximising criteria")
   # means: max_mag 64, max_fp 59.8, random 54, min_mag 40, min_fp 38
-  assert c["verdict"] == report.HOLDS and "max_mag 64.0" in c["evidence"] and "min_fp 38.0" in c["evidence"]
+  assert c.verdict == verdicts.HOLDS and "max_mag 64.0" in c.evidence and "min_fp 38.0" in c.evidence
   swapped = {**ORDERED, "random": ORDERED["max_fp"], "max_fp": ORDERED["random"]}
   records = {"conv2.prune": {"result": {"layers": {"fc1": _layer(0.9, swapped)}}}}
-  assert _verdict(records, "Maximising criteria")["verdict"] == report.FAILS
-  assert _verdict({}, "Maximising criteria")["verdict"] == report.UNTESTABLE
+  assert _verdict(records, "Maximising criteria").verdict == verdicts.FAILS
+  assert _verdict({}, "Maximising criteria").verdict == verdicts.UNTESTABLE
 
 
 def test_agreement_fraction_by_hand():
   # max_mag and max_fp differ by 1 point at level 1 (agree), 10 points at level 2: agree up to 1 of 4 units
   r = _layer(0.9, ORDERED)
-  assert report.agreement_fraction(r) == 0.25
-  assert report.agreement_fraction(r, points=0.5) == 0.0  # already 1 point apart at the first removal
-  assert report.agreement_fraction(r, points=10.0) == 1.0  # gaps 0, 1, 10, 10, 0
+  assert claims.agreement_fraction(r) == 0.25
+  assert claims.agreement_fraction(r, points=0.5) == 0.0  # already 1 point apart at the first removal
+  assert claims.agreement_fraction(r, points=10.0) == 1.0  # gaps 0, 1, 10, 10, 0
   same = _layer(0.9, {"max_mag": [0.9, 0.5, 0.4, 0.2, 0.1], "max_fp": [0.9, 0.5, 0.4, 0.2, 0.1]})
-  assert report.agreement_fraction(same) == 1.0
+  assert claims.agreement_fraction(same) == 1.0
   first = _layer(0.9, {"max_mag": [0.9, 0.5, 0.4, 0.2, 0.1], "max_fp": [0.9, 0.7, 0.4, 0.2, 0.1]})
-  assert report.agreement_fraction(first) == 0.0
+  assert claims.agreement_fraction(first) == 0.0
   records = {"conv2.prune": {"result": {"layers": {"fc1": r}}}}
-  assert _verdict(records, "On Conv-2 fc1")["verdict"] == report.FAILS  # 25% < 50%
+  assert _verdict(records, "On Conv-2 fc1").verdict == verdicts.FAILS  # 25% < 50%
 
 
 def test_dynamics_summary_by_hand():
@@ -74,7 +74,7 @@ def test_dynamics_summary_by_hand():
                                                                           "largest_component": largest}}
   result = {"weights_first": W0, "weights_last": W, "threshold": 0.5, "threshold_cosine": 0.3,
             "fractions": [0.25], "frames": [frame(0, 0, 4, 1), frame(5, 2, 2, 2)]}
-  s = report.dynamics_summary(result)
+  s = dynamics.summary(result)
   cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
   pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
   assert s["init"]["mean_cosine"] == pytest.approx(np.mean([cos(W0[i], W0[j]) for i, j in pairs]))
@@ -95,7 +95,7 @@ def test_compare_runs_matches_units_by_hand():
                           "frames": [{"edges": np.array(edges, float).reshape(-1, 3),
                                       "stats": {"edges": len(edges), "components": 3 - len(edges),
                                                 "largest_component": 1 + len(edges), "repeated_units": 0}}]}
-  c = reproduce.compare_runs(run(Wa, [[0, 1, 0.9]]), run(Wb, [[0, 1, 0.9], [1, 2, 0.5]]))
+  c = dynamics.compare_runs(run(Wa, [[0, 1, 0.9]]), run(Wb, [[0, 1, 0.9], [1, 2, 0.5]]))
   assert c["same_unit_cosine"] == pytest.approx(1 / 3)  # units 0 and 1 swapped (cosine 0), unit 2 kept
   assert c["matched_cosine"] == pytest.approx(1.0) and c["matched_to_self"] == pytest.approx(1 / 3)
   assert c["init_to_trained_cosine"] == pytest.approx(1.0)  # run a's units are its init directions
@@ -106,76 +106,77 @@ def test_compare_runs_matches_units_by_hand():
 # ----------------------------------------------------------------------------- bad input
 
 
-def test_bad_choices_name_the_valid_ones():
-  with pytest.raises(ValueError, match="valid: all, the models lenet, conv2.*lenet.train"):
-    reproduce.choose_stages(["lenet", "conv3"])
-  assert reproduce.choose_stages(["conv6", "lenet.prune"]) == ["lenet.prune", "conv6.train", "conv6.subspace"]
-  profile = reproduce.PROFILES["full"]
-  assert reproduce.parse_seeds(["lenet=10", "conv2=1"], profile)["conv2"] == 1
-  assert set(reproduce.parse_seeds(["3"], profile).values()) == {3}
+def test_bad_choices_name_the_valid_ones(tmp_path):
+  with pytest.raises(ValueError, match="valid: all, report, related, the models lenet, conv2.*lenet.train"):
+    profiles.choose_stages(["lenet", "conv3"])
+  assert profiles.choose_stages(["conv6", "lenet.prune"]) == ["lenet.prune", "conv6.train", "conv6.subspace"]
+  assert profiles.choose_stages(["related"]) == [f"related.{n}" for n in profiles.RELATED]
+  profile = profiles.PROFILES["full"]
+  assert profiles.parse_seeds(["lenet=10", "conv2=1"], profile)["conv2"] == 1
+  assert set(profiles.parse_seeds(["3"], profile).values()) == {3}
   with pytest.raises(ValueError, match="valid models"):
-    reproduce.parse_seeds(["lenett=10"], profile)
+    profiles.parse_seeds(["lenett=10"], profile)
   with pytest.raises(ValueError, match="positive count"):
-    reproduce.parse_seeds(["lenet=0"], profile)
+    profiles.parse_seeds(["lenet=0"], profile)
   with pytest.raises(ValueError, match="valid: auto, bundled, mnist, fashion_mnist, cifar10"):
-    reproduce.choose_datasets("imagenet", None)
-  bundled = reproduce.choose_datasets("bundled", None)  # whatever else is installed
-  assert set(bundled) == set(reproduce.MODELS)
+    profiles.choose_datasets("imagenet", None)
+  bundled = profiles.choose_datasets("bundled", None)  # whatever else is installed
+  assert set(bundled) == set(profiles.MODELS)
   assert all(d == {"dataset": "mnist", "data_source": "bundled"} for d in bundled.values())
+  with pytest.raises(ValueError, match="--profile='medium' is not valid; valid: quick, full"):
+    stages.run(profiles.ReproduceConfig(profile="medium", workdir=str(tmp_path)))
+  with pytest.raises(ValueError, match="unknown stage 'lenet.pune'.*lenet.prune"):
+    stages.run(profiles.ReproduceConfig(stages=("lenet.pune",), workdir=str(tmp_path)))
+  assert not (tmp_path / "stages").exists()  # nothing ran
 
 
-def _reproduce(*args, **kwargs):
-  cmd = [sys.executable, "-m", "experiments.reproduce", *args]
-  return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=kwargs.pop("timeout", 900), **kwargs)
-
-
-def test_script_rejects_a_bad_profile_and_stage(tmp_path):
-  bad = _reproduce("--profile=medium", f"--workdir={tmp_path}")
-  assert bad.returncode != 0 and "<quick|full>" in bad.stderr
-  bad = _reproduce("--stages=lenet.pune", f"--workdir={tmp_path}")
-  assert bad.returncode == 1 and "unknown stage 'lenet.pune'" in bad.stderr and "lenet.prune" in bad.stderr
-  assert not os.path.exists(tmp_path / "stages")  # nothing ran
+def test_stage_configs_are_the_commands_configs_preset_by_the_profile(tmp_path):
+  rep = stages.Reproduction(profiles.ReproduceConfig(profile="quick", dataset="bundled", workdir=str(tmp_path)))
+  prune = rep.command_config("conv2.prune")
+  assert prune.layer == ("fc1", "conv2") and prune.level_step == 2 and prune.max_examples == 2000
+  assert (prune.train.steps, prune.train.width, prune.train.num_seeds) == (500, 0.25, 2)
+  assert rep.command_config("vgg19.subspace").layer == ("fc1", "conv16")
+  lottery = rep.command_config("related.lottery")
+  assert lottery.rounds == 4 and lottery.train.steps == 1500 and lottery.workdir == f"{tmp_path}/related/lottery"
+  assert rep.stage_config("conv2.resample")["resampled"]["classifier_seed"] == 1
+  assert stages.command_line(profiles.ReproduceConfig(stages=("lenet",), seeds=("lenet=2",))) == \
+    "python -m experiments.reproduce --stages=lenet --seeds=lenet=2"
 
 
 # ----------------------------------------------------------------------------- the quick profile
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-  """The quick profile from scratch, as a user runs it (the default dataset choice)."""
-  workdir = tmp_path_factory.mktemp("report")
-  begin = time.time()
-  done = _reproduce("--profile=quick", f"--workdir={workdir}")
-  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  return workdir, done, time.time() - begin
-
-
-def test_quick_profile_writes_every_figure_and_computed_claims(quick):
-  workdir, done, seconds = quick
-  assert f"wrote {workdir}/index.html" in done.stdout
-  for stage in reproduce.STAGES:
-    assert f"{stage}: done in" in done.stdout, stage
+def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
+  workdir, lines, seconds = quick_report
+  assert any(line.startswith(f"wrote {workdir}/index.html") for line in lines)
+  for stage in profiles.REPORT_STAGES:
+    assert any(f"{stage}: done in" in line for line in lines), stage
     assert (workdir / "stages" / f"{stage}.json").exists()
-  page = (workdir / "index.html").read_text()
+  html = (workdir / "index.html").read_text()
   for title in ("Figure 1", "Figure 2", "Figures 3 and 4", "Figure 5", "Figures 6 and 7", "Figure 8", "Claims",
-                "Provenance"):
-    assert f"<h2>{title}" in page, title
-  images = re.findall(r'<img src="([^"]+)"', page)
+                "Related work", "Provenance"):
+    assert f"<h2>{title}" in html, title
+  images = re.findall(r'<img src="([^"]+)"', html)
   assert len(images) >= 10 and all((workdir / p).stat().st_size > 0 for p in images)
-  claims = json.loads((workdir / "claims.json").read_text())["claims"]
-  assert len(claims) == len(report.CLAIMS)
-  assert all(c["verdict"] in (report.HOLDS, report.FAILS) for c in claims)  # every stage ran: all testable
+  assert len(re.findall("<figcaption>", html)) == len(images)  # every caption once, under its figure
+  found = json.loads((workdir / "claims.json").read_text())["claims"]
+  assert len(found) == len(claims.CLAIMS)
+  assert all(c["verdict"] in (verdicts.HOLDS, verdicts.FAILS) for c in found)  # every stage ran: all testable
   md = (workdir / "report.md").read_text()
-  claims_md = md[md.index("## Claims"):md.index("## Provenance")]
-  assert claims_md.count("\n| 3.") == len(report.CLAIMS)
-  # Figure 1's accuracy is the training run's own (results.json), the page says the data loudly
+  claims_md = md[md.index("## Claims"):md.index("## Related work")]
+  assert claims_md.count("\n| 3.") == len(claims.CLAIMS)
+  # Figure 1's accuracy is the training run's own (results.json), on the number of test images it states
   lenet = json.loads((workdir / "runs" / "lenet" / "results.json").read_text())
-  assert f"{100 * np.mean(lenet['test_accuracy']):.2f} ± {100 * np.std(lenet['test_accuracy']):.2f}" in page
-  assert "DATA: " in page and lenet["dataset"]["name"] in page
+  assert f"{100 * np.mean(lenet['test_accuracy']):.2f} ± {100 * np.std(lenet['test_accuracy']):.2f}" in html
+  assert f"<td>{lenet['dataset']['sizes']['test']:,}</td>" in html
+  assert "DATA: " in html and lenet["dataset"]["name"] in html
+  assert "<td>command</td><td>python -m experiments.reproduce --stages=report --workdir=" in html
+  assert "`" not in md[md.index("## Figure 8"):md.index("## Claims")]  # no literal backticks in the table
+  assert "Not run at this profile's call: `--stages=related`" in md  # the related work: one line why
 
 
-def test_quick_page_in_headless_chromium(quick, chromium, tmp_path):
-  workdir, _, _ = quick
+def test_quick_page_in_headless_chromium(quick_report, chromium, tmp_path):
+  workdir, _, _ = quick_report
   url = "file://" + str(workdir / "index.html")
   run = chromium(url, "--dump-dom")
   assert run.returncode == 0, run.stderr[-2000:]
@@ -193,23 +194,23 @@ def test_quick_page_in_headless_chromium(quick, chromium, tmp_path):
   assert pixels.std() > 10  # not blank
 
 
-def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick, tmp_path):
+def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick_report, tmp_path):
   """Kill the LeNet stages mid-way (after training finished, during a later stage), rerun: the finished
-  stages are reused, and the page's numbers equal the uninterrupted quick run's."""
+  stages are reused, and the numbers equal the uninterrupted quick run's."""
   workdir = tmp_path / "killed"
   cmd = [sys.executable, "-m", "experiments.reproduce", "--profile=quick", "--stages=lenet", f"--workdir={workdir}"]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 600
   while not (workdir / "stages" / "lenet.train.json").exists() and time.time() < deadline:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
-    time.sleep(0.2)
+    time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not (workdir / "stages" / "lenet.subspace.json").exists()  # killed before the last stage ended
-  rerun = _reproduce("--profile=quick", "--stages=lenet", f"--workdir={workdir}")
+  rerun = script("reproduce", "--profile=quick", "--stages=lenet", f"--workdir={workdir}")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "lenet.train: finished before, reused" in rerun.stdout
-  full, _, _ = quick
+  full, _, _ = quick_report
   for stage in ("lenet.train", "lenet.prune", "lenet.subspace"):
     a = json.loads((workdir / "stages" / f"{stage}.json").read_text())["result"]
     b = json.loads((full / "stages" / f"{stage}.json").read_text())["result"]
@@ -221,31 +222,32 @@ def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick, tmp_path):
       for r in (a, b):
         for layer in r["layers"].values():
           layer.pop("seconds")
+    if stage == "lenet.subspace":
+      a["row"].pop("workdir"), b["row"].pop("workdir")
     assert a == b, stage
-  # a different configuration in the same workdir is refused, naming the fix
-  other = _reproduce("--profile=quick", "--stages=lenet", "--seeds=2", f"--workdir={workdir}")
-  assert other.returncode == 1 and "--workdir" in other.stderr
+  # a different configuration in the same workdir is refused, naming the fix, before anything runs
+  with pytest.raises(ConfigMismatch, match="--workdir"):
+    stages.run(profiles.ReproduceConfig(stages=("lenet",), seeds=("2",), workdir=str(workdir)), log=lambda s: None)
 
 
-def test_related_work_section_shows_each_scripts_verdict(tmp_path):
-  """A related-work folder's results.json and figure reach the page: its verdict, its settings, the
-  figure copied beside the page; experiments not run say how to run them."""
+def test_related_work_section_shows_each_experiments_verdicts(tmp_path):
+  """A related-work stage record reaches the page: its verdicts with their rule and evidence, its
+  settings, its figure; experiments not run are named."""
   from PIL import Image
 
-  folder = tmp_path / "ts"
-  folder.mkdir()
-  (folder / "results.json").write_text(json.dumps({
-    "config": {"student_units": [2, 4], "input_dim": 100, "num_seeds": 3, "quick": True},
-    "headline": {"claim": "error grows with K", "verdict": "holds"}}))
-  Image.new("RGB", (20, 10), "white").save(folder / "figure.png")
-  root = tmp_path / "page"
-  related = reproduce.related_results([str(folder), str(tmp_path / "missing")], str(root))
-  assert list(related) == ["teacher_student"] and (root / "figures" / "related_teacher_student.png").exists()
+  (tmp_path / "related" / "teacher_student").mkdir(parents=True)
+  Image.new("RGB", (20, 10), "white").save(tmp_path / "related" / "teacher_student" / "figure.png")
+  v = verdicts.Verdict.decide("error grows with K", True, "K = 2 -> 8: 0.04 -> 0.39", rule="eps(8) > 1.5 eps(2)")
+  records = {"related.teacher_student": {"result": {
+    "experiment": "teacher_student", "headlines": [v.to_json()], "settings": "N = 100, K = 2, 4, 8",
+    "figure": "related/teacher_student/figure.png", "workdir": "related/teacher_student"}, "seconds": 1.0}}
   provenance = {"profile": "quick", "profile_note": "n", "command": "c", "commit": "x", "uncommitted_changes": False,
                 "devices": ["cpu"], "backend": "cpu", "machine": "m", "versions": {}, "written": "now"}
-  page = open(report.write(str(root), {}, provenance, related)).read()
-  table = page[page.index('<table id="related">'):]
-  assert "error grows with K" in table and '<td class="holds">holds</td>' in table and "input_dim=100" in table
-  assert "not run (python -m experiments.lottery)" in table
-  assert 'src="figures/related_teacher_student.png"' in page
-  assert json.loads((root / "claims.json").read_text())["related"]["teacher_student"][0]["verdict"] == "holds"
+  html = open(page.write(str(tmp_path), records, provenance)).read()
+  table = html[html.index('<table id="related">'):]
+  assert "error grows with K" in table and '<td class="holds">holds</td>' in table and "N = 100, K = 2, 4, 8" in table
+  assert "eps(8) &gt; 1.5 eps(2)" in table and "0.04 -&gt; 0.39" in table
+  assert "Not run at this call: Lottery tickets" in html
+  assert 'src="related/teacher_student/figure.png"' in html
+  written = json.loads((tmp_path / "claims.json").read_text())
+  assert written["related"]["teacher_student"][0]["verdict"] == "holds" and written["experiment"] == "reproduce"

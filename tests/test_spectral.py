@@ -1,8 +1,4 @@
-import json
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +8,9 @@ import scipy.integrate
 import scipy.linalg
 import scipy.optimize
 
-from redundancy_jax import data, spectral, subspace
-from redundancy_jax.models import create_model, init_variables
-from redundancy_jax.pruning import unit_matrix
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from redundancy_jax.analyses import spectral
+from redundancy_jax.analyses.units import kernel_from_units, unit_matrix
+from redundancy_jax.models import init_variables
 
 
 _init = jax.jit(init_variables, static_argnums=(0, 2))  # one compilation instead of one per op
@@ -269,7 +263,7 @@ def test_kernel_from_units_inverts_unit_matrix():
   for layer in ("conv1", "fc1"):
     kernel = params[layer]["kernel"]
     assert unit_matrix(params, layer).shape == (kernel.shape[-1], kernel.size // kernel.shape[-1])
-    np.testing.assert_array_equal(spectral.kernel_from_units(unit_matrix(params, layer), kernel.shape), kernel)
+    np.testing.assert_array_equal(kernel_from_units(unit_matrix(params, layer), kernel.shape), kernel)
 
 
 def test_bad_input_errors_name_the_layer_and_range():
@@ -289,166 +283,3 @@ def test_bad_input_errors_name_the_layer_and_range():
     spectral.project_update(W, W, 1, layer="fc1")
   with pytest.raises(spectral.SpectralError, match="2-d"):
     spectral.esd(np.ones(4))
-
-
-# ----------------------------------------------------------------------------- batched accuracy
-
-
-def _explicit_accuracy(apply, variables, layer, W_new, x, y):
-  kernel = variables["params"][layer]["kernel"]
-  params = {**variables["params"], layer: {**variables["params"][layer],
-                                           "kernel": spectral.kernel_from_units(W_new, kernel.shape)}}
-  return int(np.sum(np.argmax(apply({**variables, "params": params}, x), -1) == y))
-
-
-@pytest.mark.parametrize("model_name, layer, shape, factorized", [
-  ("lenet", "fc1", (28, 28, 1), None),  # first layer, dense: factorized, from the raw input
-  ("lenet", "fc1", (28, 28, 1), False),  # the same, W_k formed and the whole network run
-  ("conv2", "conv1", (12, 12, 3), None),  # a first convolution: the whole network per k
-  ("conv2", "conv2", (12, 12, 3), None),  # a convolution after a convolution
-  ("conv2", "fc1", (12, 12, 3), None),  # dense after conv + pool + flatten
-  ("conv2", "fc1", (12, 12, 3), False),
-])
-def test_rank_sweep_equals_explicit_loop(model_name, layer, shape, factorized):
-  ds = data.random_images(0, shape=shape, n_train=8, n_val=8, n_test=150)
-  model = create_model(model_name, width=0.25 if model_name == "conv2" else 1.0, mean=ds.mean, std=ds.std)
-  variables = _init(model, jax.random.key(1), shape)
-  init_params = _init(model, jax.random.key(2), shape)["params"]
-  ks = [1, 3, 9]
-  got = subspace.rank_sweep(model, variables, layer, ds.test_x, ds.test_y, ks, init_params=init_params,
-                            data_chunk=64, k_chunk=2, factorized=factorized)
-  x, n = ds.test_x, len(ds.test_y)  # the model standardises its uint8 input itself
-  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
-  apply = jax.jit(model.apply)
-  full = int(np.sum(np.argmax(apply(variables, x), -1) == ds.test_y))
-  assert round(got["full"] * n) == full
-  for i, k in enumerate(ks):
-    assert round(got["low_rank"][i] * n) == _explicit_accuracy(apply, variables, layer, spectral.low_rank(W, k),
-                                                               x, ds.test_y)
-    assert round(got["project_update"][i] * n) == _explicit_accuracy(
-      apply, variables, layer, spectral.project_update(W, W0, k), x, ds.test_y)
-
-
-def test_rank_sweep_rejects_bad_requests():
-  model = create_model("lenet", width=0.05)
-  variables = _init(model, jax.random.key(0), (4, 4, 1))
-  x, y = np.zeros((3, 4, 4, 1), np.uint8), np.zeros(3, np.int32)
-  with pytest.raises(spectral.SpectralError, match="layers: fc1, fc2, fc3"):
-    subspace.rank_sweep(model, variables, "conv1", x, y, [1])
-  with pytest.raises(spectral.SpectralError, match=r"outside 1\.\.14"):
-    subspace.rank_sweep(model, variables, "fc1", x, y, [1, 15])  # fc1 is (15, 16)
-
-
-def test_rank_grid():
-  assert subspace.rank_grid(6).tolist() == [1, 2, 3, 4, 5]
-  grid = subspace.rank_grid(512, num=20, include=[130])
-  assert grid[0] == 1 and grid[-1] == 511 and 130 in grid and np.all(np.diff(grid) > 0)
-
-
-def test_figures_are_titled_with_the_model_and_data():
-  from redundancy_jax.plots import spectral as plots
-
-  title = "lenet (replica 0) on mnist, bundled MNIST test set (8,000/1,000/1,000)"
-  fig = plots.accuracy_figure([("fc1", {"ks": [1, 2, 4], "low_rank": [0.2, 0.5, 0.9], "full": 0.948}, 2)], 2, title)
-  assert fig.get_suptitle() == title and fig.axes[0].get_title() == "fc1"
-  assert "unchanged 94.80%" in fig.axes[0].get_legend_handles_labels()[1]
-  plots.plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- experiments (smoke)
-
-
-def _commands(root):
-  """The smoke runs. "table_lenet" reuses the two LeNet replicas that "subspace" trains (same workdir)."""
-  lenet = root / "mnist" / "lenet_seeds2_steps20"
-  return {
-    "subspace": ["experiments.subspace", "--model=lenet", "--steps=20", "--eval_every=20", "--num_seeds=2",
-                 "--num_ranks=4", f"--workdir={lenet}"],
-    "bad_layer": ["experiments.subspace", "--model=lenet", "--layer=fc9", f"--workdir={root / 'never'}"],
-    "table_cifar": ["experiments.subspace_table", "--models=conv2", "--dataset=random_images", "--width=0.25",
-                    "--steps=10", "--eval_every=10", "--num_seeds=2", f"--workdir_root={root / 'cifar'}"],
-    "table_lenet": ["experiments.subspace_table", "--models=lenet", "--steps=20", "--eval_every=20",
-                    "--num_seeds=2", f"--workdir_root={root / 'mnist'}"],
-  }
-
-
-def _start(args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _scripts_started(request, tmp_path_factory):
-  """Starts the experiment scripts when the module begins, so that they run beside the unit tests
-  (their time is mostly single-threaded compilation); only when a smoke test is selected."""
-  if not any("script_runs" in item.fixturenames for item in request.session.items):
-    yield None
-    return
-  root = tmp_path_factory.mktemp("scripts")
-  commands = _commands(root)
-  procs = {name: _start(commands[name]) for name in ("subspace", "bad_layer", "table_cifar")}
-  yield root, commands, procs
-  for proc in procs.values():  # e.g. after `pytest -x` stopped early
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
-
-
-@pytest.fixture(scope="module")
-def script_runs(_scripts_started):
-  root, commands, procs = _scripts_started
-  done = {}
-  for name in ("subspace", "bad_layer", "table_cifar", "table_lenet"):
-    if name == "table_lenet":
-      procs[name] = _start(commands[name])  # after "subspace" has trained its workdir
-    out, err = procs[name].communicate(timeout=600)
-    done[name] = (procs[name].returncode, out, err)
-  return root, done
-
-
-def _ok(script_runs, name):
-  root, done = script_runs
-  code, out, err = done[name]
-  assert code == 0, err[-3000:]
-  return root, out
-
-
-def test_subspace_experiment_smoke(script_runs):
-  root, _ = _ok(script_runs, "subspace")
-  out = root / "mnist" / "lenet_seeds2_steps20" / "subspace" / "fc1"
-  results = json.loads((out / "results.json").read_text())
-  fc1 = results["layers"]["fc1"]
-  assert fc1["trained"]["m"] == 300 and len(fc1["trained"]["eigenvalues"]) == 300
-  assert 1 <= fc1["trained"]["elbow"] <= 299 and fc1["trained"]["elbow"] in fc1["sweep"]["ks"]
-  assert fc1["update"]["elbow"] in fc1["sweep"]["ks"]
-  for name in ("esd", "residuals", "accuracy"):
-    assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").exists()
-  assert json.loads((out / "config.json").read_text())["training"]["num_seeds"] == 2
-
-
-def test_subspace_experiment_names_valid_layers_before_training(script_runs):
-  root, done = script_runs
-  code, _, err = done["bad_layer"]
-  assert code != 0 and "unknown layer 'fc9'; layers: fc1, fc2, fc3" in err
-  assert not (root / "never").exists()
-
-
-def test_subspace_table_smoke_lenet_mnist(script_runs):
-  root, stdout = _ok(script_runs, "table_lenet")
-  rows = json.loads((root / "mnist" / "subspace_table.json").read_text())["rows"]
-  assert [r["model"] for r in rows] == ["lenet"] and len(rows[0]["seeds"]) == 2
-  assert rows[0]["neurons"] == 300 and rows[0]["Q"] == pytest.approx(784 / 300)
-  assert rows[0]["dataset"] == "mnist, bundled MNIST test set (8,000/1,000/1,000)"
-  table = (root / "mnist" / "subspace_table.md").read_text()
-  assert "| Number of neurons m | 300 |" in table and "a − a_proj" in table and table in stdout
-  csv_text = (root / "mnist" / "subspace_table.csv").read_text()
-  assert csv_text.startswith("model,") and ",2.61333," in csv_text  # Q = 784/300 to 6 significant digits
-
-
-def test_subspace_table_smoke_cifar_model_on_generated_data(script_runs):
-  root, _ = _ok(script_runs, "table_cifar")
-  rows = json.loads((root / "cifar" / "subspace_table.json").read_text())["rows"]
-  assert rows[0]["model"] == "conv2" and rows[0]["neurons"] == 64 and len(rows[0]["seeds"]) == 2
-  assert rows[0]["Q"] == pytest.approx(16 * 16 * 16 / 64)  # 16 channels of 16x16 after the pool
-  assert os.path.isdir(root / "cifar" / "conv2_seeds2_w0.25_random_images_steps10")

@@ -2,7 +2,7 @@ import csv
 
 import numpy as np
 
-from redundancy_jax import data, storage
+from redundancy_jax.core import data, storage
 
 
 def test_csv_values_are_rounded_and_noise_is_zero(tmp_path):

@@ -2,9 +2,6 @@
 NumPy computations, the SGD step against Goldt et al.'s update written out, masking, and the script."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from redundancy_jax import teacher_student as ts
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments import teacher_student as script
+from redundancy_jax.core.config import override, preset
+from redundancy_jax.related import teacher_student as ts
 
 
 def _phi(W, v, x):
@@ -96,16 +93,15 @@ def test_match_units_orders_by_teacher_then_weight():
 
 
 def test_script_quick_and_bad_input(tmp_path):
-  cmd = [sys.executable, "-m", "experiments.teacher_student", "--quick", "--time=20", f"--workdir={tmp_path}"]
-  done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
+  cfg = override(preset(ts.TeacherStudentConfig()), time=20.0, workdir=str(tmp_path))
+  script.main(cfg)
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["config"]["input_dim"] == 100 and results["config"]["student_units"] == [2, 4, 8]
-  assert results["headline"]["verdict"] in ("holds", "does not hold")
+  assert results["headlines"][0]["verdict"] in ("holds", "does not hold")
   first = results["modes"]["first_layer"]
   assert len(first["final_mean"]) == 3 and len(results["time"]) == len(first["curve_mean"][0])
   assert first["final_mean"][0] == pytest.approx(np.mean(first["final"][0]))
   assert (tmp_path / "figure.png").stat().st_size > 0 and (tmp_path / "figure.pdf").exists()
-  bad = subprocess.run(cmd[:-1] + ["--student_units=1,4", f"--workdir={tmp_path}/bad"], capture_output=True,
-                       text=True, cwd=ROOT, timeout=120)
-  assert bad.returncode == 1 and "K >= M = 2" in bad.stderr and not (tmp_path / "bad").exists()
+  with pytest.raises(ValueError, match="K >= M = 2"):
+    script.main(override(cfg, student_units="1,4", workdir=str(tmp_path / "bad")))
+  assert not (tmp_path / "bad").exists()

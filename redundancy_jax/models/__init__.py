@@ -25,7 +25,7 @@ _BUILDERS: dict[str, Callable[..., PlanNet]] = {
 }
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
-# The dataset each model is trained on in the report (SPEC section 1).
+# The dataset each model is trained on in the report (DEFINITIONS.md section 1).
 DEFAULT_DATASET = {"lenet": "mnist", "mlp": "mnist", "conv2": "cifar10", "conv4": "cifar10", "conv6": "cifar10", "vgg19": "cifar10"}
 
 

@@ -6,7 +6,7 @@ plan of `Layer`s lets one module run any contiguous part of it, which is what th
 the network up to the pruned layer runs once, the rest runs for every mask.
 
 Activations named by a layer are the outputs *after* its nonlinearity and *before* any pooling;
-multiplying them by a 0/1 unit mask removes those units exactly (SPEC section 2).
+multiplying them by a 0/1 unit mask removes those units exactly (DEFINITIONS.md section 2).
 """
 
 from __future__ import annotations

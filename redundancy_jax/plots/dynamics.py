@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from redundancy_jax import data, storage
+from redundancy_jax.core import data, storage
+from redundancy_jax.plots import save
 
 Run = tuple[str, dict]  # (label, dynamics.analyse result)
 
@@ -130,8 +131,9 @@ def _caption(fig: Figure, runs: Sequence[Run]) -> None:
   fig.text(
     0.5, 0.005,
     (f"data: {_data_line(runs)}\n" if _data_line(runs) else "") + f"node area: norm ({_norm_range(r)[0]:.3g}..{_norm_range(r)[1]:.3g}); edges: weight >= {r['threshold']:.3g}\n"
-    f"(cosine >= {r['threshold_cosine']:.3g}, sigma {r['sigma']:g}), darker = heavier; "
-    "orange: repeated units (|r| >= 0.5)",
+    f"(cosine >= {r['threshold_cosine']:.3g}, sigma {r['sigma']:g}), darker = heavier\n"
+    "orange: repeated units, whose activations on data correlate (|r| >= 0.5) with another unit's "
+    "(activations, not weights: a repeated unit needs no edge)",
     ha="center", va="bottom", fontsize=7, color="0.3",
   )
 
@@ -200,10 +202,7 @@ def save_init_vs_converged(runs: Sequence[Run], path: str) -> list[str]:
     draw_frame(row[1], result, last, title=f"{_name(label, result)} after training (epoch {result['epochs'][-1]})")
   _caption(fig, runs)
   _layout(fig, len(runs))
-  paths = [path, os.path.splitext(path)[0] + ".pdf"]
-  for p in paths:
-    fig.savefig(p)
-  return paths
+  return save(fig, os.path.splitext(path)[0], dpi=100, tight=False)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -246,7 +245,7 @@ def write_page(path: str, runs: Sequence[Run], *, title: str | None = None, note
   fields = {
     "TITLE": html.escape(title),
     "WARNINGS": "".join(_cap_warning(label, result) for label, result in runs if result.get("edge_cap")),
-    "DATA": json.dumps(data, separators=(",", ":"), default=_plain).replace("</", "<\\/"),
+    "DATA": json.dumps(storage.jsonable(data), separators=(",", ":")).replace("</", "<\\/"),
     "SCRIPT": _template("dynamics.js"),
   }
   page = re.sub(r"%(TITLE|WARNINGS|DATA|SCRIPT)%", lambda match: fields[match.group(1)], _template("dynamics.html"))
@@ -265,11 +264,3 @@ def _cap_warning(label: str, result: dict) -> str:
     f"drawn in full: every node keeps only its {result['edge_cap']} strongest edges (layout, files and page)."
   )
   return f'<div class="warn">{html.escape(text)}</div>'
-
-
-def _plain(x):
-  if isinstance(x, (np.floating, np.integer, np.bool_)):
-    return x.item()
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  raise TypeError(f"not JSON serialisable: {type(x)}")

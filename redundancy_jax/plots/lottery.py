@@ -34,8 +34,9 @@ def figure(results: dict) -> plt.Figure:
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
+  t, described = cfg["train"], results["dataset"]
   reset = f"rewound to iteration {cfg['rewind']:,}" if cfg["rewind"] else "reset to initialisation"
-  width = f" (width {cfg['width']:g})" if cfg.get("width", 1.0) != 1.0 else ""
-  fig.suptitle(f"{cfg['model']}{width} on {cfg['dataset_described']['name']} ({cfg['dataset_described']['source']}): "
-               f"{cfg['steps']:,} steps per round, {cfg['num_seeds']} seed(s), survivors {reset}", fontsize=9)
+  width = f" (width {t['width']:g})" if t["width"] != 1.0 else ""
+  fig.suptitle(f"{t['model']}{width} on {described['name']} ({described['source']}): "
+               f"{t['steps']:,} steps per round, {t['num_seeds']} seed(s), survivors {reset}", fontsize=9)
   return fig

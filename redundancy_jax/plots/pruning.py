@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import matplotlib
@@ -11,8 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from redundancy_jax import data  # noqa: E402
-from redundancy_jax.pruning import CRITERION_HELP  # noqa: E402
+from redundancy_jax.analyses.pruning import CRITERION_HELP  # noqa: E402
+from redundancy_jax.core import data  # noqa: E402
+from redundancy_jax.plots import save  # noqa: E402
 
 _STYLE = {
   "max_mag": ("tab:blue", "-"),
@@ -76,9 +76,4 @@ def save_figure(results: dict, path_stem: str, *, loss: bool = False) -> list[st
   handles, labels = axes.flat[0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=1, frameon=False)
   fig.tight_layout(rect=(0, 1.2 / fig.get_figheight(), 1, 1))
-  os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
-  paths = [f"{path_stem}.png", f"{path_stem}.pdf"]
-  for p in paths:
-    fig.savefig(p, dpi=130)
-  plt.close(fig)
-  return paths
+  return save(fig, path_stem, tight=False)

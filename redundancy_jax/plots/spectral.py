@@ -7,7 +7,6 @@ redrawn from a results file alone.
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import matplotlib
@@ -16,19 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from redundancy_jax import spectral  # noqa: E402
+from redundancy_jax.analyses import spectral  # noqa: E402
+from redundancy_jax.plots import save  # noqa: E402, F401 (the figures of this module are saved with it)
 
 INIT_COLOR, FIT_COLOR, TRAINED_COLOR, PROJ_COLOR = "tab:orange", "tab:red", "tab:blue", "tab:green"
-
-
-def save(fig: plt.Figure, path: str) -> list[str]:
-  """Writes `path`.png and `path`.pdf; returns both paths."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  paths = [f"{path}.png", f"{path}.pdf"]
-  for p in paths:
-    fig.savefig(p, dpi=130, bbox_inches="tight")
-  plt.close(fig)
-  return paths
 
 
 def _grid(panels: int, ncols: int, title: str | None, size: tuple[float, float] = (4.2, 3.0)):

@@ -1,4 +1,5 @@
-"""Structured pruning (SPEC section 2): scores -> removal order -> nested masks -> exact removal -> sweep.
+"""Structured pruning (DEFINITIONS.md section 2): scores -> removal order -> nested masks -> exact removal
+-> sweep.
 
 Every piece is a pure function of arrays or parameter pytrees:
 
@@ -9,10 +10,11 @@ Every piece is a pure function of arrays or parameter pytrees:
   results = sweep(model, variables, "fc1", x, y, {"max_fp": order, ...})
 
 Removal is exact: a removed unit's slice of the *next* layer's input weights is zeroed, so neither its
-ReLU(bias) nor a BatchNorm shift reaches the rest of the network (SPEC section 2).
+ReLU(bias) nor a BatchNorm shift reaches the rest of the network.
 
 Orders are computed on the host in float64 from the stored weights, so they do not depend on the
 accelerator's matmul precision (TF32/bf16) and ties are decided on values, not on rounding noise.
+`prune_sweep.compare_criteria` runs every criterion through `sweep` (the report's Figure 2).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax import variants
+from redundancy_jax.analyses.units import cosine_similarity, unit_norms
+from redundancy_jax.core import variants
 from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
-# What each criterion does, in one line (SPEC section 2): the flag help, the printed table's footer, the
+# What each criterion does, in one line (DEFINITIONS.md section 2): the flag help, the printed table's footer, the
 # Figure 2 legend and README's table all read or mirror this. The frame potential of the remaining units
 # is sum_ij <u_i, u_j>^2 over their normalised weight vectors u_i: large when they are mutually aligned.
 CRITERION_HELP = {
@@ -50,20 +53,7 @@ class PruningError(ValueError):
   """A pruning request that cannot be carried out (bad layer, levels, weights or checkpoint)."""
 
 
-# ----------------------------------------------------------------------------- units
-
-
-def _params(tree: Mapping) -> Mapping:
-  return tree["params"] if "params" in tree else tree
-
-
-def unit_matrix(params: Mapping, layer: str) -> jax.Array:
-  """The layer's units as rows: Dense kernel (n, m) -> (m, n); Conv (kh, kw, c, m) -> (m, kh*kw*c)."""
-  params = _params(params)
-  if layer not in params:
-    raise PruningError(f"unknown layer {layer!r}; layers: {', '.join(sorted(params))}")
-  kernel = params[layer]["kernel"]
-  return kernel.reshape(-1, kernel.shape[-1]).T
+# ----------------------------------------------------------------------------- checks
 
 
 def check_finite(W, layer: str) -> None:
@@ -83,12 +73,9 @@ def check_prunable(model: PlanNet, layer: str) -> None:
 def frame_potential_gram(W) -> np.ndarray:
   """G_ij = <u_i, u_j>^2 for the normalised rows u_i (u_i = 0 for a zero row), in float64; exactly
   symmetric, with G_ii = 1 for a non-zero row."""
-  W = np.asarray(W, np.float64)
-  norms = np.linalg.norm(W, axis=1, keepdims=True)
-  U = np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
-  G = np.square(U @ U.T)
+  G = np.square(cosine_similarity(W))
   G = (G + G.T) / 2
-  G[np.diag_indices(len(G))] = (norms[:, 0] > 0).astype(np.float64)
+  G[np.diag_indices(len(G))] = (unit_norms(W) > 0).astype(np.float64)
   return G
 
 
@@ -115,7 +102,7 @@ def _greedy_fp_order(W, remove_largest: bool) -> np.ndarray:
 
 
 def removal_order(W, criterion: str, *, key: jax.Array | None = None) -> np.ndarray:
-  """A permutation of the m units of `W` (m, n), the first removed first (SPEC section 2), as int32.
+  """A permutation of the m units of `W` (m, n), the first removed first, as int32.
   Ties go to the lower index."""
   if criterion not in CRITERIA:
     raise PruningError(f"unknown criterion {criterion!r}; valid criteria: {', '.join(CRITERIA)}")
@@ -129,6 +116,11 @@ def removal_order(W, criterion: str, *, key: jax.Array | None = None) -> np.ndar
     scores = squared if criterion == "max_mag" else -squared
     return np.argsort(scores, kind="stable").astype(np.int32)
   return _greedy_fp_order(W, remove_largest=criterion == "min_fp")
+
+
+def levels(m: int, step: int = 1) -> np.ndarray:
+  """Every `step`-th removal level of a layer of m units, always with 0 and m."""
+  return np.unique(np.concatenate([np.arange(0, m + 1, max(1, step)), [m]])).astype(np.int32)
 
 
 def check_levels(levels, m: int) -> np.ndarray:
@@ -204,7 +196,7 @@ def shrink(model: PlanNet, variables: Mapping, layer: str, keep) -> dict:
 
 def resize(model: PlanNet, params: Mapping) -> PlanNet:
   """`model` with every layer's width read from `params` (e.g. after `shrink`)."""
-  params = _params(params)
+  params = params.get("params", params)
   plan = tuple(dataclasses.replace(l, features=int(params[l.name]["kernel"].shape[-1])) for l in model.plan)
   return model.clone(plan=plan)
 
@@ -316,81 +308,3 @@ def sweep(
   n = len(y)
   loss, acc = np.asarray(loss) / n, np.asarray(correct) / n
   return {name: {"accuracy": acc[i], "loss": loss[i], "levels": levels} for i, name in enumerate(names)}
-
-
-# ----------------------------------------------------------------------------- comparing criteria
-
-
-def compare_criteria(
-  model: PlanNet,
-  variables: Mapping,
-  layer: str,
-  x,
-  y,
-  *,
-  criteria=CRITERIA,
-  levels=None,
-  random_seeds: int = 5,
-  seed: int = 0,
-  **sweep_options,
-) -> dict:
-  """Every criterion's removal order and accuracy curve for one layer (the report's Figure 2 data).
-
-  Random pruning is summarised as mean and standard deviation over `random_seeds` permutations.
-  `base_accuracy` and `base_loss` are the unpruned network's, evaluated on its own (level 0 of every
-  curve must equal them). Returns {"units", "levels", "base_accuracy", "base_loss", "criteria": {name: {accuracy, loss}}, "random": {...},
-  "orders": {name: int32[m]}}.
-  """
-  check_prunable(model, layer)
-  unknown = [c for c in criteria if c not in CRITERIA]
-  if unknown:
-    raise PruningError(f"unknown criteria {unknown}; valid criteria: {', '.join(CRITERIA)}")
-  W = unit_matrix(variables, layer)
-  check_finite(W, layer)
-  m = W.shape[0]
-  levels = check_levels(np.arange(m + 1) if levels is None else levels, m)
-  orders = {c: removal_order(W, c) for c in criteria if c != "random"}
-  if "random" in criteria:
-    if random_seeds < 1:
-      raise PruningError("random pruning needs at least one seed")
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), m), random_seeds)
-    orders.update({f"random/{i}": removal_order(W, "random", key=k) for i, k in enumerate(keys)})
-  curves = sweep(model, variables, layer, x, y, orders, levels, **sweep_options)
-  result = {
-    "units": m,
-    "levels": levels.tolist(),
-    "criteria": {c: {k: curves[c][k].tolist() for k in ("accuracy", "loss")} for c in criteria if c != "random"},
-    "orders": {name: np.asarray(order).tolist() for name, order in orders.items()},
-  }
-  if "random" in criteria:
-    acc = np.stack([curves[f"random/{i}"]["accuracy"] for i in range(random_seeds)])
-    loss = np.stack([curves[f"random/{i}"]["loss"] for i in range(random_seeds)])
-    result["random"] = {
-      "seeds": random_seeds,
-      "accuracy_mean": acc.mean(0).tolist(),
-      "accuracy_std": acc.std(0).tolist(),
-      "loss_mean": loss.mean(0).tolist(),
-      "loss_std": loss.std(0).tolist(),
-    }
-  result["base_loss"], result["base_accuracy"] = variants.loss_and_accuracy(model, variables, x, y)
-  return result
-
-
-def summary_rows(layer_result: dict, fractions=(0.25, 0.5, 0.75, 0.9)) -> list[tuple[str, list[float]]]:
-  """(criterion, accuracy at each fraction of units removed), at the nearest swept level."""
-  levels = np.asarray(layer_result["levels"])
-  picks = [int(np.argmin(np.abs(levels - f * layer_result["units"]))) for f in fractions]
-  rows = [(c, [curve["accuracy"][i] for i in picks]) for c, curve in layer_result["criteria"].items()]
-  if "random" in layer_result:
-    r = layer_result["random"]
-    rows.append(("random (mean)", [r["accuracy_mean"][i] for i in picks]))
-  return rows
-
-
-def removable_fraction(levels, accuracy, base: float, loss: float) -> float:
-  """The largest fraction of units removed along one order (a prefix of `levels`, which end at m) with
-  `accuracy` >= `base` - `loss` at every level up to it."""
-  levels, accuracy = np.asarray(levels), np.asarray(accuracy)
-  bad = np.nonzero(accuracy < base - loss - 1e-12)[0]
-  last = len(levels) - 1 if not len(bad) else bad[0] - 1
-  return float(levels[max(last, 0)] / levels[-1])

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from redundancy_jax import parallel
+from redundancy_jax.core import parallel
 from redundancy_jax.models import PlanNet
 
 

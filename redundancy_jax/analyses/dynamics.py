@@ -1,4 +1,4 @@
-"""Training dynamics as a time-varying graph (SPEC section 3, report section 3.2).
+"""Training dynamics as a time-varying graph (DEFINITIONS.md section 3, report section 3.2).
 
 A layer at one epoch is a graph: one node per unit, sized by the norm of its weight vector, and an edge
 between two units whose weight vectors point in similar directions; `force_layout` lays the graphs out:
@@ -23,9 +23,13 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import optimize
 from scipy.sparse import csgraph, csr_matrix
 
-from redundancy_jax import force_layout, pruning, variants
+from redundancy_jax.analyses import force_layout, pruning
+from redundancy_jax.analyses.units import cosine_similarity, mean_pairwise_cosine, unit_matrix, unit_norms
+from redundancy_jax.core import variants
+from redundancy_jax.core.config import option
 from redundancy_jax.models import check_layer
 
 
@@ -34,19 +38,6 @@ class DynamicsError(ValueError):
 
 
 # ----------------------------------------------------------------------------- the graph
-
-
-def unit_norms(W: np.ndarray) -> np.ndarray:
-  """||w_i|| for the rows of `W` (m, n): the node sizes."""
-  return np.linalg.norm(np.asarray(W, np.float64), axis=1)
-
-
-def cosine_similarity(W: np.ndarray) -> np.ndarray:
-  """X = U U^T for the normalised rows U of `W` (a zero row has similarity 0 with everything)."""
-  W = np.asarray(W, np.float64)
-  norms = np.linalg.norm(W, axis=1, keepdims=True)
-  U = np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
-  return U @ U.T
 
 
 def check_graph_args(sigma: float, threshold: float) -> None:
@@ -191,7 +182,7 @@ def removable_units(
   fractions = np.asarray(fractions, np.float64)
   if fractions.ndim != 1 or len(fractions) == 0 or fractions.min() < 0 or fractions.max() > 1:
     raise DynamicsError("fractions must be a non-empty list of numbers in [0, 1]")
-  W = pruning.unit_matrix(variables, layer)
+  W = unit_matrix(variables, layer)
   m = W.shape[0]
   levels, inverse = np.unique(np.round(fractions * m).astype(int), return_inverse=True)
   y = variants.predict(model, variables, x)
@@ -211,17 +202,19 @@ def removable_units(
 class DynamicsConfig:
   """What `analyse` computes for one layer of one training run."""
 
-  layer: str = "fc1"
-  sigma: float = 1.0
-  threshold: float | None = None  # None: `auto_threshold` of the last epoch at `mean_degree`
-  mean_degree: float = 2.0
-  layout: force_layout.LayoutParams = force_layout.LayoutParams()  # ticks, reheat_alpha, weighted, ...
-  repeat_threshold: float = 0.5
-  fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
-  seeds: int = 5
-  max_nodes: int = 2000  # larger layers: a warning, and edges capped to the strongest per node
-  edges_per_node: int = 10
-  seed: int = 0
+  layer: str = option("fc1", "Layer whose units are the nodes (any layer but the classifier).")
+  sigma: float = option(1.0, "Width of the Gaussian: A_ij = exp(-(1 - cos_ij) / sigma^2).")
+  threshold: float | None = option(None, "Edges lighter than this are dropped (default: mean degree "
+                                         "--mean_degree at the last epoch).")
+  mean_degree: float = option(2.0, "Mean degree at the last epoch that picks the default threshold.")
+  layout: force_layout.LayoutParams = option(force_layout.LayoutParams(), "The d3-force layout.")
+  repeat_threshold: float = option(0.5, "|r| of two units' activations that makes them repeats of each other.")
+  fractions: tuple[float, ...] = option((0.1, 0.25, 0.5, 0.75, 0.9), "Fractions of units removed at random for "
+                                                                     "the removable-unit agreement.")
+  seeds: int = option(5, "Random removal orders per fraction.")
+  max_nodes: int = option(2000, "Larger layers: a warning, and edges capped to the strongest per node.")
+  edges_per_node: int = option(10, "Strongest edges kept per node in a layer over --max_nodes.")
+  order_seed: int = option(0, "Seed of the random removal orders.")
 
   def check(self) -> "DynamicsConfig":
     check_graph_args(self.sigma, 0.0 if self.threshold is None else self.threshold)
@@ -245,12 +238,12 @@ def analyse(
 
   With data `x`, also the repeat counts of the units and their removability (skipped for models
   with BatchNorm, whose snapshots hold no batch statistics). Returns a dict of lists, numbers and
-  numpy arrays (`rounded` turns it into JSON).
+  numpy arrays (`storage.jsonable` turns it into JSON).
   """
   cfg.check()
   check_layer(model, cfg.layer, prunable=True, error=DynamicsError)
   epochs = sorted(snapshots)
-  Ws = [np.asarray(pruning.unit_matrix(snapshots[e], cfg.layer), np.float64) for e in epochs]
+  Ws = [np.asarray(unit_matrix(snapshots[e], cfg.layer), np.float64) for e in epochs]
   m = Ws[0].shape[0]
   cap = None
   if m > cfg.max_nodes:
@@ -271,7 +264,7 @@ def analyse(
   positions = np.asarray(force_layout.layout_sequence(graphs, cfg.layout), np.float64)
   use_data = x is not None and not getattr(model, "batch_norm", False)
   x_device = jnp.asarray(x) if use_data else None  # moved to the device once, not once per epoch
-  key = jax.random.key(cfg.seed)
+  key = jax.random.key(cfg.order_seed)
   frames, begin = [], time.time()
   for t, (epoch, W, A) in enumerate(zip(epochs, Ws, graphs)):
     frame = {"epoch": epoch, "positions": positions[t], **unit_summary(W, Ws[0], X=cosines[t])}
@@ -306,18 +299,55 @@ def analyse(
   }
 
 
-def rounded(tree, decimals: int = 5):
-  """`tree` with numpy arrays as lists, floating arrays rounded: what `storage.write_json` should write.
-  Python floats (the threshold, the config) are kept exactly."""
-  if isinstance(tree, dict):
-    return {k: rounded(v, decimals) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [rounded(v, decimals) for v in tree]
-  if isinstance(tree, (np.ndarray, jax.Array)):
-    a = np.asarray(tree)
-    return (np.round(a, decimals) if np.issubdtype(a.dtype, np.floating) else a).tolist()
-  if isinstance(tree, np.floating):
-    return float(tree)
-  if isinstance(tree, np.integer):
-    return int(tree)
-  return tree
+def summary(result: dict, removable_fraction: float = 0.25) -> dict:
+  """One layer's graph at the first and the last snapshot, JSON-ready: edges, components, the largest
+  component, units outside it, repeated units, mean pairwise cosine, and how far units moved
+  (||w_T - w_0|| / ||w_0||) for the smallest-norm `removable_fraction` at convergence (what magnitude
+  pruning removes first) against the others. `result` is `analyse`'s with the unit matrices
+  `weights_first` and `weights_last` added."""
+  W0, W = np.asarray(result["weights_first"]), np.asarray(result["weights_last"])
+  m = len(W)
+
+  def graph(frame, weights):
+    stats = frame["stats"]
+    return {
+      "epoch": int(frame["epoch"]), "edges": stats["edges"], "components": stats["components"],
+      "largest_component": stats["largest_component"], "outside_largest": m - stats["largest_component"],
+      "repeated_units": stats.get("repeated_units"), "mean_cosine": mean_pairwise_cosine(weights),
+    }
+
+  moved = unit_norms(W - W0) / np.maximum(unit_norms(W0), 1e-30)
+  smallest = np.argsort(unit_norms(W), kind="stable")[: max(1, int(round(removable_fraction * m)))]
+  rest = np.setdiff1d(np.arange(m), smallest)
+  last = result["frames"][-1]
+  return {
+    "units": m, "threshold": float(result["threshold"]), "threshold_cosine": float(result["threshold_cosine"]),
+    "frames": len(result["frames"]), "init": graph(result["frames"][0], W0), "converged": graph(last, W),
+    "movement_smallest_quarter": float(np.median(moved[smallest])),
+    "movement_others": float(np.median(moved[rest])) if len(rest) else None,
+    "removable_agreement": None if "removable" not in last else {
+      "fractions": list(result["fractions"]), "mean": np.asarray(last["removable"]["mean"]).tolist()},
+  }
+
+
+def compare_runs(a: dict, b: dict) -> dict:
+  """How two runs' graphs of one layer differ at convergence (the report's Figure 5). `a` and `b` are
+  `analyse` results with `weights_first` and `weights_last`. Units are matched by index (both runs start
+  from the same weights for this layer) and by the best one-to-one matching on cosine similarity
+  (Hungarian algorithm); the graphs are compared at run a's threshold by their edge sets (Jaccard index),
+  components, largest component and repeated units."""
+  cos = cosine_similarity(a["weights_last"], b["weights_last"])
+  rows, cols = optimize.linear_sum_assignment(-cos)
+  ea = {tuple(e[:2]) for e in np.asarray(a["frames"][-1]["edges"]).astype(int).tolist()}
+  eb = {tuple(e[:2]) for e in np.asarray(b["frames"][-1]["edges"]).astype(int).tolist()}
+  sa, sb = a["frames"][-1]["stats"], b["frames"][-1]["stats"]
+  return {
+    "units": int(len(cos)),
+    "threshold": float(a["threshold"]),
+    "same_unit_cosine": float(np.mean(np.diag(cos))),
+    "matched_cosine": float(np.mean(cos[rows, cols])),
+    "matched_to_self": float(np.mean(cols == rows)),
+    "init_to_trained_cosine": float(np.mean(np.diag(cosine_similarity(a["weights_first"], a["weights_last"])))),
+    "edge_jaccard": float(len(ea & eb) / max(1, len(ea | eb))),
+    "runs": [{k: s.get(k) for k in ("edges", "components", "largest_component", "repeated_units")} for s in (sa, sb)],
+  }

@@ -1,23 +1,20 @@
-"""Training: the report's recipes, a module-level pure `train_step` jitted once with donation, one
-compiled `lax.scan` per epoch (on CPU, models with convolutions step the same `train_step` from Python
-instead: XLA:CPU convolutions are ~13x slower in loops). I/O (checkpoints, snapshots, metrics, progress)
-happens in `train` around the compiled pieces, once per epoch.
+"""The compiled pieces of training: the state of K replicas, a module-level pure `train_step` jitted once
+with donation, validation with the minimum-loss parameters kept on device (`track_best`), and an epoch
+as one compiled `lax.scan` (`scan_epoch`) or, on CPU for models with convolutions, the same step driven
+from Python (`host_epoch`: XLA:CPU runs convolutions far slower inside loops; BUILD_NOTES.md).
+`train.train` is the I/O around them.
 
 `K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); the
 batch is sharded over every local device (`parallel.py`). Every `eval_every` iterations the validation
 loss is computed on device and each replica keeps the parameters at its minimum validation loss: that
-is the report's "network at iteration j". Host work happens once per epoch: progress, metrics,
-a parameter snapshot, and (at most every `checkpoint_every_secs`) an orbax checkpoint to resume from.
+is the report's "network at iteration j" (DEFINITIONS.md section 1).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import os
-import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax
 
@@ -26,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from redundancy_jax import checkpoint, config, console, data as data_lib, parallel, storage, variants
-from redundancy_jax.config import OPTIMIZERS, RECIPES, Recipe, TrainConfig, make_optimizer, model_options  # noqa: F401
-from redundancy_jax.models import PlanNet, count_params, create_model, init_variables
+from redundancy_jax.core import config, data as data_lib, parallel, variants
+from redundancy_jax.core.config import TrainConfig
+from redundancy_jax.models import PlanNet, init_variables
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -67,18 +64,17 @@ class Setup(NamedTuple):
     return math.ceil(self.cfg.steps / self.steps_per_epoch)
 
 
-def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset) -> Setup:
-  """The model (standardising by the dataset's mean and std), optimizer and mesh of a resolved config."""
-  model = create_model(
-    cfg.model, num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std, **model_options(cfg)
-  )
+def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = False) -> Setup:
+  """The model (standardising by the dataset's mean and std), optimizer (with `masked`, keeping the
+  lottery masks of its state, `config.keep_masked`) and mesh of a resolved config."""
+  model = config.build_model(cfg, dataset)
   mesh = parallel.data_mesh(cfg.num_devices)
   if cfg.batch_size % mesh.size:
     raise ValueError(f"batch size {cfg.batch_size} is not divisible by {mesh.size} devices")
   n_train = len(dataset.train_y)
   if n_train < cfg.batch_size:
     raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-  return Setup(cfg, model, make_optimizer(cfg), mesh, n_train)
+  return Setup(cfg, model, config.make_optimizer(cfg, masked=masked), mesh, n_train)
 
 
 def _replica_keys(cfg: TrainConfig) -> jax.Array:
@@ -132,16 +128,8 @@ def over_replicas(setup: Setup, fn, *args):
   return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
-def apply_masks(tree, masks):
-  """`tree` (parameters or their gradients) with each masked layer's kernel multiplied by its mask
-  ({layer: 0/1 array shaped like the kernel}); layers without a mask, and every bias, unchanged."""
-  return {name: {**value, "kernel": value["kernel"] * masks[name].astype(value["kernel"].dtype)} if name in masks
-          else value for name, value in tree.items()}
-
-
-def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, masks):
-  """One optimisation step of one replica on raw images `x` (the model standardises them). With `masks`
-  (lottery tickets), masked weights get no gradient and are zeroed after the update: they stay exactly 0."""
+def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
+  """One optimisation step of one replica on raw images `x` (the model standardises them)."""
   if setup.cfg.augment:
     x = data_lib.augment_batch(x, key)
 
@@ -151,21 +139,19 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, masks
     return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
 
   (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  grads = apply_masks(grads, masks)
   updates, opt_state = setup.tx.update(grads, opt_state, params)
-  return apply_masks(optax.apply_updates(params, updates), masks), batch_stats, opt_state, loss, acc
+  return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
 
 
 def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
-  """One step of every replica on its batch `idx_KxB` of the training split: (state, (loss_K, acc_K)).
-  `train_data` is (images, labels) or (images, labels, masks), the masks stacked over replicas."""
-  train_x, train_y, *rest = train_data
-  masks = rest[0] if rest else {}
+  """One step of every replica on its batch `idx_KxB` of the training split `train_data` = (images,
+  labels): (state, (loss_K, acc_K))."""
+  train_x, train_y = train_data
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1)
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
   params, stats, opt, loss, acc = over_replicas(
     setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x,
-    train_y[idx_KxB], keys, masks,
+    train_y[idx_KxB], keys,
   )
   bad = (state.bad_step < 0) & ~jnp.all(jnp.isfinite(loss))
   state = state.replace(
@@ -299,172 +285,3 @@ def best_variables(state: TrainState) -> dict:
   if jax.tree.leaves(state.best_batch_stats):
     variables["batch_stats"] = state.best_batch_stats
   return jax.device_get(variables)
-
-
-# ----------------------------------------------------------------------------- a whole run
-
-
-def train(
-  cfg: TrainConfig,
-  workdir: str,
-  *,
-  dataset: data_lib.Dataset | None = None,
-  checkpoint_every_secs: float = 60.0,
-  max_epochs: int | None = None,
-  log: Callable[[str], None] = print,
-  progress: console.Progress | None = None,
-  start: tuple[dict, dict] | None = None,
-) -> dict:
-  """Trains (or resumes) `cfg` in `workdir`; returns the results dict also written to results.json.
-
-  `max_epochs` stops after that many epochs in this call (a later call resumes): for time-sliced jobs.
-  SIGINT or SIGTERM ends the current epoch, saves a checkpoint and raises `console.Interrupted`. `log`
-  receives event lines, `progress` (default: stdout) the run's one progress line. `start` = (params,
-  masks), both stacked over the replicas, replaces the initialisation and keeps the masked weights at
-  exactly zero (lottery tickets); the masks are written to the workdir, and a resumed run must pass the
-  same ones.
-  """
-  cfg = cfg.resolve()
-  dataset = config.load_data(cfg) if dataset is None else dataset
-  cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
-  os.makedirs(workdir, exist_ok=True)
-  mngr = checkpoint.manager(workdir)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  trained = checkpoint.has_trained(workdir)
-  started = trained or mngr.latest_step() is not None or os.path.exists(metrics_path)
-  checkpoint.check_config(workdir, cfg.to_json(), write=False, fresh=not started)
-  if trained:
-    log(f"{workdir} already holds a trained model; delete results.json to retrain")
-    return storage.read_json(os.path.join(workdir, "results.json"))
-  setup = make_setup(cfg, dataset)
-  checkpoint.check_config(workdir, cfg.to_json(), write=True, fresh=not started)  # once data and model load
-  train_data, val_split, test_split = device_data(setup, dataset)
-  state = init_state(setup, dataset.image_shape)
-  if start is not None:
-    state, train_data = _start_from(setup, state, train_data, *start, workdir, started)
-  restored = checkpoint.restore_state(mngr, state)
-  if restored is not None:
-    state = parallel.replicate(restored, setup.mesh)
-    checkpoint.trim_metrics(metrics_path, int(state.epoch))
-    log(f"resuming from step {int(state.step):,} (epoch {int(state.epoch)})")
-  else:
-    checkpoint.trim_metrics(metrics_path, 0)
-    storage.save_tree(checkpoint.snapshot_path(workdir, 0), jax.device_get(state.params))
-    log("no checkpoint: starting from scratch")
-  parameters = count_params(state.params) // cfg.num_seeds
-  log(
-    f"training {cfg.model} ({parameters:,} parameters for {'x'.join(map(str, dataset.image_shape))} inputs) on "
-    f"{dataset.source}: {cfg.steps:,} steps of {cfg.batch_size}, {setup.steps_per_epoch} steps/epoch, "
-    f"{cfg.num_seeds} replica(s), {setup.mesh.size} device(s)"
-  )
-  with console.interruptible(log) as interrupt:
-    state, rate = _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs,
-                          interrupt, progress or console.Progress())
-  if state is None:
-    return {"stopped_at_epoch": rate}
-  test_loss, test_acc = (np.asarray(a) for a in evaluate(setup, state.best_params, state.best_batch_stats, test_split))
-  storage.save_tree(checkpoint.trained_path(workdir), best_variables(state))
-  results = {
-    "config": cfg.to_json(),
-    "dataset": dataset.describe(),
-    "best_step": np.asarray(state.best_step).tolist(),
-    "best_val_loss": np.asarray(state.best_loss).tolist(),
-    "test_accuracy": test_acc.tolist(),
-    "test_loss": test_loss.tolist(),
-    "test_accuracy_mean": float(test_acc.mean()),
-    "test_accuracy_std": float(test_acc.std()),
-    "steps_per_second": rate,
-    "devices": setup.mesh.size,
-    "epochs": int(state.epoch),
-    "steps_run": int(state.step),
-    "parameters": parameters,
-  }
-  storage.write_json(os.path.join(workdir, "results.json"), results)
-  log(
-    f"done: test accuracy {console.numbers(100 * test_acc, '.2f', '%')} at minimum validation loss "
-    f"{console.numbers(results['best_val_loss'])} (step {', '.join(f'{s:,}' for s in results['best_step'])})"
-  )
-  return results
-
-
-def _start_from(setup: Setup, state: TrainState, train_data, params, masks, workdir: str, started: bool):
-  """The initial state with `params` (masked) in place of the initialisation, and `train_data` carrying
-  the masks; records the masks in the workdir, or checks a resumed run's against them."""
-  masks = jax.tree.map(lambda m: np.asarray(m, bool), masks)
-  path = os.path.join(workdir, "masks.npz")
-  if started and os.path.exists(path):
-    saved = storage.load_tree(path)
-    if jax.tree.structure(saved) != jax.tree.structure(masks) or not all(
-        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(masks))):
-      raise checkpoint.ConfigMismatch(f"{workdir} was started with other masks; use a new workdir")
-  storage.save_tree(path, masks)
-  params = apply_masks(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, masks))
-  state = state.replace(params=params, opt_state=jax.vmap(setup.tx.init)(params),
-                        best_params=jax.tree.map(jnp.copy, params))
-  return parallel.replicate(state, setup.mesh), (*train_data, jax.tree.map(jnp.asarray, masks))
-
-
-def _epochs(setup, state, workdir, mngr, train_data, val_split, checkpoint_every_secs, max_epochs, interrupt,
-            progress):
-  """The epoch loop and its I/O: metrics lines, snapshots, checkpoints, the progress line. Returns
-  (state, steps/s), or (None, the next epoch) when stopped by `max_epochs`."""
-  cfg, num_epochs = setup.cfg, setup.num_epochs
-  snapshot_every = cfg.snapshot_every or math.ceil(num_epochs / 100)
-  start_epoch, last_save = int(state.epoch), time.time()
-  timed_steps, timed_secs, compile_note = 0, 0.0, ""
-  for epoch in range(start_epoch, num_epochs):
-    begin = time.time()
-    good_step = int(state.step)
-    state, metrics = run_epoch(setup, state, train_data, val_split)
-    metrics = jax.device_get(metrics)
-    seconds = time.time() - begin
-    bad_step = int(state.bad_step)
-    if bad_step >= 0:
-      raise FloatingPointError(
-        f"non-finite training loss at iteration {bad_step}; the last good checkpoint (step "
-        f"{mngr.latest_step()}) is kept in {workdir}/checkpoints. Lower the learning rate or check the data."
-      )
-    active = np.asarray(metrics["active"])
-    steps_done = int(active.sum())
-    if epoch > start_epoch:  # the first epoch of a run includes compilation
-      timed_steps, timed_secs = timed_steps + steps_done, timed_secs + seconds
-    else:
-      compile_note = f" | first epoch {seconds:.1f}s (compiling)"
-    rate = timed_steps / timed_secs if timed_secs else steps_done / seconds
-    step_now = int(state.step)
-    val = np.asarray(metrics["val_loss"])[active]
-    line = {
-      "epoch": epoch + 1,
-      "step": step_now,
-      "train_loss": np.asarray(metrics["loss"])[active].mean(0).tolist(),
-      "train_accuracy": np.asarray(metrics["accuracy"])[active].mean(0).tolist(),
-      "val_loss": [(good_step + i + 1, v.tolist()) for i, v in enumerate(val) if not np.isnan(v).any()],
-      "best_val_loss": np.asarray(state.best_loss).tolist(),
-      "best_step": np.asarray(state.best_step).tolist(),
-      "seconds": seconds,
-    }
-    storage.append_jsonl(os.path.join(workdir, "metrics.jsonl"), line)
-    target = cfg.target_train_loss
-    last = epoch + 1 == num_epochs or (target is not None and max(line["train_loss"]) <= target)
-    if (epoch + 1) % snapshot_every == 0 or last:
-      storage.save_tree(checkpoint.snapshot_path(workdir, epoch + 1), jax.device_get(state.params))
-    progress.update(
-      f"step {step_now:,}/{cfg.steps:,} (epoch {epoch + 1}/{num_epochs}) | loss {np.mean(line['train_loss']):.4f}"
-      f" | best val {np.mean(line['best_val_loss']):.4f} at step {int(np.max(line['best_step'])):,}"
-      f" | {rate:,.0f} steps/s | ETA {console.duration((cfg.steps - step_now) / max(rate, 1e-9))}{compile_note}",
-      final=last,
-    )
-    stop = max_epochs is not None and epoch + 1 - start_epoch >= max_epochs and not last
-    due = time.time() - last_save >= checkpoint_every_secs or epoch == start_epoch
-    if due or stop or last or interrupt.requested:  # the first epoch and every exit path save
-      checkpoint.save_state(mngr, step_now, jax.device_get(state))
-      last_save = time.time()
-    if interrupt.requested and not last:
-      progress.update("", final=True)
-      raise console.Interrupted(step_now)
-    if stop:
-      progress.update(f"stopped after {max_epochs} epoch(s) as asked; run again to resume", final=True)
-      return None, epoch + 1
-    if last:  # the last epoch, or the training-loss target reached
-      break
-  return state, rate

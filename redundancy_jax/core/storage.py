@@ -35,6 +35,23 @@ def write_json(path: str, obj: Any) -> None:
   atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
 
 
+def jsonable(tree: Any, decimals: int | None = None) -> Any:
+  """`tree` with arrays as lists and NumPy scalars as Python numbers, floating arrays rounded to
+  `decimals` when given (scalars, such as thresholds and config values, are kept exactly)."""
+  if isinstance(tree, dict):
+    return {k: jsonable(v, decimals) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [jsonable(v, decimals) for v in tree]
+  if isinstance(tree, np.generic):
+    return tree.item()
+  if hasattr(tree, "__array__"):  # NumPy and JAX arrays
+    a = np.asarray(tree)
+    if decimals is not None and np.issubdtype(a.dtype, np.floating):
+      a = np.round(a, decimals)
+    return a.tolist()
+  return tree
+
+
 def csv_value(value: Any, digits: int = 6) -> Any:
   """A CSV cell: floats to `digits` significant digits, and magnitudes below 1e-12 (rounding noise, such
   as the std of equal accuracies) as 0; other values as they are."""
@@ -64,10 +81,8 @@ def append_jsonl(path: str, obj: Any) -> None:
 
 
 def _jsonable(x):
-  if isinstance(x, (np.floating, np.integer, np.bool_)):
-    return x.item()
-  if hasattr(x, "tolist"):
-    return np.asarray(x).tolist()
+  if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "__array__"):
+    return jsonable(x)
   raise TypeError(f"not JSON serialisable: {type(x)}")
 
 

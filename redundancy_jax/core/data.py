@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "teacher_student", "xord", "random_images")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "xord", "random_images")
 SOURCES = ("auto", "files", "tfds", "bundled")
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "data_files", "mnist")
 BUNDLED_SPLIT = {"train": 8000, "validation": 1000, "test": 1000}
@@ -310,22 +310,6 @@ def augment_batch(x_BxHxWxC: jax.Array, key: jax.Array, pad: int = 4) -> jax.Arr
 # ----------------------------------------------------------------------------- generated data
 
 
-def teacher_student(
-  seed: int = 0, *, input_dim: int = 100, teacher_units: int = 2, n_train: int = 8000, n_test: int = 2000,
-  n_val: int = 1000, noise: float = 0.0,
-) -> Dataset:
-  """Goldt et al.: x ~ N(0, I_N), y = sum_m erf(w*_m . x / sqrt(2N)) with w* ~ N(0, 1). Regression."""
-  from scipy.special import erf
-
-  rng = np.random.default_rng(seed)
-  teacher = rng.standard_normal((teacher_units, input_dim))
-  x = rng.standard_normal((n_train + n_val + n_test, input_dim)).astype(np.float32)
-  y = erf((x @ teacher.T) / np.sqrt(input_dim) / np.sqrt(2.0)).sum(-1) + noise * rng.standard_normal(len(x))
-  y = y.astype(np.float32)
-  a, b = n_train, n_train + n_val
-  return Dataset("teacher_student", "generated", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 0)
-
-
 def xord(seed: int = 0, *, pairs: int = 4, n_train: int = 2000, n_val: int = 500, n_test: int = 1000) -> Dataset:
   """Brutzkus and Globerson's XORD: d pairs in {-1, 1}; positive iff some pair is (1, 1) or (-1, -1).
 
@@ -364,7 +348,6 @@ def random_images(
 
 
 GENERATORS: dict[str, Callable[..., Dataset]] = {
-  "teacher_student": teacher_student,
   "xord": xord,
   "random_images": random_images,
 }

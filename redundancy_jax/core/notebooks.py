@@ -1,6 +1,6 @@
 """Executing the notebooks of `notebooks/`: in the tests, and to refresh their committed outputs.
 
-  python -m redundancy_jax.notebooks [colab_tpu.ipynb api_tour.ipynb]
+  python -m redundancy_jax.core.notebooks [colab_tpu.ipynb api_tour.ipynb]
 
 re-executes the notebooks in place on this machine's CPU with `CPU_ENV` (4 fake XLA devices), so GitHub
 and Colab show their figures before anyone runs them. A notebook's parameters cell (tagged
@@ -16,10 +16,11 @@ import contextlib
 import copy
 import hashlib
 import os
+import re
 import sys
 import time
 
-FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
+FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "notebooks")
 NOTEBOOKS = ("colab_tpu.ipynb", "api_tour.ipynb")
 # How the tests and the committed outputs run them: the CPU, with 4 fake devices to shard over.
 CPU_ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
@@ -46,7 +47,7 @@ def with_parameters(nb, parameters: dict):
   unknown = [k for k in parameters if f"{k} =" not in nb.cells[index].source]
   if unknown:
     raise ValueError(f"{', '.join(unknown)} not set in the parameters cell:\n{nb.cells[index].source}")
-  source = "# Parameters injected by redundancy_jax.notebooks\n" + "".join(
+  source = "# Parameters injected by redundancy_jax.core.notebooks\n" + "".join(
     f"{k} = {v!r}\n" for k, v in parameters.items())
   cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
   nb.cells.insert(index + 1, cell)
@@ -93,14 +94,25 @@ def stale(nb) -> str | None:
   """Why `nb`'s outputs do not belong to its code (None when they do)."""
   recorded = nb.metadata.get(METADATA, {}).get("code_sha256")
   if recorded is None:
-    return "it was never executed by `python -m redundancy_jax.notebooks`"
+    return "it was never executed by `python -m redundancy_jax.core.notebooks`"
   if recorded != code_digest(nb):
-    return "a code cell changed after its outputs were computed; rerun `python -m redundancy_jax.notebooks`"
+    return "a code cell changed after its outputs were computed; rerun `python -m redundancy_jax.core.notebooks`"
   unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count") is None]
   if unrun:
     return f"code cells {unrun} carry no execution count"
   failed = errors(nb)
   return f"its outputs hold errors: {failed}" if failed else None
+
+
+def with_repository(nb):
+  """`nb` with its install cell's `REPO = "..."` line naming `redundancy_jax.REPOSITORY` (the one place the
+  project's address is written)."""
+  from redundancy_jax import REPOSITORY
+
+  for cell in nb.cells:
+    if cell.cell_type == "code" and "REPO = " in cell.source:
+      cell.source = re.sub(r'REPO = "[^"]*"', f'REPO = "{REPOSITORY}"', cell.source)
+  return nb
 
 
 def main(names: list[str]) -> None:
@@ -109,7 +121,7 @@ def main(names: list[str]) -> None:
   for name in names or NOTEBOOKS:
     path = os.path.join(FOLDER, name)
     print(f"executing {path} ...", flush=True)
-    nb = execute(nbformat.read(path, as_version=4), cwd=FOLDER)
+    nb = execute(with_repository(nbformat.read(path, as_version=4)), cwd=FOLDER)
     nbformat.write(nb, path)
     print(f"  done in {nb.metadata[METADATA]['seconds']:.0f}s; outputs written into {path}")
 

@@ -1,4 +1,4 @@
-"""d3-force's simulation of a graph, compiled as one `lax.scan` over ticks (SPEC section 3).
+"""d3-force's simulation of a graph, compiled as one `lax.scan` over ticks (DEFINITIONS.md section 3).
 
   xy = force_layout(A)                                 # (m, 2): 300 ticks from d3's phyllotaxis
   frames = layout_sequence([A_0, A_1, ...])            # (T, m, 2): each graph from the previous layout
@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from redundancy_jax.core.config import option
+
 ALPHA_MIN = 0.001
 ALPHA_DECAY = 1 - ALPHA_MIN ** (1 / 300)  # d3: alpha falls from 1 to alpha_min in 300 ticks
 VELOCITY_DECAY = 0.6  # d3: v <- (1 - 0.4) v
@@ -40,14 +42,14 @@ class LayoutError(ValueError):
 class LayoutParams:
   """d3-force's parameters (its defaults), shared by `force_layout` and `layout_sequence`."""
 
-  alpha: float = 1.0  # the first layout's starting alpha
-  ticks: int = 300  # per layout
-  charge: float = -30.0  # many-body strength (negative: repulsion)
-  link_distance: float = 30.0
-  gravity: float = 0.1  # forceX / forceY strength towards (0, 0)
-  weighted: bool = False  # link strength times A_ij
-  alpha_decay: float = ALPHA_DECAY
-  reheat_alpha: float = 0.3  # `layout_sequence`: alpha each later layout restarts from
+  alpha: float = option(1.0, "The first layout's starting alpha.")
+  ticks: int = option(300, "d3-force ticks per epoch.")
+  charge: float = option(-30.0, "Many-body strength (negative: repulsion).")
+  link_distance: float = option(30.0, "Link rest length.")
+  gravity: float = option(0.1, "forceX / forceY strength towards (0, 0).")
+  weighted: bool = option(False, "Multiply d3's link strength by the edge weight.")
+  alpha_decay: float = option(ALPHA_DECAY, "Alpha decay per tick (d3: from 1 to 0.001 in 300 ticks).")
+  reheat_alpha: float = option(0.3, "Alpha each later epoch's layout restarts from.")
 
   def check(self) -> "LayoutParams":
     if self.ticks < 0 or int(self.ticks) != self.ticks:
@@ -204,7 +206,7 @@ def force_layout(
   init_positions: np.ndarray | None = None,
   key: jax.Array | None = None,
 ) -> jax.Array:
-  """Positions (m, 2) after `params.ticks` ticks of d3-force on the graph `A` (SPEC section 3).
+  """Positions (m, 2) after `params.ticks` ticks of d3-force on the graph `A` (DEFINITIONS.md section 3).
 
   Starts from `init_positions` (default: d3's phyllotaxis) at rest, at `params.alpha`. Deterministic;
   a `key` adds d3's 1e-6 jiggle to the start. Runs in the default float precision (float64 under

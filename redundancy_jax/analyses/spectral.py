@@ -1,7 +1,7 @@
-"""Spectra of layer weight matrices (SPEC section 4): ESD, Marchenko-Pastur, residuals, elbow, low rank.
+"""Spectra of layer weight matrices (DEFINITIONS.md section 4): ESD, Marchenko-Pastur, residuals, elbow, low rank.
 The accuracy of the low-rank replacements on data is in `subspace.py`.
 
-A layer is its unit matrix W (m units, n inputs; `pruning.unit_matrix`: a Dense kernel transposed, a
+A layer is its unit matrix W (m units, n inputs; `units.unit_matrix`: a Dense kernel transposed, a
 Conv kernel as (c_out, kh*kw*c_in)). Everything below is a pure function of arrays:
 
   lam = esd(W)                                  # eigenvalues of W W^T, ascending, length m
@@ -298,11 +298,3 @@ def summarize(W, *, init_var: float, layer: str | None = None) -> dict:
   m, n = W.shape
   out = jax.tree.map(lambda a: np.asarray(a).tolist(), _summary_arrays(W, jnp.float32(init_var)))
   return {"m": m, "n": n, "Q": n / m, "init_var": init_var, **out}
-
-
-# ----------------------------------------------------------------------------- accuracy of W_k
-
-
-def kernel_from_units(W_MxN: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
-  """Inverse of `pruning.unit_matrix`: Dense kernel = W.T, Conv kernel = W.T reshaped."""
-  return W_MxN.T.reshape(kernel_shape)

@@ -1,0 +1,220 @@
+"""The report's Figure 2 as a command: every pruning criterion on every level of one or all layers of a
+trained network, without retraining (DEFINITIONS.md section 2).
+
+  results = run(PruneSweepConfig(train=TrainConfig(model="lenet")))   # python -m experiments.prune_sweep
+
+`run` reuses the model trained in the workdir (training it there first when there is none, refusing
+one trained with other settings than those given), then writes <workdir>/prune_sweep/: results.json,
+curves.csv, orders.npz (the removal orders), figure2.png/.pdf, and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Mapping
+
+import jax
+import numpy as np
+
+from redundancy_jax.analyses import pruning
+from redundancy_jax.analyses.units import unit_matrix
+from redundancy_jax.core import config, data, storage, variants
+from redundancy_jax.core.config import TrainConfig, option
+from redundancy_jax.core.runs import Run, default_workdir
+from redundancy_jax.models import PlanNet, check_layer, prunable_layers
+
+SPLITS = ("test", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSweepConfig:
+  """`python -m experiments.prune_sweep`."""
+
+  train: TrainConfig = option(TrainConfig(), "The model: reused from the workdir, or trained there first.")
+  workdir: str | None = option(None, "Run folder (default runs/<model>); outputs go to <workdir>/prune_sweep.")
+  checkpoint: str | None = option(None, "Workdir of an existing training run to prune (default: --workdir).")
+  layer: tuple[str, ...] = option(("fc1",), "Layers to prune, or 'all' for every prunable layer.")
+  criteria: tuple[str, ...] = option(
+    pruning.CRITERIA, "Criteria to compare, each a removal order: " + "; ".join(
+      f"{c}: {h}" for c, h in pruning.CRITERION_HELP.items()) + ".", choices=pruning.CRITERIA)
+  random_seeds: int = option(5, "Random permutations averaged for the random criterion.")
+  split: str = option("test", "Data split the accuracy is measured on.", choices=SPLITS)
+  max_examples: int | None = option(None, "Use at most this many examples of the split.")
+  level_step: int = option(1, "Sweep every level_step-th level (always including 0 and m).")
+
+
+def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
+  """Finds or trains the model, sweeps every criterion and level, writes and prints the results."""
+  config.check_choices(cfg)
+  if cfg.random_seeds < 1 or cfg.level_step < 1:
+    raise ValueError("--random_seeds and --level_step must be positive")
+  workdir = cfg.workdir or default_workdir(cfg.train)
+  source = Run(cfg.checkpoint or workdir)
+  if cfg.checkpoint and not source.is_trained():
+    raise FileNotFoundError(f"--checkpoint={cfg.checkpoint} holds no trained model (no results.json)")
+  layers = chosen_layers(config.build_model(source.planned_config(cfg.train)), cfg.layer)  # before anything runs
+  with Run(workdir).lock(), source.lock():
+    source.ensure_trained(cfg.train, log)
+    model, variables, ds, trained_cfg = source.trained()
+    x, y = (ds.test_x, ds.test_y) if cfg.split == "test" else (ds.val_x, ds.val_y)
+    x, y = x[: cfg.max_examples], y[: cfg.max_examples]
+    trained = source.results()
+    results = {
+      "experiment": "prune_sweep",
+      "config": {**trained_cfg.to_json(), "layer": list(cfg.layer), "criteria": list(cfg.criteria),
+                 "random_seeds": cfg.random_seeds, "split": cfg.split, "examples": int(len(y)),
+                 "checkpoint": source.workdir},
+      "dataset": ds.describe(),
+      "trained": {k: trained[k] for k in ("best_step", "best_val_loss", "test_accuracy")},
+      "layers": {},
+    }
+    results["layers"], orders = sweep_layers(model, variables, layers, x, y, cfg, trained_cfg.seed, log)
+    results["base_accuracy"] = next(iter(results["layers"].values()))["base_accuracy"]
+    write_outputs(os.path.join(workdir, "prune_sweep"), results, orders, log)
+  return results
+
+
+def chosen_layers(model: PlanNet, names) -> list[str]:
+  """The layers `names` selects ('all': every prunable layer), each checked to be prunable."""
+  layers = list(prunable_layers(model)) if tuple(names) == ("all",) else list(names)
+  for layer in layers:
+    check_layer(model, layer, prunable=True, error=pruning.PruningError)
+  return layers
+
+
+def sweep_layers(model, variables, layers, x, y, cfg: PruneSweepConfig, seed: int, log=print) -> tuple[dict, dict]:
+  """`compare_criteria` of every layer with the config's criteria, level step and random seeds:
+  ({layer: result with its time}, {"layer/criterion": order})."""
+  out, orders = {}, {}
+  for layer in layers:
+    m = variables["params"][layer]["kernel"].shape[-1]
+    begin = time.time()
+    r = compare_criteria(model, variables, layer, x, y, criteria=cfg.criteria, levels=pruning.levels(m, cfg.level_step),
+                         random_seeds=cfg.random_seeds, seed=seed)
+    r["seconds"] = time.time() - begin
+    log(f"{layer}: {m} units x {len(r['levels'])} levels x {len(r['orders'])} orders in {r['seconds']:.2f}s")
+    orders.update({f"{layer}/{name}": np.asarray(o, np.int32) for name, o in r.pop("orders").items()})
+    out[layer] = r
+  return out, orders
+
+
+def write_outputs(out_dir: str, results: dict, orders: Mapping[str, np.ndarray], log=print) -> None:
+  """results.json, orders.npz, curves.csv and Figure 2 into `out_dir`; the summary table to `log`."""
+  from redundancy_jax.plots import pruning as pruning_plots  # matplotlib: only where a figure is drawn
+
+  storage.write_json(os.path.join(out_dir, "results.json"), results)
+  storage.atomic_write(os.path.join(out_dir, "orders.npz"), lambda f: np.savez(f, **orders))
+  _write_csv(os.path.join(out_dir, "curves.csv"), results)
+  paths = pruning_plots.save_figure(results, os.path.join(out_dir, "figure2"))
+  log(summary(results))
+  log(f"\nwrote {out_dir}/results.json, curves.csv, orders.npz, {', '.join(os.path.basename(p) for p in paths)}")
+
+
+def _write_csv(path: str, results: dict) -> None:
+  rows = []
+  for layer, r in results["layers"].items():
+    for c, curve in r["criteria"].items():
+      rows += [(layer, c, lv, a, l, "") for lv, a, l in zip(r["levels"], curve["accuracy"], curve["loss"])]
+    if "random" in r:
+      rand = r["random"]
+      rows += [
+        (layer, "random", lv, a, l, s)
+        for lv, a, l, s in zip(r["levels"], rand["accuracy_mean"], rand["loss_mean"], rand["accuracy_std"])
+      ]
+  header = ("layer", "criterion", "units_removed", "accuracy", "loss", "accuracy_std")
+  storage.write_csv(path, header, rows)
+
+
+def summary(results: dict) -> str:
+  """The printed table: accuracy after removing 25/50/75/90% of each layer's units, criteria explained."""
+  cfg = results["config"]
+  lines = [f"\n{cfg['model']} on {data.label(results['dataset'])}\n{cfg['split']} accuracy (%) on {cfg['examples']:,} "
+           f"images after removing a fraction of a layer's units (unpruned: {100 * results['base_accuracy']:.2f}%)"]
+  for layer, r in results["layers"].items():
+    lines.append(f"\n{cfg['model']} {layer} ({r['units']} units)\n  {'units removed':<15}" + "".join(
+      f"{f'{p}%':>7} " for p in (25, 50, 75, 90)))
+    for name, accs in summary_rows(r):
+      lines.append(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
+  lines.append("\ncriteria (each a removal order, no retraining):")
+  lines += [f"  {name:<8} {pruning.CRITERION_HELP[name]}" for name in cfg["criteria"]]
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- comparing criteria
+
+
+def compare_criteria(
+  model: PlanNet,
+  variables: Mapping,
+  layer: str,
+  x,
+  y,
+  *,
+  criteria=pruning.CRITERIA,
+  levels=None,
+  random_seeds: int = 5,
+  seed: int = 0,
+  **sweep_options,
+) -> dict:
+  """Every criterion's removal order and accuracy curve for one layer (the report's Figure 2 data).
+
+  Random pruning is summarised as mean and standard deviation over `random_seeds` permutations.
+  `base_accuracy` and `base_loss` are the unpruned network's, evaluated on its own (level 0 of every
+  curve must equal them). Returns {"units", "levels", "base_accuracy", "base_loss", "criteria": {name: {accuracy, loss}}, "random": {...},
+  "orders": {name: int32[m]}}.
+  """
+  pruning.check_prunable(model, layer)
+  unknown = [c for c in criteria if c not in pruning.CRITERIA]
+  if unknown:
+    raise pruning.PruningError(f"unknown criteria {unknown}; valid criteria: {', '.join(pruning.CRITERIA)}")
+  W = unit_matrix(variables, layer)
+  pruning.check_finite(W, layer)
+  m = W.shape[0]
+  levels = pruning.check_levels(np.arange(m + 1) if levels is None else levels, m)
+  orders = {c: pruning.removal_order(W, c) for c in criteria if c != "random"}
+  if "random" in criteria:
+    if random_seeds < 1:
+      raise pruning.PruningError("random pruning needs at least one seed")
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), m), random_seeds)
+    orders.update({f"random/{i}": pruning.removal_order(W, "random", key=k) for i, k in enumerate(keys)})
+  curves = pruning.sweep(model, variables, layer, x, y, orders, levels, **sweep_options)
+  result = {
+    "units": m,
+    "levels": levels.tolist(),
+    "criteria": {c: {k: curves[c][k].tolist() for k in ("accuracy", "loss")} for c in criteria if c != "random"},
+    "orders": {name: np.asarray(order).tolist() for name, order in orders.items()},
+  }
+  if "random" in criteria:
+    acc = np.stack([curves[f"random/{i}"]["accuracy"] for i in range(random_seeds)])
+    loss = np.stack([curves[f"random/{i}"]["loss"] for i in range(random_seeds)])
+    result["random"] = {
+      "seeds": random_seeds,
+      "accuracy_mean": acc.mean(0).tolist(),
+      "accuracy_std": acc.std(0).tolist(),
+      "loss_mean": loss.mean(0).tolist(),
+      "loss_std": loss.std(0).tolist(),
+    }
+  result["base_loss"], result["base_accuracy"] = variants.loss_and_accuracy(model, variables, x, y)
+  return result
+
+
+def summary_rows(layer_result: dict, fractions=(0.25, 0.5, 0.75, 0.9)) -> list[tuple[str, list[float]]]:
+  """(criterion, accuracy at each fraction of units removed), at the nearest swept level."""
+  levels = np.asarray(layer_result["levels"])
+  picks = [int(np.argmin(np.abs(levels - f * layer_result["units"]))) for f in fractions]
+  rows = [(c, [curve["accuracy"][i] for i in picks]) for c, curve in layer_result["criteria"].items()]
+  if "random" in layer_result:
+    r = layer_result["random"]
+    rows.append(("random (mean)", [r["accuracy_mean"][i] for i in picks]))
+  return rows
+
+
+def removable_fraction(levels, accuracy, base: float, loss: float) -> float:
+  """The largest fraction of units removed along one order (a prefix of `levels`, which end at m) with
+  `accuracy` >= `base` - `loss` at every level up to it."""
+  levels, accuracy = np.asarray(levels), np.asarray(accuracy)
+  bad = np.nonzero(accuracy < base - loss - 1e-12)[0]
+  last = len(levels) - 1 if not len(bad) else bad[0] - 1
+  return float(levels[max(last, 0)] / levels[-1])

@@ -1,0 +1,388 @@
+"""Subspace analysis of a trained network (DEFINITIONS.md section 4, report section 3.3): the accuracy on
+data of low-rank replacements of a layer, batched over ranks through `variants.py`, the whole analysis
+of one layer (its spectra from `spectral.py` plus those accuracies), the report's Figure 8 table, and
+the two commands built on them.
+
+  acc = rank_sweep(model, variables, "fc1", x, y, ks, init_params=p0)   # every k, batched
+  result = analyze_layer(model, variables, p0, "fc1", x, y)             # JSON-ready
+  row = low_rank_replacement(model, variables, p0, "fc1", x, y)         # one seed of Figure 8
+  run(SubspaceConfig(...)); run_table(SubspaceTableConfig(...))       # python -m experiments.subspace[_table]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from redundancy_jax.analyses.spectral import (
+  SpectralError, check_matrix, check_rank, elbow, glorot_variance, kept_norm, residuals, summarize, truncate,
+)
+from redundancy_jax.analyses.units import kernel_from_units, unit_matrix
+from redundancy_jax.core import config, data, storage, variants
+from redundancy_jax.core.config import TrainConfig, option
+from redundancy_jax.core.runs import Run, default_workdir
+from redundancy_jax.models import MODELS, PlanNet, check_layer, dense_input, layer_of, previous_layer
+
+
+def rank_grid(p: int, num: int = 48, include: Sequence[int] = ()) -> np.ndarray:
+  """Ranks 1..p-1 for the accuracy curve: all of them when `num` <= 0 or p - 1 <= num, else about `num`
+  geometrically spaced ones, plus `include`."""
+  if p < 2:
+    raise SpectralError(f"no rank 1..min(m, n)-1 exists for min(m, n) = {p}")
+  if num <= 0 or p - 1 <= num:
+    grid = np.arange(1, p)
+  else:
+    grid = np.unique(np.round(np.geomspace(1, p - 1, num)).astype(int))
+  return np.unique(np.concatenate([grid, np.asarray(include, int)])).astype(np.int32)
+
+
+def _factor_inputs(model, layer, variables, factors, h):
+  """`prepare` of a dense layer: per mode, its pre-activation with the base weights (x base^T + b) and
+  its input on the right singular vectors (x Vt^T), computed once per data chunk and shared by every k."""
+  x = dense_input(model, previous_layer(model, layer), layer, h)
+  bias = variables["params"][layer]["bias"]
+  return jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"])
+
+
+def _factorized_rank(model, layer, variables, factors, inputs, y, variant):
+  """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T, then the layers
+  after this one. W_k is never formed."""
+  mode, k = variant
+  z0, A = inputs[0][mode], inputs[1][mode]
+  s = factors["s"][mode]
+  z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ factors["U"][mode].T
+  logits = z if layer_of(model, layer).output else model.apply(variables, jax.nn.relu(z), start=layer)
+  return variants.loss_and_correct(logits, y)
+
+
+def _replaced_rank(model, layer, variables, factors, h, y, variant):
+  """`score` of (mode, k) for any layer: its kernel replaced by base + truncate(U, s, Vt, k), and the
+  network run on from the previous layer's activation `h` (from the input when there is none)."""
+  mode, k = variant
+  params = variables["params"]
+  kernel = params[layer]["kernel"]
+  W = factors["base"][mode] + truncate(factors["U"][mode], factors["s"][mode], factors["Vt"][mode], k)
+  v = {**variables, "params": {**params, layer: {**params[layer], "kernel": kernel_from_units(W, kernel.shape)}}}
+  prev = previous_layer(model, layer)
+  return variants.loss_and_correct(model.apply(v, h) if prev is None else model.apply(v, h, start=prev), y)
+
+
+def rank_sweep(
+  model: PlanNet,
+  variables: Mapping,
+  layer: str,
+  x,
+  y,
+  ks,
+  *,
+  init_params: Mapping | None = None,
+  data_chunk: int = 500,
+  k_chunk: int = 16,
+  factorized: bool | None = None,
+) -> dict[str, np.ndarray]:
+  """Accuracy on (x, y) with `layer`'s W replaced by W_k ("low_rank") and, given the initial
+  parameters, by W0 + P_k (W - W0) ("project_update"), for every k of `ks`; "full": unchanged.
+
+  Batched through `variants.evaluate` like the pruning sweep: per data chunk the network up to the
+  layer before runs once, then every (mode, k) runs vmapped in batches of `k_chunk`. For a dense layer
+  (`factorized`, default automatic) W_k is never formed: its input is projected on the right singular
+  vectors once and each k only masks singular values.
+  """
+  check_layer(model, layer, error=SpectralError)
+  W = check_matrix(unit_matrix(variables, layer), layer)
+  ks = np.asarray(ks)
+  check_rank(ks, W.shape, layer)
+  modes = {"low_rank": (jnp.zeros_like(W), *jnp.linalg.svd(W, full_matrices=False))}
+  if init_params is not None:
+    W0 = jnp.asarray(unit_matrix(init_params, layer))
+    update = check_matrix(W - W0, f"{layer} update W - W0")
+    modes["project_update"] = (W0, *jnp.linalg.svd(update, full_matrices=False))
+  factors = {name: jnp.stack([f[i] for f in modes.values()]) for i, name in enumerate(("base", "U", "s", "Vt"))}
+  if factorized is None:
+    factorized = layer_of(model, layer).kind == "dense"
+  prepare, score = (_factor_inputs, _factorized_rank) if factorized else (variants.keep_inputs, _replaced_rank)
+  spec = variants.Pass(layer, previous_layer(model, layer), prepare, score, k_chunk, data_chunk)
+  mode_V = np.repeat(np.arange(len(modes), dtype=np.int32), len(ks))
+  k_V = np.tile(ks.astype(np.int32), len(modes))
+  _, correct = variants.evaluate(model, variables, x, y, spec, (mode_V, k_V), factors)
+  accuracy = np.asarray(correct).reshape(len(modes), len(ks)) / len(y)
+  full = variants.loss_and_accuracy(model, variables, x, y, data_chunk=data_chunk)[1]
+  return {"ks": ks, "full": full, **{name: accuracy[i] for i, name in enumerate(modes)}}
+
+
+def analyze_layer(
+  model: PlanNet,
+  variables: Mapping,
+  init_params: Mapping,
+  layer: str,
+  x,
+  y,
+  *,
+  num_ranks: int = 48,
+  **sweep_options,
+) -> dict:
+  """One layer's subspace analysis, JSON-ready: spectra of the initial and the trained W against
+  Marchenko-Pastur, the residual curves of W and of the update W - W0 with their elbows, and the
+  accuracy on (x, y) for a grid of ranks (`rank_grid(p, num_ranks)` plus both elbows) with W -> W_k
+  and W -> W0 + P_k(W - W0).
+
+  `a` is the unchanged network's accuracy, `a_proj` and `a_project_update` those at W's elbow k, and
+  `a_project_update_at_update_elbow` Nagarajan-Kolter's at the update's own elbow.
+  """
+  kernel_shape = np.shape(variables["params"][layer]["kernel"])
+  var = glorot_variance(kernel_shape)
+  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
+  trained = summarize(W, init_var=var, layer=layer)
+  init = summarize(W0, init_var=var, layer=f"{layer} at initialisation")
+  out = {"layer": layer, "kernel_shape": list(kernel_shape), "trained": trained, "init": init}
+  if "elbow" not in trained:
+    return out  # a single unit or input: no rank to choose
+  r_update = residuals(jnp.asarray(W) - jnp.asarray(W0), layer=f"{layer} update W - W0")
+  k, k_update = trained["elbow"], int(elbow(r_update))
+  out["update"] = {"residuals": np.asarray(r_update).tolist(), "elbow": k_update,
+                   "kept_norm_percent": float(100 * kept_norm(r_update, k_update))}
+  ks = rank_grid(min(W.shape), num_ranks, include=[k, k_update])
+  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, **sweep_options)
+  at = lambda rank: int(np.searchsorted(sweep["ks"], rank))
+  out["sweep"] = jax.tree.map(lambda a: np.asarray(a).tolist(), sweep)
+  out.update(
+    a=sweep["full"], a_proj=float(sweep["low_rank"][at(k)]), a_project_update=float(sweep["project_update"][at(k)]),
+    a_project_update_at_update_elbow=float(sweep["project_update"][at(k_update)]),
+  )
+  return out
+
+
+def low_rank_replacement(model: PlanNet, variables: Mapping, init_params: Mapping, layer: str, x, y,
+                         **sweep_options) -> dict:
+  """One trained replica's entry of the report's Figure 8: k = the elbow of W's residual curve,
+  100 ||W_k||_F / ||W||_F, the accuracy a, a_proj (W -> W_k) and a_NK (W -> W0 + P_k(W - W0)) with the
+  drops a - a_proj and a - a_NK in points, and k_update, the elbow of the update W - W0, with a_NK there."""
+  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
+  r = residuals(W, layer=layer)
+  k = int(elbow(r))
+  k_update = int(elbow(residuals(jnp.asarray(W) - jnp.asarray(W0), layer=f"{layer} update W - W0")))
+  ks = sorted({k, k_update})
+  sweep = rank_sweep(model, variables, layer, x, y, ks, init_params=init_params, **sweep_options)
+  a = sweep["full"]
+  a_proj, a_nk = float(sweep["low_rank"][ks.index(k)]), float(sweep["project_update"][ks.index(k)])
+  a_nk_update = float(sweep["project_update"][ks.index(k_update)])
+  return {
+    "k": k, "kept_norm_percent": float(100 * kept_norm(r, k)), "a": a, "a_proj": a_proj, "a_project_update": a_nk,
+    "drop": 100 * (a - a_proj), "drop_project_update": 100 * (a - a_nk), "k_update": k_update,
+    "a_project_update_at_update_elbow": a_nk_update, "drop_project_update_at_update_elbow": 100 * (a - a_nk_update),
+    "neurons": int(W.shape[0]), "inputs": int(W.shape[1]),
+  }
+
+
+# Figure 8's per-seed quantities summarised over seeds (mean and std; the ranks also min and max).
+TABLE_KEYS = ("k", "kept_norm_percent", "drop", "drop_project_update", "k_update",
+              "drop_project_update_at_update_elbow", "a", "best_step")
+
+
+def table_row(seeds: Sequence[dict], **info) -> dict:
+  """One model's column of Figure 8 from its replicas' `low_rank_replacement` entries (each with its
+  `best_step`); `info` (model, layer, dataset, width, steps, ...) is copied in."""
+  m, n = seeds[0]["neurons"], seeds[0]["inputs"]
+  row = {**info, "num_seeds": len(seeds), "neurons": m, "inputs": n, "Q": n / m}
+  for key in TABLE_KEYS:
+    values = [s[key] for s in seeds]
+    row[f"{key}_mean"], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+  for key in ("k", "k_update"):
+    row[f"{key}_min"], row[f"{key}_max"] = min(s[key] for s in seeds), max(s[key] for s in seeds)
+  row["seeds"] = list(seeds)
+  return row
+
+
+def table_lines(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+  """Figure 8 with one column per model, as in the report: (header, rows of cells)."""
+  pm = lambda r, key, f: f"{r[key + '_mean']:{f}} ± {r[key + '_std']:{f}}"
+  rank = lambda key: lambda r: f"{r[key + '_mean']:.3g}" + (
+    f" ({r[key + '_min']}-{r[key + '_max']})" if r[key + "_min"] != r[key + "_max"] else "")
+  examples = lambda r: f"{r['examples']:,} test images" if r.get("examples") else "the test split"
+  lines = [
+    ("Network", lambda r: r["model"] + (f" (width {r['width']:g})" if r["width"] != 1.0 else "")),
+    ("Layer", lambda r: r["layer"]),
+    ("Number of neurons m", lambda r: str(r["neurons"])),
+    ("Aspect ratio Q = n/m", lambda r: f"{r['Q']:.3g}"),
+    ("Rank k (elbow of W; mean, range)", rank("k")),
+    ("100 ‖W_k‖_F / ‖W‖_F", lambda r: pm(r, "kept_norm_percent", ".2f")),
+    ("a − a_proj (points)", lambda r: pm(r, "drop", ".2f")),
+    ("Standard deviation of a − a_proj", lambda r: f"{r['drop_std']:.2f}"),
+    ("a − a_NK with W0 + P_k(W − W0), same k (points)", lambda r: pm(r, "drop_project_update", ".2f")),
+    ("Rank k_Δ (elbow of the update W − W0)", rank("k_update")),
+    ("a − a_NK at the update's elbow (points)", lambda r: pm(r, "drop_project_update_at_update_elbow", ".2f")),
+    ("Test accuracy a (%)", lambda r: f"{100 * r['a_mean']:.2f} ± {100 * r['a_std']:.2f}"),
+    ("Images a is measured on", examples),
+    ("Seeds", lambda r: str(r["num_seeds"])),
+    ("Training iterations", lambda r: f"{r['steps']:,}"),
+    ("Kept iteration j (min. validation loss; mean)", lambda r: f"{r['best_step_mean']:,.0f}"),
+    ("Data", lambda r: r["dataset"]),
+  ]
+  header = [""] + [lines[0][1](r) for r in rows]
+  return header, [[name] + [fmt(r) for r in rows] for name, fmt in lines[1:]]
+
+
+def table_markdown(rows: Sequence[dict]) -> str:
+  """Figure 8 as Markdown (`table_lines`)."""
+  header, body = table_lines(rows)
+  out = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+  out += ["| " + " | ".join(cells) + " |" for cells in body]
+  return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+@dataclasses.dataclass(frozen=True)
+class SubspaceConfig:
+  """`python -m experiments.subspace`."""
+
+  train: TrainConfig = option(TrainConfig(), "The model: reused from the workdir, or trained there first.")
+  workdir: str | None = option(None, "Run folder (default runs/<model>); outputs go to <workdir>/subspace/<layer>.")
+  layer: tuple[str, ...] = option(("fc1",), "Layers to analyse, or 'all' for every layer of the model.")
+  replica: int = option(0, "Which trained replica (seed index) to analyse.")
+  max_examples: int | None = option(None, "Use at most this many test images.")
+  num_ranks: int = option(48, "Ranks k in the accuracy curve (geometric grid plus the elbow); 0: every k.")
+  eval_chunk: int = option(500, "Test images per batched evaluation step.")
+  rank_chunk: int = option(16, "Ranks evaluated together (vmapped) per step.")
+
+
+def run(cfg: SubspaceConfig, log: Callable[[str], None] = print) -> dict:
+  """Finds or trains the model, analyses the layers, writes results and figures; returns the results."""
+  from redundancy_jax.plots import spectral as plots  # matplotlib: only where figures are drawn
+
+  run_ = Run(cfg.workdir or default_workdir(cfg.train))
+  planned = run_.planned_config(cfg.train)
+  layers = chosen_layers(config.build_model(planned), cfg.layer)  # before anything trains
+  if not 0 <= cfg.replica < planned.num_seeds:
+    raise ValueError(f"--replica={cfg.replica} is outside 0..{planned.num_seeds - 1} ({planned.num_seeds} trained)")
+  with run_.lock():
+    run_.ensure_trained(cfg.train, log)
+    model, variables, dataset, trained_cfg = run_.trained(cfg.replica)
+    out_dir = run_.path("subspace", ",".join(cfg.layer))
+    settings = {"layer": list(cfg.layer), "replica": cfg.replica, "num_ranks": cfg.num_ranks,
+                "examples": len(dataset.test_y[: cfg.max_examples]), "eval_chunk": cfg.eval_chunk,
+                "rank_chunk": cfg.rank_chunk}
+    storage.write_json(os.path.join(out_dir, "config.json"), {**settings, "training": trained_cfg.to_json()})
+    analyses = analyze_layers(run_, model, variables, dataset, layers, cfg, log)
+    results = {"experiment": "subspace", "model": trained_cfg.model, "workdir": run_.workdir,
+               "dataset": dataset.describe(), **settings, "layers": analyses}
+    storage.write_json(os.path.join(out_dir, "results.json"), results)
+    ncols = 2 if len(layers) == 1 else 4
+    title = f"{trained_cfg.model} (replica {cfg.replica}) on {data.label(results['dataset'])}"
+    plots.save(plots.esd_figure([(l, a["init"], a["trained"]) for l, a in analyses.items()], ncols, title),
+               os.path.join(out_dir, "esd"))
+    ranked = [(l, a) for l, a in analyses.items() if "sweep" in a]  # layers with a rank to choose
+    if ranked:
+      residuals_ = [(l, a["trained"], a["init"], a["update"]) for l, a in ranked]
+      plots.save(plots.residuals_figure(residuals_, ncols, title), os.path.join(out_dir, "residuals"))
+      accuracy = [(l, a["sweep"], a["trained"]["elbow"], a["update"]["elbow"]) for l, a in ranked]
+      plots.save(plots.accuracy_figure(accuracy, ncols, f"{title}: test accuracy"), os.path.join(out_dir, "accuracy"))
+    log(f"wrote {out_dir}/results.json and esd, residuals, accuracy (.png, .pdf)")
+  return results
+
+
+def chosen_layers(model: PlanNet, names) -> list[str]:
+  """The layers `names` selects ('all': every layer), each checked to exist."""
+  layers = [layer.name for layer in model.plan] if tuple(names) == ("all",) else list(names)
+  for layer in layers:
+    check_layer(model, layer, error=SpectralError)
+  return layers
+
+
+def analyze_layers(run_: Run, model, variables, dataset, layers, cfg: SubspaceConfig, log=print) -> dict:
+  """`analyze_layer` of each layer of replica `cfg.replica` on the first `cfg.max_examples` test images."""
+  init_params = run_.snapshot(0, replica=cfg.replica)
+  x, y = dataset.test_x[: cfg.max_examples], dataset.test_y[: cfg.max_examples]
+  analyses = {}
+  for index, layer in enumerate(layers):
+    begin = time.time()
+    a = analyses[layer] = analyze_layer(model, variables, init_params, layer, x, y, num_ranks=cfg.num_ranks,
+                                        data_chunk=cfg.eval_chunk, k_chunk=cfg.rank_chunk)
+    t = a["trained"]
+    line = f"[{index + 1}/{len(layers)}] {layer}: m={t['m']} n={t['n']} Q={t['Q']:.3g}"
+    line += f" spikes {t['fit']['spikes']} (TW {t['fit']['spikes_tw']})"
+    if "elbow" in t:
+      line += (f" elbow k={t['elbow']} ||W_k||/||W||={t['kept_norm_percent']:.2f}% "
+               f"a={100 * a['a']:.2f}% a_proj={100 * a['a_proj']:.2f}% a_NK={100 * a['a_project_update']:.2f}%; "
+               f"update elbow k={a['update']['elbow']} a_NK={100 * a['a_project_update_at_update_elbow']:.2f}%")
+    log(f"{line} ({time.time() - begin:.1f}s)")
+  return analyses
+
+
+@dataclasses.dataclass(frozen=True)
+class SubspaceTableConfig:
+  """`python -m experiments.subspace_table`."""
+
+  train: TrainConfig = option(TrainConfig(num_seeds=10), "How each model is trained (--models names them).")
+  models: tuple[str, ...] = option(("lenet", "conv2", "conv6", "vgg19"), "Models, one column each.", choices=MODELS)
+  workdir_root: str = option("runs", "Folder holding one training workdir per model.")
+  out: str | None = option(None, "Output path without extension (default: <workdir_root>/subspace_table).")
+  layer: str = option("fc1", "Layer to replace by its low-rank approximation (the first dense layer).")
+  eval_chunk: int = option(500, "Test images per batched evaluation step.")
+
+
+def table_workdir(cfg: SubspaceTableConfig, model: str) -> str:
+  """<root>/<model>_seeds<K>, plus the settings that change what is trained (width, dataset, steps)."""
+  t = cfg.train
+  name = f"{model}_seeds{t.num_seeds or 1}"
+  name += f"_w{t.width:g}" if t.width not in (None, 1.0) else ""
+  name += f"_{t.dataset}" if t.dataset is not None else ""
+  name += f"_steps{t.steps}" if t.steps is not None else ""
+  return os.path.join(cfg.workdir_root, name)
+
+
+def run_table(cfg: SubspaceTableConfig, log: Callable[[str], None] = print) -> list[dict]:
+  """Trains what is missing, measures every replica of every model, writes <out>.md, .csv and .json."""
+  config.check_choices(cfg)
+  if cfg.train.model is not None:
+    raise ValueError("the table names its models with --models, not --model")
+  if not cfg.models:
+    raise ValueError(f"--models names no model; valid models: {', '.join(MODELS)}")
+  trains = {m: dataclasses.replace(cfg.train, model=m) for m in cfg.models}
+  for m, t in trains.items():  # every name checked before anything trains
+    check_layer(config.build_model(Run(table_workdir(cfg, m)).planned_config(t)), cfg.layer, error=SpectralError)
+  rows = []
+  for m, t in trains.items():
+    begin = time.time()
+    run_ = Run(table_workdir(cfg, m))
+    with run_.lock():
+      run_.ensure_trained(t, log)
+      rows.append(_table_row(run_, cfg, log))
+    log(f"{m}: done in {time.time() - begin:.0f}s")
+  out = cfg.out or os.path.join(cfg.workdir_root, "subspace_table")
+  storage.write_json(f"{out}.json", {"experiment": "subspace_table", "rows": rows})
+  storage.atomic_write(f"{out}.md", lambda f: f.write(table_markdown(rows).encode()))
+  columns = [k for k in rows[0] if k != "seeds"]
+  storage.write_csv(f"{out}.csv", columns, [[r[k] for k in columns] for r in rows])
+  log(table_markdown(rows))
+  log(f"wrote {out}.md, {out}.csv, {out}.json")
+  return rows
+
+
+def _table_row(run_: Run, cfg: SubspaceTableConfig, log) -> dict:
+  model, _, dataset, trained_cfg = run_.trained()
+  return replicas_row(run_, model, dataset, trained_cfg, cfg.layer, dataset.test_x, dataset.test_y, log,
+                      data_chunk=cfg.eval_chunk)
+
+
+def replicas_row(run_: Run, model, dataset, trained_cfg, layer: str, x, y, log=print, **sweep_options) -> dict:
+  """One model's column of Figure 8: `low_rank_replacement` of every trained replica on (x, y)."""
+  best_steps = run_.results()["best_step"]
+  seeds = []
+  for seed in range(trained_cfg.num_seeds):
+    entry = low_rank_replacement(model, run_.trained_variables(seed), run_.snapshot(0, replica=seed), layer, x, y,
+                                 **sweep_options)
+    seeds.append({"seed": seed, **entry, "best_step": best_steps[seed]})
+    log(f"  {trained_cfg.model} seed {seed}: k={entry['k']} ||W_k||/||W||={entry['kept_norm_percent']:.2f}% "
+        f"a={100 * entry['a']:.2f}% a_proj={100 * entry['a_proj']:.2f}% a_NK={100 * entry['a_project_update']:.2f}%; "
+        f"update elbow k={entry['k_update']} a_NK={100 * entry['a_project_update_at_update_elbow']:.2f}%")
+  return table_row(seeds, model=trained_cfg.model, layer=layer, workdir=run_.workdir,
+                   dataset=data.label(dataset.describe()), width=trained_cfg.width, steps=trained_cfg.steps,
+                   examples=len(y))

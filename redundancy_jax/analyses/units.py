@@ -1,0 +1,62 @@
+"""A layer's units as rows of a matrix (DEFINITIONS.md section 2), and the geometry every analysis reads
+from it: norms, directions, cosine similarities.
+
+  W = unit_matrix(params, "fc1")      # (m, n): one row per unit (a Dense kernel transposed)
+  X = cosine_similarity(W)            # (m, m), float64
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+
+
+class UnitError(ValueError):
+  """A layer that does not exist in the parameters."""
+
+
+def _params(tree: Mapping) -> Mapping:
+  return tree["params"] if "params" in tree else tree
+
+
+def unit_matrix(params: Mapping, layer: str) -> jax.Array:
+  """The layer's units as rows: Dense kernel (n, m) -> (m, n); Conv (kh, kw, c, m) -> (m, kh*kw*c).
+  `params` is a parameter pytree or {"params": ...}."""
+  params = _params(params)
+  if layer not in params:
+    raise UnitError(f"unknown layer {layer!r}; layers: {', '.join(sorted(params))}")
+  kernel = params[layer]["kernel"]
+  return kernel.reshape(-1, kernel.shape[-1]).T
+
+
+def kernel_from_units(W_MxN: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
+  """Inverse of `unit_matrix`: Dense kernel = W.T, Conv kernel = W.T reshaped."""
+  return W_MxN.T.reshape(kernel_shape)
+
+
+def unit_norms(W) -> np.ndarray:
+  """||w_i|| for the rows of `W` (m, n), in float64: the node sizes of the dynamics graph."""
+  return np.linalg.norm(np.asarray(W, np.float64), axis=1)
+
+
+def unit_directions(W) -> np.ndarray:
+  """The rows of `W` normalised to unit length, in float64; a zero row stays zero."""
+  W = np.asarray(W, np.float64)
+  norms = np.linalg.norm(W, axis=1, keepdims=True)
+  return np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
+
+
+def cosine_similarity(W, V=None) -> np.ndarray:
+  """Cosine similarities between the rows of `W` and those of `V` (default `W`): U_W U_V^T of the
+  normalised rows, so a zero row has similarity 0 with everything."""
+  U = unit_directions(W)
+  return U @ (U if V is None else unit_directions(V)).T
+
+
+def mean_pairwise_cosine(W) -> float:
+  """The mean cosine similarity over ordered pairs of distinct units."""
+  X = cosine_similarity(W)
+  m = len(X)
+  return float((X.sum() - np.trace(X)) / max(1, m * (m - 1)))

@@ -1,0 +1,257 @@
+"""A training run's folder, owned by one object: its paths, stored config, whether it is trained, loading
+what it holds, the reuse check, find-or-train, its orbax checkpoints, and an exclusive lock.
+
+  run = Run("runs/lenet")
+  with run.lock():                                   # a second process gets WorkdirInUse at once
+    cfg = run.ensure_trained(TrainConfig(model="lenet"))
+    trained = run.trained(replica=0)                 # (model, variables, dataset, config)
+
+Layout: config.json (the resolved TrainConfig), metrics.jsonl, snapshots/epoch_*.npz, checkpoints/
+(orbax), trained_variables.npz, results.json, masks.npz (lottery tickets), .lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import re
+import threading
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from redundancy_jax.core import config as config_lib, storage
+from redundancy_jax.core.config import TrainConfig
+from redundancy_jax.core.data import Dataset
+from redundancy_jax.models import PlanNet
+
+
+class ConfigMismatch(ValueError):
+  """A workdir holds a run (or a result) of another configuration."""
+
+
+class WorkdirInUse(RuntimeError):
+  """Another process holds the workdir's lock."""
+
+
+class Trained(NamedTuple):
+  """A trained replica with what it needs: the module, its variables, the dataset and the config."""
+
+  model: PlanNet
+  variables: dict
+  dataset: Dataset
+  config: TrainConfig
+
+
+# Locks this process holds: path -> (open file, count). flock locks belong to an open file, so a second
+# open of the same lock file in this process would conflict with the first; nested `lock()`s share one.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str) -> Iterator[None]:
+  """An exclusive lock on `folder` (its `.lock` file, created with the folder) while inside; another
+  process asking for it gets `WorkdirInUse` at once, naming the holder. The lock dies with its process,
+  so a killed run's lock is taken over by the next run."""
+  path = os.path.abspath(os.path.join(folder, ".lock"))
+  with _HELD_GUARD:
+    if path in _HELD:
+      _HELD[path][1] += 1
+      held = True
+    else:
+      held = False
+  if not held:
+    os.makedirs(folder, exist_ok=True)
+    f = open(path, "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown"
+      f.close()
+      raise WorkdirInUse(f"workdir {folder} is in use by process {holder}; wait for it to finish, or use another "
+                         f"--workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    with _HELD_GUARD:
+      _HELD[path] = [f, 1]
+  try:
+    yield
+  finally:
+    with _HELD_GUARD:
+      entry = _HELD[path]
+      entry[1] -= 1
+      if entry[1] == 0:
+        del _HELD[path]
+        fcntl.flock(entry[0], fcntl.LOCK_UN)
+        entry[0].close()
+
+
+def default_workdir(cfg: TrainConfig) -> str:
+  """runs/<model>: where a command trains, or finds, its model when no --workdir is given."""
+  return os.path.join("runs", cfg.model or config_lib.DEFAULTS["model"])
+
+
+class Run:
+  """The folder of one training run (K replicas trained together)."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.config_path, self.results_path, self.metrics_path, self.trained_path, self.masks_path = (
+      os.path.join(workdir, name) for name in
+      ("config.json", "results.json", "metrics.jsonl", "trained_variables.npz", "masks.npz"))
+
+  def __repr__(self) -> str:
+    return f"Run({self.workdir!r})"
+
+  # --- paths
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  def snapshot_path(self, epoch: int) -> str:
+    return self.path("snapshots", f"epoch_{epoch:05d}.npz")
+
+  def lock(self):
+    """This folder's exclusive lock (`folder_lock`)."""
+    return folder_lock(self.workdir)
+
+  # --- what it holds
+
+  def is_trained(self) -> bool:
+    return os.path.exists(self.trained_path) and os.path.exists(self.results_path)
+
+  def config(self) -> TrainConfig:
+    """The resolved training config the run recorded."""
+    if not os.path.exists(self.config_path):
+      raise FileNotFoundError(f"{self.workdir} holds no training run (no config.json)")
+    return TrainConfig.from_json(storage.read_json(self.config_path)).resolve()
+
+  def results(self) -> dict:
+    return storage.read_json(self.results_path)
+
+  def snapshot_epochs(self) -> list[int]:
+    """Epochs with a parameter snapshot (0 is the initialisation)."""
+    files = glob.glob(self.path("snapshots", "epoch_*.npz"))
+    return sorted(int(re.search(r"epoch_(\d+)", f).group(1)) for f in files)
+
+  def snapshot(self, epoch: int, replica: int = 0) -> dict:
+    """The parameters of replica `replica` at the end of `epoch` (0 = initialisation)."""
+    return self._replica(storage.load_tree(self.snapshot_path(epoch)), replica)
+
+  def trained_variables(self, replica: int | None = 0) -> dict:
+    """The variables at minimum validation loss ({"params", "batch_stats"?}) of replica `replica`, or of
+    every replica stacked when `replica` is None."""
+    if not self.is_trained():
+      raise FileNotFoundError(f"no trained model in {self.workdir}: run `python -m experiments.train "
+                              f"--workdir={self.workdir} --model=...` first")
+    tree = storage.load_tree(self.trained_path)
+    return tree if replica is None else self._replica(tree, replica)
+
+  def trained(self, replica: int = 0, dataset: Dataset | None = None) -> Trained:
+    """Replica `replica` of the trained model with its module, dataset (loaded unless given) and config."""
+    cfg = self.config()
+    dataset = config_lib.load_data(cfg) if dataset is None else dataset
+    return Trained(config_lib.build_model(cfg, dataset), self.trained_variables(replica), dataset, cfg)
+
+  def _replica(self, tree: dict, replica: int) -> dict:
+    k = jax.tree.leaves(tree)[0].shape[0]
+    if not 0 <= replica < k:
+      raise ValueError(f"replica {replica} is outside 0..{k - 1}: {self.workdir} holds {k} trained replica(s)")
+    return jax.tree.map(lambda a: np.asarray(a[replica]), tree)
+
+  # --- the config checks
+
+  def check_reuse(self, cfg: TrainConfig) -> TrainConfig:
+    """The stored config, or an error when a field set in `cfg` (the training options given) differs
+    from it: a result must never be computed for, or attributed to, settings other than the model's."""
+    stored = self.config()
+    recorded = stored.to_json()
+    diffs = {k: v for k, v in cfg.given().items() if recorded.get(k) != v}
+    if diffs:
+      lines = [f"  --{k}: the trained model used {recorded.get(k)!r}, the flags ask {v!r}" for k, v in diffs.items()]
+      same = " ".join(f"--{k}={_flag(recorded.get(k))}" for k in diffs)
+      raise ConfigMismatch(
+        f"{self.workdir} holds a model trained with other settings than the flags given:\n" + "\n".join(lines) +
+        f"\nEither train these settings in a new workdir (add --workdir=NEW), or analyse the model that is there: "
+        f"drop these flags or pass its values ({same})."
+      )
+    return stored
+
+  def check_config(self, cfg: TrainConfig, *, write: bool, fresh: bool) -> None:
+    """An error listing the differences when the folder holds a run of another resolved `cfg`; with
+    `write`, records `cfg` when it holds none or is `fresh` (a config.json left by an attempt that failed
+    before its first checkpoint or metrics line)."""
+    new = cfg.to_json()
+    if fresh or not os.path.exists(self.config_path):
+      if write:
+        storage.write_json(self.config_path, new)
+      return
+    old = storage.read_json(self.config_path)
+    diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}"
+             for k, v in new.items() if old.get(k) != v and k not in config_lib.NOT_IDENTITY]
+    if diffs:
+      raise ConfigMismatch(
+        f"{self.workdir} holds a run with another config; use a new --workdir or the same flags:\n" + "\n".join(diffs))
+
+  def planned_config(self, cfg: TrainConfig) -> TrainConfig:
+    """The resolved config of the model a command will use here: the trained one (checked against the
+    fields set in `cfg`), or `cfg` resolved when there is none yet. Reads no data: for validating a
+    command's options before it trains or loads anything."""
+    return self.check_reuse(cfg) if self.is_trained() else cfg.resolve()
+
+  def ensure_trained(self, cfg: TrainConfig, log: Callable[[str], None] = print, **train_options) -> TrainConfig:
+    """The config of the trained model here, training `cfg` first when there is none; a trained model is
+    reused only when the fields set in `cfg` agree with it (`check_reuse`)."""
+    cfg.resolve()  # an unknown name fails here, before anything is printed or trained
+    if self.is_trained():
+      stored = self.check_reuse(cfg)
+      log(f"reusing the {stored.model} trained in {self.workdir} on {stored.dataset} (its config.json)")
+      return stored
+    from redundancy_jax.core import train  # train writes into a Run: imported when a run must be trained
+
+    log(f"no trained model in {self.workdir}: training {cfg.resolve().model} now")
+    train.train(cfg, self.workdir, log=log, **train_options)
+    return self.config()
+
+  # --- checkpoints (orbax) and metrics
+
+  def checkpoints(self) -> ocp.CheckpointManager:
+    """The manager of resumable training states (the two newest are kept)."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(os.path.abspath(self.path("checkpoints")), options=options)
+
+  def trim_metrics(self, last_epoch: int) -> None:
+    """After resuming from `last_epoch`, drops the metric lines of epochs that are being redone."""
+    if not os.path.exists(self.metrics_path):
+      return
+    with open(self.metrics_path) as f:
+      lines = [line for line in f if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch]
+    storage.atomic_write(self.metrics_path, lambda f: f.write("".join(lines).encode()))
+
+
+def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Saves `state` at `step` and waits, so a killed run never leaves half a checkpoint as the newest."""
+  mngr.save(step, args=ocp.args.StandardSave(state))
+  mngr.wait_until_finished()
+
+
+def restore_state(mngr: ocp.CheckpointManager, like: Any):
+  """The newest state, shaped and placed like the pytree `like`; None when there is none."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _flag(value) -> str:
+  return ",".join(map(str, value)) if isinstance(value, list) else str(value)

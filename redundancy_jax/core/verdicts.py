@@ -1,0 +1,43 @@
+"""A claim and the verdict computed on it from a run's numbers: one type for the report's claims (the
+reproduction page) and the related-work experiments' headlines.
+
+  v = Verdict.decide("the error grows with K", ok, evidence="K = 2 -> 8: 0.045 -> 0.395",
+                     rule="eps(K_max) > 1.5 eps(K_min)", numbers={...})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
+VERDICTS = (HOLDS, FAILS, UNTESTABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  """What a claim says, whether this run's numbers support it, and why."""
+
+  claim: str
+  verdict: str  # one of VERDICTS
+  evidence: str  # the numbers that decide it, in words
+  rule: str = ""  # the rule applied to them
+  numbers: dict = dataclasses.field(default_factory=dict)  # the same numbers, for files and tests
+  section: str = ""  # where the report makes the claim
+  effect: float | None = None  # the effect the rule measures ...
+  control_spread: float | None = None  # ... and the spread of the same statistic on its control
+
+  @classmethod
+  def decide(cls, claim: str, ok: bool, evidence: str, **fields) -> "Verdict":
+    return cls(claim, HOLDS if ok else FAILS, evidence, **fields)
+
+  @classmethod
+  def untestable(cls, claim: str, why: str, **fields) -> "Verdict":
+    return cls(claim, UNTESTABLE, why, **fields)
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, obj: dict) -> "Verdict":
+    return cls(**obj)

@@ -1,0 +1,264 @@
+"""The reproduction page: Figures 1-8 as numbered in the report, the claims with their computed verdicts,
+the related work and provenance, as one list of typed blocks rendered by two Jinja2 templates
+(templates/report.html.j2, templates/report.md.j2) into one offline page and its Markdown twin.
+
+  page = write(root, records, provenance)     # <root>/index.html, <root>/report.md, <root>/claims.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import jinja2
+import markupsafe
+import numpy as np
+
+from redundancy_jax.core import storage
+from redundancy_jax.core.verdicts import FAILS, HOLDS, UNTESTABLE, Verdict
+from redundancy_jax.analyses.subspace import table_lines
+from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
+
+RELATED_TITLES = {
+  "lottery": "Lottery tickets (Frankle and Carbin)",
+  "clustering": "Filter clustering and XORD (Brutzkus and Globerson)",
+  "teacher_student": "Teacher-student (Goldt et al.)",
+  "width": "Width and distance to initialisation (Neyshabur et al.)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One piece of the page: kind "h" (level, text), "p" (text, **bold** allowed), "banner" (text), "img"
+  (path, caption), "link" (path, text) or "table" (header, rows, id)."""
+
+  kind: str
+  text: str = ""
+  level: int = 2
+  path: str = ""
+  header: tuple = ()
+  rows: tuple = ()
+  id: str = ""
+
+
+def _h(text, level=2):
+  return Block("h", text, level=level)
+
+
+def _p(text):
+  return Block("p", text)
+
+
+def _img(path, caption):
+  return Block("img", caption, path=path)
+
+
+def _link(path, text):
+  return Block("link", text, path=path)
+
+
+def _table(header, rows, table_id=""):
+  return Block("table", header=tuple(str(h) for h in header), rows=tuple(tuple(str(c) for c in r) for r in rows),
+               id=table_id)
+
+
+def _pm(values, fmt=".2f", scale=1.0):
+  v = scale * np.asarray(values, np.float64)
+  return f"{v.mean():{fmt}} ± {v.std():{fmt}}" if v.size > 1 else f"{v.mean():{fmt}}"
+
+
+def _architecture(layers) -> str:
+  parts = []
+  for layer in layers:
+    text = f"{layer['kind']} {layer['features']}" + (", pool" if layer["after"] == "pool" else "")
+    parts.append(("avg-pool, " if layer["before"] == "gap" else "") + text)
+  return "; ".join(parts)
+
+
+def _figure1(trained: dict) -> list[Block]:
+  out = [_h("Figure 1: the models")]
+  if not trained:
+    return out + [_p("No training stage has run.")]
+  rows = []
+  for model, t in trained.items():
+    shape = "x".join(map(str, t["dataset"]["image_shape"]))
+    rows.append([model, _architecture(t["layers"]), f"{t['parameters']:,} / {t['conv_parameters']:,} ({shape})",
+                 f"{t['steps']:,} / {t['batch_size']} (recipe {t['recipe_steps']:,})",
+                 f"{t['optimizer']} {t['learning_rate']:g}", f"{t['width']:g}", t["seeds"],
+                 _pm(t["test_accuracy"], scale=100), f"{t['dataset']['sizes']['test']:,}",
+                 f"{np.mean(t['best_step']):,.0f}"])
+  out.append(_table(["Network", "Layers", "All / conv parameters (input)", "Iterations / batch", "Optimizer", "Width",
+                     "Seeds", "Test accuracy (%)", "Test images", "Kept iteration (mean)"], rows))
+  out.append(_p("Test accuracy here is on the whole test split; the analyses below (Figures 2 and 8) evaluate on "
+                "the number of test images they state, so their unpruned accuracy can differ from this one."))
+  return out
+
+
+def _figure2(records) -> list[Block]:
+  out = [_h("Figure 2: pruning criteria, no retraining")]
+  for model in ("lenet", "conv2"):
+    rec = records.get(f"{model}.prune")
+    if rec:
+      r = rec["result"]
+      out.append(_img(r["figure"], f"Figure 2, {model}: accuracy and loss against units removed, on the first "
+                                   f"{r['config']['examples']:,} test images; random: mean ± std over its permutations"))
+  if len(out) == 1:
+    out.append(_p("Not run at this call (stages lenet.prune, conv2.prune)."))
+  return out
+
+
+def _figures34(records, trained) -> list[Block]:
+  out = [_h("Figures 3 and 4: training dynamics"),
+         _p("Nodes are units, sized by their norm; edges join units whose weight vectors have a cosine above the "
+            "threshold. Orange nodes are *repeated* units: their activations on test images correlate (|r| >= 0.5) "
+            "with another unit's, which is about activations, not weights, so a repeated unit needs no edge.")]
+  for stage, title in (("conv2.dynamics", "Figure 3: Conv-2 fc1 at initialisation and after convergence"),
+                       ("vgg19.dynamics", "Figure 4: the last convolutional layer of VGG19")):
+    rec = records.get(stage)
+    if rec:
+      d = rec["result"]
+      width = trained.get(stage.split(".")[0], {}).get("width", 1.0)
+      out.append(_img(d["figure"], f"{title}: {d['units']} units (width {width:g}), {d['frames']} snapshots, edges "
+                                   f"above cosine {d['threshold_cosine']:.3f}"))
+      out.append(_link(d["viewer"], f"Interactive viewer ({stage.split('.')[0]} {d['layer']})"))
+    else:
+      out.append(_p(f"{title}: not run (stage {stage})."))
+  return out
+
+
+def _figure5(records) -> list[Block]:
+  out = [_h("Figure 5: re-sampling the classifier")]
+  rec = records.get("conv2.resample")
+  if not rec:
+    return out + [_p("Not run (stage conv2.resample).")]
+  out.append(_p("Two Conv-2 runs share the initialisation of every layer and the data order; only the classifier is "
+                "re-sampled with another seed. Units are matched by index and by the best one-to-one matching on "
+                "cosine; graphs at the first run's threshold."))
+  rows = []
+  for layer, c in rec["result"]["layers"].items():
+    a, b = c["runs"]
+    rows.append([layer, c["units"], f"{c['same_unit_cosine']:.3f}", f"{c['matched_cosine']:.3f}",
+                 f"{100 * c['matched_to_self']:.0f}%", f"{c['init_to_trained_cosine']:.3f}", f"{c['edge_jaccard']:.2f}",
+                 f"{a['edges']} / {b['edges']}", f"{a['components']} / {b['components']}",
+                 f"{a['largest_component']} / {b['largest_component']}", f"{a['repeated_units']} / {b['repeated_units']}"])
+  out.append(_table(["Layer", "Units", "Cosine, same unit", "Cosine, best matching", "Matched to itself",
+                     "Cosine init -> trained (run 1)", "Edge Jaccard", "Edges", "Components", "Largest component",
+                     "Repeated units"], rows, "figure5"))
+  for layer, c in rec["result"]["layers"].items():
+    out += [_img(c["figure"], f"Figure 5, {layer}: both runs"), _link(c["viewer"], f"Interactive viewer, both runs ({layer})")]
+  return out
+
+
+def _figures678(records) -> list[Block]:
+  out = [_h("Figures 6 and 7: spectra against Marchenko-Pastur, residuals and the elbow")]
+  for model in ("lenet", "conv2", "conv6", "vgg19"):
+    rec = records.get(f"{model}.subspace")
+    if rec:
+      esd, residual = rec["result"]["figures"]
+      out += [_img(esd, f"ESD of {model} at initialisation and trained"),
+              _img(residual, f"Residual curves of {model} with the elbow k")]
+  if len(out) == 1:
+    out.append(_p("Not run (the subspace stages)."))
+  out.append(_h("Figure 8: low-rank replacement of the first dense layer"))
+  rows = figure8_rows(records)
+  if rows:
+    header, body = table_lines(list(rows.values()))
+    out.append(_table(header, body, "figure8"))
+  else:
+    out.append(_p("Not run (the subspace stages)."))
+  return out
+
+
+def _verdict_table(verdicts: list[Verdict], first: str, table_id: str, settings: dict | None = None) -> Block:
+  header = [first, "Claim", "Numbers from this run", "Rule", "Verdict"]
+  rows = [[settings[i] if settings else v.section, v.claim, v.evidence, v.rule, v.verdict]
+          for i, v in enumerate(verdicts)]
+  return _table(header, rows, table_id)
+
+
+def _related(records) -> list[Block]:
+  out = [_h("Related work (report section 2)")]
+  verdicts = related_verdicts(records)
+  if not verdicts:
+    return out + [_p("Not run at this profile's call: `--stages=related` runs the four related-work experiments "
+                     "(lottery tickets, filter clustering, teacher-student, width) into this page.")]
+  out.append(_p("Each verdict is computed by the experiment's own run (its results.json); the first column says how "
+                "that run was made."))
+  rows, labels = [], []
+  for name, vs in verdicts.items():
+    settings = records[f"related.{name}"]["result"]["settings"]
+    for v in vs:
+      rows.append(v)
+      labels.append(f"{RELATED_TITLES[name]}: {settings}")
+  out.append(_verdict_table(rows, "Experiment", "related", labels))
+  for name in verdicts:
+    r = records[f"related.{name}"]["result"]
+    out.append(_img(r["figure"], f"{RELATED_TITLES[name]} ({r['workdir']})"))
+  missing = [RELATED_TITLES[n] for n in RELATED_TITLES if n not in verdicts]
+  if missing:
+    out.append(_p("Not run at this call: " + "; ".join(missing) + "."))
+  return out
+
+
+def _provenance(records, provenance, trained) -> list[Block]:
+  prov = [["profile", provenance["profile"]], ["command", provenance["command"]],
+          ["git commit", provenance["commit"] + (" (with uncommitted changes)" if provenance["uncommitted_changes"] else "")],
+          ["devices", f"{provenance['backend']}: {', '.join(provenance['devices'])}"], ["machine", provenance["machine"]],
+          ["versions", ", ".join(f"{k} {v}" for k, v in provenance["versions"].items())],
+          ["written", provenance["written"]]]
+  for model, t in trained.items():
+    d = t["dataset"]
+    files = "; ".join(f"{os.path.basename(f['path'])} sha256 {f['sha256'][:12]}…" for f in d.get("files", []))
+    sizes = "/".join(f"{v:,}" for v in d["sizes"].values())
+    prov.append([f"data ({model})", f"{d['name']}, {d['source']}, train/validation/test {sizes}" +
+                 (f"; {files}" if files else "")])
+  stage_rows = [[s, f"{r['seconds']:.1f}", r.get("finished", ""),
+                 f"{r['result']['steps']:,} of {r['result']['recipe_steps']:,} recipe steps, {r['result']['seeds']} "
+                 f"seed(s), {r['result']['steps_per_second']:.1f} steps/s" if s.endswith(".train") else ""]
+                for s, r in records.items()]
+  return [_h("Provenance"), _table(["What", "Value"], prov, "provenance"),
+          _table(["Stage", "Wall time (s)", "Finished", "Training"], stage_rows, "stages")]
+
+
+def blocks(records: dict, provenance: dict) -> list[Block]:
+  """The whole page as blocks, from the stage records and the provenance."""
+  trained = {s.split(".")[0]: r["result"] for s, r in records.items() if s.endswith(".train")}
+  datasets = sorted({f"{t['dataset']['name']}, {t['dataset']['source']}" for t in trained.values()})
+  out = [_h("Sources of Redundancy in Neural Networks: the report's evidence, rebuilt", 1),
+         _p(f"Profile **{provenance['profile']}**: {provenance['profile_note']}." + (
+           " Seeds trained: " + ", ".join(f"{m} {t['seeds']}" for m, t in trained.items()) + "." if trained else "")),
+         Block("banner", "DATA: " + ("; ".join(datasets) if datasets else "no model trained yet") +
+               ". The report used MNIST (LeNet) and CIFAR-10 (the conv nets); see Provenance.")]
+  out += _figure1(trained) + _figure2(records) + _figures34(records, trained) + _figure5(records)
+  out += _figures678(records)
+  out += [_h("Claims"), _p("Each claim of the report's section 3 with the numbers of this run that test it and the "
+                           "rule that decides it; every verdict is computed (redundancy_jax/reproduction/claims.py)."),
+          _verdict_table(claims(records), "Section", "claims")]
+  return out + _related(records) + _provenance(records, provenance, trained)
+
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("redundancy_jax.reproduction", "templates"),
+                          autoescape=jinja2.select_autoescape(["html.j2"]), keep_trailing_newline=True,
+                          trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_ENV.filters["bold"] = lambda text: markupsafe.Markup("").join(
+  markupsafe.Markup("<b>{}</b>").format(part) if i % 2 else markupsafe.escape(part)
+  for i, part in enumerate(str(text).split("**")))
+_ENV.filters["cell"] = lambda text: str(text).replace("|", "\\|")
+VERDICT_CLASSES = {HOLDS: "holds", FAILS: "does-not-hold", UNTESTABLE: "not-testable"}
+
+
+def render(page: list[Block], template: str) -> str:
+  """The page through `template` (report.html.j2 or report.md.j2)."""
+  title = page[0].text if page and page[0].kind == "h" else "report"
+  return _ENV.get_template(template).render(blocks=page, title=title, verdict_classes=VERDICT_CLASSES)
+
+
+def write(root: str, records: dict, provenance: dict) -> str:
+  """Writes <root>/index.html, <root>/report.md and <root>/claims.json; returns the page's path."""
+  page = blocks(records, provenance)
+  storage.atomic_write(os.path.join(root, "report.md"), lambda f: f.write(render(page, "report.md.j2").encode()))
+  storage.write_json(os.path.join(root, "claims.json"), {
+    "experiment": "reproduce", "claims": [v.to_json() for v in claims(records)], "provenance": provenance,
+    "related": {n: [v.to_json() for v in vs] for n, vs in related_verdicts(records).items()}})
+  path = os.path.join(root, "index.html")
+  storage.atomic_write(path, lambda f: f.write(render(page, "report.html.j2").encode()))
+  return path

@@ -1,0 +1,310 @@
+"""The report's evidence rebuilt as stages, each the computation of one experiment's command with the
+profile's preset of that command's config (`profiles.py`), recorded with that config:
+
+  rep = Reproduction(ReproduceConfig(profile="quick"))
+  records = run_stages(rep, ["lenet.train", "lenet.prune"])      # {stage: {"config", "result", ...}}
+
+Layout of the workdir: runs/<model>[_resampled]/ (training runs), related/<name>/ (the related-work
+experiments), stages/<stage>.json (each stage's configuration, result and wall time, written atomically
+when it ends), figures/ (PNG and PDF, the interactive viewers), and the page (`page.write`). A stage
+that finished with the same configuration is reused; one that finished with another is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import time
+from typing import Callable
+
+import numpy as np
+
+from redundancy_jax.analyses import dynamics, dynamics_run, force_layout, prune_sweep, subspace
+from redundancy_jax.core import config, console, data, storage, train
+from redundancy_jax.core.runs import ConfigMismatch, Run, folder_lock
+from redundancy_jax.models import layer_names, layer_of
+from redundancy_jax.related import clustering, lottery, teacher_student, width
+from redundancy_jax.reproduction import page, profiles
+from redundancy_jax.reproduction.profiles import DYNAMICS_LAYER, PRUNED, ReproduceConfig
+
+RELATED_RUNS = {"lottery": lottery.run, "clustering": clustering.run, "teacher_student": teacher_student.run,
+                "width": width.run}
+
+
+def last_conv(model) -> str:
+  return [n for n in layer_names(model) if layer_of(model, n).kind == "conv"][-1]
+
+
+def spectrum_brief(summary: dict) -> dict:
+  """What the claims need of `spectral.summarize`'s output."""
+  fit = summary["fit"]
+  return {"m": summary["m"], "n": summary["n"], "Q": summary["Q"], "spikes": int(fit["spikes"]),
+          "spikes_tw": int(fit["spikes_tw"]), "lambda_plus": float(fit["lambda_plus"]),
+          "elbow": summary.get("elbow"), "kept_norm_percent": summary.get("kept_norm_percent")}
+
+
+class Reproduction:
+  """The stages of one reproduction in one workdir; each stage has a config (`stage_config`) and a
+  computation returning a JSON-ready result."""
+
+  def __init__(self, cfg: ReproduceConfig, log: Callable[[str], None] = print):
+    config.check_choices(cfg)
+    self.cfg, self.profile, self.log = cfg, profiles.PROFILES[cfg.profile], log
+    self.root = cfg.workdir
+    self.seeds = profiles.parse_seeds(cfg.seeds, self.profile)
+    self.datasets = profiles.choose_datasets(cfg.dataset, cfg.data_dir)
+    self.figures = os.path.join(self.root, "figures")
+    self._data = {}
+
+  # --- configuration: each stage's is the config of the command that computes it
+
+  def train_config(self, model: str, resampled: bool = False):
+    return profiles.training_config(self.profile, model, self.seeds[model], self.datasets, self.cfg.data_dir,
+                                    self.cfg.num_devices, resampled)
+
+  def run_dir(self, model: str, resampled: bool = False) -> Run:
+    return Run(os.path.join(self.root, "runs", model + ("_resampled" if resampled else "")))
+
+  def command_config(self, stage: str):
+    """The config of the command whose computation the stage runs, as the profile presets it."""
+    group, kind = stage.split(".")
+    if group == "related":
+      return profiles.related_config(kind, self.profile, self.root)
+    train_cfg, workdir, p = self.train_config(group), self.run_dir(group).workdir, self.profile
+    if kind == "train":
+      return train_cfg
+    if kind == "prune":
+      return prune_sweep.PruneSweepConfig(train=train_cfg, workdir=workdir, layer=PRUNED[group],
+                                          max_examples=p.examples, level_step=p.level_step,
+                                          random_seeds=p.random_seeds)
+    if kind in ("dynamics", "resample"):
+      layout = force_layout.LayoutParams(ticks=p.ticks)
+      return dynamics_run.DynamicsRunConfig(
+        train=train_cfg, workdir=workdir, graph=dynamics.DynamicsConfig(layer=DYNAMICS_LAYER[group], layout=layout),
+        num_examples=min(1000, p.examples or 1000), max_frames=p.max_frames,
+        compare_workdir=self.run_dir(group, resampled=True).workdir if kind == "resample" else None)
+    layers = ("fc1", "conv16") if group == "vgg19" else ("fc1",)
+    return subspace.SubspaceConfig(train=train_cfg, workdir=workdir, layer=layers, num_ranks=p.num_ranks,
+                                   max_examples=p.examples)
+
+  def stage_config(self, stage: str) -> dict:
+    """Everything the stage's result depends on (compared when a finished stage is reused)."""
+    cfg = {"stage": stage, "config": config.to_json(self.command_config(stage))}
+    if stage.endswith(".resample"):
+      cfg["resampled"] = self.train_config(stage.split(".")[0], resampled=True).to_json()
+    return cfg
+
+  def stage_path(self, stage: str) -> str:
+    return os.path.join(self.root, "stages", f"{stage}.json")
+
+  # --- shared by the stages
+
+  def dataset(self, cfg) -> data.Dataset:
+    key = (cfg.dataset, cfg.data_source, cfg.data_dir, cfg.seed, cfg.val_size)
+    if key not in self._data:
+      self._data[key] = config.load_data(cfg)
+    return self._data[key]
+
+  def trained(self, model: str, replica: int = 0, resampled: bool = False):
+    """(module, variables of one replica, dataset, config) of a finished training stage."""
+    run_ = self.run_dir(model, resampled)
+    if not run_.is_trained():
+      raise FileNotFoundError(f"{run_.workdir} holds no trained model: run the stage {model}.train first "
+                              f"(--stages={model} runs every stage of {model})")
+    return run_.trained(replica, dataset=self.dataset(self.train_config(model, resampled)))
+
+  def figure(self, name: str) -> str:
+    os.makedirs(self.figures, exist_ok=True)
+    return os.path.join(self.figures, name)
+
+  def relative(self, path: str) -> str:
+    return os.path.relpath(path, self.root)
+
+  # --- the stages
+
+  def train_stage(self, model: str, resampled: bool = False) -> dict:
+    cfg = self.train_config(model, resampled)
+    results = train.train(cfg, self.run_dir(model, resampled).workdir, dataset=self.dataset(cfg), log=self.log)
+    if "stopped_at_epoch" in results:
+      raise console.Interrupted("training stopped early")
+    module, variables, _, _ = self.trained(model, resampled=resampled)
+    conv = sum(int(np.size(variables["params"][name]["kernel"])) + int(np.size(variables["params"][name]["bias"]))
+               for name in layer_names(module) if layer_of(module, name).kind == "conv")
+    keep = ("test_accuracy", "test_accuracy_mean", "test_accuracy_std", "best_step", "best_val_loss",
+            "steps_per_second", "devices", "epochs", "parameters", "dataset")
+    return {**{k: results[k] for k in keep}, "conv_parameters": conv, "steps": cfg.steps,
+            "recipe_steps": config.RECIPES[model].steps, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
+            "learning_rate": cfg.learning_rate, "width": cfg.width, "seeds": cfg.num_seeds,
+            "layers": [dataclasses.asdict(layer_of(module, n)) for n in layer_names(module)]}
+
+  def prune_stage(self, model: str) -> dict:
+    from redundancy_jax.plots import pruning as pruning_plots
+
+    cfg = self.command_config(f"{model}.prune")
+    module, variables, ds, trained_cfg = self.trained(model)
+    x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
+    quiet = lambda s: self.log("  " + s)
+    layers, _ = prune_sweep.sweep_layers(module, variables, cfg.layer, x, y, cfg, trained_cfg.seed, quiet)
+    results = {"config": {"model": model, "split": "test", "examples": int(len(y))}, "dataset": ds.describe(),
+               "layers": layers}
+    figure = pruning_plots.save_figure(results, self.figure(f"figure2_{model}"), loss=True)
+    return {**results, "figure": self.relative(figure[0])}
+
+  def _analyse(self, run_: Run, cfg, threshold=None) -> dict:
+    graph = dataclasses.replace(cfg.graph, threshold=threshold)
+    return dynamics_run.analyse_run(run_, cfg, graph, log=lambda s: None)
+
+  def dynamics_stage(self, model: str) -> dict:
+    from redundancy_jax.plots import dynamics as dynamics_plots
+
+    cfg = self.command_config(f"{model}.dynamics")
+    result = self._analyse(self.run_dir(model), cfg)
+    runs = [(model, result)]
+    name = f"{model}_{cfg.graph.layer}"
+    figure = dynamics_plots.save_init_vs_converged(runs, self.figure(f"dynamics_{name}.png"))
+    page = dynamics_plots.write_page(self.figure(f"dynamics_{name}.html"), runs)
+    return {"layer": cfg.graph.layer, **dynamics.summary(result), "figure": self.relative(figure[0]),
+            "viewer": self.relative(page)}
+
+  def resample_stage(self, model: str) -> dict:
+    """Figure 5: the run with a re-sampled classifier against the main run, replica 0 of each."""
+    from redundancy_jax.plots import dynamics as dynamics_plots
+
+    self.train_stage(model, resampled=True)
+    cfg = self.command_config(f"{model}.resample")
+    module = self.trained(model)[0]
+    out = {"layers": {}}
+    for layer in (last_conv(module), "fc1"):
+      layer_cfg = dataclasses.replace(cfg, graph=dataclasses.replace(cfg.graph, layer=layer))
+      a = self._analyse(self.run_dir(model), layer_cfg)
+      b = self._analyse(self.run_dir(model, resampled=True), layer_cfg, threshold=a["threshold"])
+      runs = [(model, a), (f"{model}, classifier re-sampled", b)]
+      figure = dynamics_plots.save_init_vs_converged(runs, self.figure(f"figure5_{model}_{layer}.png"))
+      page = dynamics_plots.write_page(self.figure(f"figure5_{model}_{layer}.html"), runs)
+      out["layers"][layer] = {**dynamics.compare_runs(a, b), "figure": self.relative(figure[0]),
+                              "viewer": self.relative(page)}
+    return out
+
+  def subspace_stage(self, model: str) -> dict:
+    from redundancy_jax.plots import spectral as spectral_plots
+
+    cfg = self.command_config(f"{model}.subspace")
+    run_ = self.run_dir(model)
+    module, variables, ds, trained_cfg = self.trained(model)
+    analyses = subspace.analyze_layers(run_, module, variables, ds, cfg.layer, cfg, log=lambda s: None)
+    title = f"{model} on {data.label(ds.describe())}"
+    esd = spectral_plots.save(
+      spectral_plots.esd_figure([(l, a["init"], a["trained"]) for l, a in analyses.items()], 2, title),
+      self.figure(f"esd_{model}"))
+    residual = spectral_plots.save(
+      spectral_plots.residuals_figure([(l, a["trained"], a["init"], a["update"]) for l, a in analyses.items()],
+                                      2, title), self.figure(f"residuals_{model}"))
+    x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
+    row = subspace.replicas_row(run_, module, ds, trained_cfg, "fc1", x, y, log=lambda s: None)
+    brief = lambda a: {"layer": a["layer"], "init": spectrum_brief(a["init"]), "trained": spectrum_brief(a["trained"])}
+    return {"layers": {l: brief(a) for l, a in analyses.items()}, "row": row,
+            "figures": [self.relative(esd[0]), self.relative(residual[0])]}
+
+  def related_stage(self, name: str) -> dict:
+    """A related-work experiment run whole by its own `run`; the stage keeps its verdicts and figure."""
+    cfg = self.command_config(f"related.{name}")
+    results = RELATED_RUNS[name](cfg, log=lambda s: self.log("  " + s))
+    figure = os.path.join(cfg.workdir, "figure.png")
+    return {"experiment": results["experiment"], "headlines": results["headlines"], "settings": results["settings"],
+            "figure": self.relative(figure), "workdir": self.relative(cfg.workdir)}
+
+  def run_stage(self, stage: str) -> dict:
+    group, kind = stage.split(".")
+    if group == "related":
+      return self.related_stage(kind)
+    if kind == "train":
+      return self.train_stage(group)
+    return getattr(self, f"{kind}_stage")(group)
+
+
+def run_stages(rep: Reproduction, stages: list[str], progress: Callable[[str], None] = print) -> dict[str, dict]:
+  """Runs each stage not already finished with its configuration; returns {stage: record}. Every
+  stage's configuration is checked against its record before any stage runs."""
+  configs = {stage: rep.stage_config(stage) for stage in stages}
+  for stage, cfg in configs.items():
+    path = rep.stage_path(stage)
+    if os.path.exists(path) and storage.read_json(path)["config"] != cfg:
+      raise ConfigMismatch(
+        f"{path} was computed with another configuration (profile, dataset, seeds or sizes) than this run asks; "
+        f"use a new --workdir for this configuration, or the same flags as before")
+  records = {}
+  for index, stage in enumerate(stages):
+    path = rep.stage_path(stage)
+    if os.path.exists(path):
+      record = storage.read_json(path)
+      progress(f"[{index + 1}/{len(stages)}] {stage}: finished before, reused ({record['seconds']:.0f}s then)")
+      records[stage] = record
+      continue
+    progress(f"[{index + 1}/{len(stages)}] {stage}: running")
+    start = time.time()
+    result = rep.run_stage(stage)
+    record = {"config": configs[stage], "result": result, "seconds": time.time() - start,
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    storage.write_json(path, record)
+    progress(f"[{index + 1}/{len(stages)}] {stage}: done in {console.duration(record['seconds'])}")
+    records[stage] = record
+  return records
+
+
+def finished_stages(root: str) -> dict[str, dict]:
+  """Every stage record in the workdir (the page shows them all, also those of earlier calls)."""
+  folder = os.path.join(root, "stages")
+  return {s: storage.read_json(os.path.join(folder, f"{s}.json")) for s in profiles.STAGES
+          if os.path.exists(os.path.join(folder, f"{s}.json"))}
+
+
+def command_line(cfg: ReproduceConfig) -> str:
+  """The command that makes `cfg`: `python -m experiments.reproduce` with the options that differ from the defaults."""
+  default = ReproduceConfig()
+  given = [f"--{f.name}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+           for f in dataclasses.fields(cfg) if (v := getattr(cfg, f.name)) != getattr(default, f.name)]
+  return " ".join(["python -m experiments.reproduce", *given])
+
+
+def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
+  import flax
+  import jax
+
+  try:
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                            cwd=here).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, cwd=here).stdout.strip())
+  except (OSError, subprocess.CalledProcessError):  # a copy without .git: the commit its maker names, if any
+    commit, dirty = os.environ.get("REDUNDANCY_JAX_COMMIT", "unknown (not a git checkout)"), False
+  return {
+    "profile": rep.cfg.profile, "profile_note": rep.profile.note, "command": command_line(rep.cfg),
+    "stages_this_call": stages, "wall_seconds_this_call": wall, "commit": commit, "uncommitted_changes": dirty,
+    "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+    "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                 "numpy": np.__version__},
+    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+  }
+
+
+def run(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> str:
+  """Runs the selected stages (each once; finished ones reused) and writes the page from every stage
+  record in the workdir; returns the page's path."""
+  stages = profiles.choose_stages(cfg.stages)
+  rep = Reproduction(cfg, log)
+  with folder_lock(cfg.workdir):
+    for stage in stages:
+      rep.command_config(stage)  # every config resolves (names, data choices) before anything runs
+    names = sorted({d["dataset"] + (" (bundled subset)" if d["data_source"] == "bundled" else "")
+                    for d in rep.datasets.values()})
+    log(f"reproducing the report ({cfg.profile} profile: {rep.profile.note}) on {', '.join(names)} in "
+        f"{cfg.workdir}: {len(stages)} stage(s)")
+    begin = time.time()
+    run_stages(rep, stages, log)
+    path = page.write(cfg.workdir, finished_stages(cfg.workdir), provenance(rep, stages, time.time() - begin))
+  log(f"wrote {path} and {os.path.join(cfg.workdir, 'report.md')} in {console.duration(time.time() - begin)}")
+  return path
