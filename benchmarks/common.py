@@ -42,8 +42,9 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
 
 
 def print_roofline() -> float:
-  """Prints the devices and the matmul roofline measured now; returns the roofline in FLOP/s."""
-  print(f"devices: {jax.devices()}")
+  """Prints the CPU, the devices and the matmul roofline measured now; returns the roofline in FLOP/s."""
+  m = machine()
+  print(f"CPU: {m['cpu']} ({m['cores']} cores, AVX-512: {'yes' if m['avx512'] else 'no'}); devices: {jax.devices()}")
   roof = matmul_flops_per_second()
   print(f"matmul roofline (2048^2 float32, measured now): {roof / 1e9:.1f} GFLOP/s\n")
   return roof
@@ -78,7 +79,7 @@ def table(rows: list[list], header: list[str]) -> str:
 # ----------------------------------------------------------------------------- shared workloads
 
 
-def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[steps.Setup, data.Dataset]:
+def training_run(model: str, n_train: int, *, width: float = 1.0, num_seeds: int = 1) -> tuple[steps.Setup, data.Dataset]:
   """`model`'s recipe (batch, optimizer) on `n_train` benchmark images, never validating nor stopping
   within the timing: LeNet on the bundled real MNIST, the CIFAR models on generated CIFAR-shaped images."""
   if model == "lenet":
@@ -86,7 +87,8 @@ def training_run(model: str, n_train: int, *, width: float = 1.0) -> tuple[steps
     ds = dataclasses.replace(ds, train_x=ds.train_x[:n_train], train_y=ds.train_y[:n_train])
   else:
     ds = data.random_images(seed=0, n_train=n_train, n_val=64, n_test=64)
-  cfg = config.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width).resolve()
+  cfg = config.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width,
+                           num_seeds=num_seeds).resolve()
   return steps.make_setup(cfg, ds), ds
 
 
@@ -135,7 +137,10 @@ def machine() -> dict:
     torch_version = torch.__version__
   except ImportError:
     torch_version = None
-  return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
+  from redundancy_jax.models import conv
+
+  return {"host": platform.node(), "cpu": cpu, "avx512": conv.has_avx512(), "cores": os.cpu_count(),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
           "jax": jax.__version__, "torch": torch_version, "python": platform.python_version(), "commit": commit}
 

@@ -1,6 +1,6 @@
 """PyTorch eager versions of the benchmarked work: the anchors our figures are compared with in the same
-run. The same models (LeNet-300-100, Conv-2), batch, optimizer and data; the sweep as the loop a user
-writes. Torch is the optional benchmark extra (`pip install -e ".[bench]"`), never a dependency of the
+run. The same models (LeNet-300-100, Conv-2, Conv-6), batch, optimizer and data; several seeds trained one
+after another and as a `torch.func` ensemble; the sweep as the loop a user writes. Torch is the optional benchmark extra (`pip install -e ".[bench]"`), never a dependency of the
 library: without it the benchmarks print our figures and say the anchor is missing.
 """
 
@@ -15,6 +15,7 @@ from redundancy_jax.core import config, data
 from redundancy_jax.models import create_model, layer_names
 
 MISSING = "PyTorch is not installed (pip install -e \".[bench]\"): no anchor"
+ANCHORED = ("lenet", "conv2", "conv6")
 
 
 def torch_or_none():
@@ -42,12 +43,18 @@ def _model(torch, name: str, image_shape: tuple[int, ...], mean, std):
   if name == "lenet":
     return nn.Sequential(Standardise(), nn.Flatten(), nn.Linear(h * w * c, 300), nn.ReLU(), nn.Linear(300, 100),
                          nn.ReLU(), nn.Linear(100, 10))
-  if name == "conv2":
-    return nn.Sequential(
-      Standardise(), nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-      nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(64 * -(-h // 2) * -(-w // 2), 256), nn.ReLU(),
-      nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-  raise ValueError(f"no PyTorch anchor for {name!r}; anchors: lenet, conv2")
+  stages = {"conv2": ((64, 64),), "conv6": ((64, 64), (128, 128), (256, 256))}.get(name)
+  if stages is None:
+    raise ValueError(f"no PyTorch anchor for {name!r}; anchors: {', '.join(ANCHORED)}")
+  layers, channels = [Standardise()], c
+  for stage in stages:  # convolutions with ReLU, a ceil-mode 2x2 max-pool after each stage (as models/common.py)
+    for width in stage:
+      layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+      channels = width
+    layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    h, w = -(-h // 2), -(-w // 2)
+  return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * h * w, 256), nn.ReLU(), nn.Linear(256, 256),
+                       nn.ReLU(), nn.Linear(256, 10))
 
 
 def _optimizer(torch, name: str, params):
@@ -93,6 +100,49 @@ def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, rep
     run()
     times.append(time.perf_counter() - begin)
   return steps / float(np.median(times))
+
+
+def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps: int = 100,
+                              repeats: int = 3) -> float | None:
+  """Median replica-steps/s of `seeds` models trained together as a `torch.func` ensemble: their parameters
+  stacked (`stack_module_state`), one `vmap` of `functional_call` over them and their own batches, one
+  backward pass and one optimizer step on the stacked tensors (the recipe's optimizer acts elementwise, so
+  this is `seeds` independent runs). None without torch."""
+  torch = torch_or_none()
+  if torch is None:
+    return None
+  from torch.func import functional_call, stack_module_state
+
+  torch.manual_seed(0)
+  models = [_model(torch, name, ds.image_shape, ds.mean, ds.std) for _ in range(seeds)]
+  params, buffers = stack_module_state(models)
+  stacked = [torch.nn.Parameter(p) for p in params.values()]
+  named = dict(zip(params, stacked))
+  opt = _optimizer(torch, name, stacked)
+  base = models[0].to("meta")
+  x_all, y_all = torch.from_numpy(np.ascontiguousarray(ds.train_x)), torch.from_numpy(ds.train_y.astype(np.int64))
+  batch = config.RECIPES[name].batch_size
+  generator = torch.Generator().manual_seed(0)
+  one = lambda p, b, x: functional_call(base, (p, b), (x,))
+  loss_fn = torch.nn.functional.cross_entropy
+
+  def run():
+    for _ in range(steps):
+      idx = torch.randint(len(y_all), (seeds, batch), generator=generator)
+      opt.zero_grad(set_to_none=True)
+      logits = torch.vmap(one)(named, buffers, x_all[idx])
+      loss = loss_fn(logits.reshape(seeds * batch, -1), y_all[idx].reshape(-1), reduction="sum") / batch
+      loss.backward()
+      opt.step()
+    return float(loss.detach())
+
+  run()
+  times = []
+  for _ in range(repeats):
+    begin = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - begin)
+  return seeds * steps / float(np.median(times))
 
 
 def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mean, std) -> tuple[float, np.ndarray] | None:

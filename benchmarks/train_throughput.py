@@ -1,22 +1,25 @@
-"""Training throughput of each model at its recipe batch size, against the machine's matmul roofline.
+"""Training throughput of each model at its recipe batch size, against PyTorch eager in the same run.
 
-  python -m benchmarks.train_throughput [--models=lenet,conv2,conv4,conv6] [--epochs=3] [--dispatch]
+  python -m benchmarks.train_throughput [--models=lenet,conv2,conv4,conv6] [--seeds=10] [--rounds=5] [--dispatch]
 
-For each model: steps/s of the epoch form `steps.run_epoch` picks on this backend (the median of
-`--epochs` epochs after a compiling one), XLA's FLOPs per `steps.train_step`, achieved FLOP/s and its
-fraction of the matmul FLOP/s measured in the same run. VGG19 is opt-in (`--models=...,vgg19`: minutes
-per epoch on 2 CPU cores). `--dispatch` adds, side by side, the compiled-scan epoch against one jitted
-call per step from Python (the dispatch cost) for LeNet and Conv-2 (Conv-2's scan epoch takes minutes on
-CPU). LeNet uses the bundled real MNIST; the CIFAR models use generated CIFAR-shaped images.
-
-The anchor, timed in the same run: PyTorch eager training of the same model (LeNet, Conv-2) at the same
-batch with the same optimizer and data (`benchmarks/torch_anchor.py`; Conv-2 in both memory formats, the
-faster one quoted); needs the `.[bench]` extra. The figures are appended to benchmarks/results.jsonl.
+For each model: steps/s of the epoch form `steps.run_epoch` picks on this backend, XLA's FLOPs per
+`steps.train_step`, achieved FLOP/s and its fraction of the matmul FLOP/s measured in the same run. The
+anchor is PyTorch eager training of the same model (LeNet, Conv-2, Conv-6) at the same batch with the
+same optimizer and data (`benchmarks/torch_anchor.py`; conv nets in both memory formats, the faster one
+quoted). Ours and the anchor are timed in alternating rounds (`--rounds`, medians), so that a change of
+load on a shared machine hits both. `--seeds=K` adds LeNet with K seeds: ours as K vmapped replicas,
+against PyTorch training them one after another and as a `torch.func` ensemble (replica-steps/s).
+VGG19 is opt-in (`--models=...,vgg19`). `--dispatch` adds the compiled-scan epoch against one jitted call
+per step for LeNet and Conv-2. LeNet uses the bundled real MNIST; the conv nets generated CIFAR-shaped
+images. The CPU model and its AVX-512 flag are printed and logged in benchmarks/results.jsonl.
 """
 
 from __future__ import annotations
 
+import time
+
 import jax
+import numpy as np
 from absl import app, flags
 
 from benchmarks import torch_anchor
@@ -28,6 +31,8 @@ _TIMED = tuple(m for m in MODELS if m != "mlp")  # the report's models
 flags.DEFINE_list("models", ["lenet", "conv2", "conv4", "conv6"], f"Models to time, of {', '.join(_TIMED)}.")
 flags.DEFINE_integer("epochs", 3, "Timed epochs per model, after a compiling one (median reported).", lower_bound=1)
 flags.DEFINE_bool("dispatch", False, "Also time scan against Python-loop epochs for lenet and conv2 (slow on CPU).")
+flags.DEFINE_integer("rounds", 5, "Alternating rounds of ours and the anchor (medians reported).", lower_bound=1)
+flags.DEFINE_integer("seeds", 10, "LeNet seeds for the multi-seed comparison (0: skip it).", lower_bound=0)
 flags.register_validator(
   "models", lambda names: set(names) <= set(_TIMED), f"--models takes names of {', '.join(_TIMED)}"
 )
@@ -49,15 +54,38 @@ def step_flops(setup: steps.Setup, ds: data.Dataset) -> float:
   return compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
 
 
-def anchor(model: str, ds: data.Dataset) -> tuple[float | None, str]:
-  """PyTorch eager steps/s of `model` on the same data, and how it was run ('' when there is none)."""
-  if model not in ("lenet", "conv2") or torch_anchor.torch_or_none() is None:
-    return None, ""
+def _ours(setup: steps.Setup, ds: data.Dataset):
+  """A generator of seconds per step, one value per epoch, after a compiling epoch."""
+  train_data, val_split, _ = steps.device_data(setup, ds)
+  state = steps.init_state(setup, ds.image_shape)
+  state, metrics = steps.run_epoch(setup, state, train_data, val_split)
+  jax.block_until_ready((state, metrics))
+  while True:
+    begin = time.perf_counter()
+    state, metrics = steps.run_epoch(setup, state, train_data, val_split)
+    jax.block_until_ready((state, metrics))
+    yield (time.perf_counter() - begin) / setup.steps_per_epoch
+
+
+def _anchors(model: str, ds: data.Dataset) -> dict:
+  """{name: callable returning PyTorch steps/s} of the forms timed for `model` (none without torch)."""
+  if model not in torch_anchor.ANCHORED or torch_anchor.torch_or_none() is None:
+    return {}
   if model == "lenet":
-    return torch_anchor.train_steps_per_second(model, ds), "PyTorch eager"
-  nchw = torch_anchor.train_steps_per_second(model, ds, steps=10)
-  last = torch_anchor.train_steps_per_second(model, ds, steps=10, channels_last=True)
-  return max(nchw, last), f"PyTorch eager ({'channels_last' if last > nchw else 'NCHW'})"
+    return {"PyTorch eager": lambda: torch_anchor.train_steps_per_second(model, ds, repeats=1)}
+  return {"PyTorch eager (NCHW)": lambda: torch_anchor.train_steps_per_second(model, ds, steps=10, repeats=1),
+          "PyTorch eager (channels_last)": lambda: torch_anchor.train_steps_per_second(
+            model, ds, steps=10, repeats=1, channels_last=True)}
+
+
+def timed_rounds(ours, anchors: dict, rounds: int) -> tuple[float, dict]:
+  """Median steps/s of ours and of every anchor, timed in alternating rounds."""
+  mine, theirs = [], {name: [] for name in anchors}
+  for _ in range(rounds):
+    mine.append(1 / next(ours))
+    for name, run in anchors.items():
+      theirs[name].append(run())
+  return float(np.median(mine)), {name: float(np.median(v)) for name, v in theirs.items()}
 
 
 def main(argv):
@@ -66,24 +94,29 @@ def main(argv):
   rows, figures = [], []
   for model in FLAGS.models:
     setup, ds = make_run(model)
-    per_step = seconds_per_step(setup, ds, "auto", FLAGS.epochs)
+    ours, theirs = timed_rounds(_ours(setup, ds), _anchors(model, ds), FLAGS.rounds)
     flops = step_flops(setup, ds)
     batch = setup.cfg.batch_size
-    theirs, how = anchor(model, ds)
+    best = max(theirs, key=theirs.get) if theirs else None
     form = "python loop" if variants.host_loop(setup.model) else "lax.scan"
-    figures.append({"model": model, "batch": batch, "epoch_form": form, "steps_per_s": 1 / per_step,
-                    "gflop_per_step": flops / 1e9, "roofline_fraction": flops / per_step / roof,
-                    "anchor": how or None, "anchor_steps_per_s": theirs})
-    rows.append([
-      model, batch, form, f"{1 / per_step:.1f}", f"{batch / per_step:.0f}", f"{flops / 1e9:.3f}",
-      f"{flops / per_step / 1e9:.1f}", f"{flops / per_step / roof:.0%}",
-      "-" if theirs is None else f"{theirs:.1f} ({how})", "-" if theirs is None else f"{1 / per_step / theirs:.2f}x",
-    ])
+    figures.append({"model": model, "batch": batch, "epoch_form": form, "steps_per_s": ours,
+                    "gflop_per_step": flops / 1e9, "roofline_fraction": flops * ours / roof, "anchors": theirs,
+                    "anchor": best, "anchor_steps_per_s": theirs.get(best), "ratio": ours / theirs[best] if best else None})
+    rows.append([model, batch, form, f"{ours:.1f}", f"{batch * ours:.0f}", f"{flops / 1e9:.3f}",
+                 f"{flops * ours / 1e9:.1f}", f"{flops * ours / roof:.0%}",
+                 "; ".join(f"{n}: {v:.1f}" for n, v in theirs.items()) or "-",
+                 f"{ours / theirs[best]:.2f}x" if best else "-"])
     print(rows[-1], flush=True)
+  multi = seeds_comparison(FLAGS.seeds, FLAGS.rounds) if FLAGS.seeds and "lenet" in FLAGS.models else None
   print()
   header = ["model", "batch", "epoch form", "steps/s", "images/s", "GFLOP/step", "GFLOP/s", "of matmul roofline",
-            "anchor steps/s", "ours / anchor"]
+            "anchor steps/s (median)", "ours / best anchor"]
   print(table(rows, header))
+  if multi:
+    print(f"\nLeNet with {FLAGS.seeds} seeds, replica-steps/s (median of {FLAGS.rounds} rounds):")
+    print(table([[multi["ours"] and f"{multi['ours']:.0f}", f"{multi['sequential']:.0f}", f"{multi['ensemble']:.0f}",
+                  f"{multi['ratio']:.2f}x"]], ["ours (vmapped replicas)", "PyTorch, one after another",
+                                               "PyTorch torch.func ensemble", "ours / better PyTorch"]))
   if torch_anchor.torch_or_none() is None:
     print(f"\n{torch_anchor.MISSING}")
   dispatch = []
@@ -91,12 +124,26 @@ def main(argv):
     print("\nDispatch: one compiled scan per epoch against one jitted call per step (same model, same data)")
     for model in [m for m in ("lenet", "conv2") if m in FLAGS.models]:
       setup, ds = make_run(model)
-      scan = seconds_per_step(setup, ds, "scan", FLAGS.epochs)
-      loop = seconds_per_step(setup, ds, "python", FLAGS.epochs)
+      scan = seconds_per_step(setup, ds, "scan", 2)
+      loop = seconds_per_step(setup, ds, "python", 2)
       dispatch.append([model, f"{1 / scan:.1f}", f"{1 / loop:.1f}", f"{loop / scan:.2f}"])
     print(table(dispatch, ["model", "scan steps/s", "python-loop steps/s", "scan speed-up"]))
-  record("train_throughput", {"roofline_gflops": roof / 1e9, "epochs": FLAGS.epochs, "models": figures,
-                              "dispatch": dispatch})
+  record("train_throughput", {"roofline_gflops": roof / 1e9, "rounds": FLAGS.rounds, "models": figures,
+                              "seeds": multi, "dispatch": dispatch})
+
+
+def seeds_comparison(seeds: int, rounds: int) -> dict | None:
+  """LeNet with `seeds` seeds: ours (one vmapped program) against PyTorch one seed after another (its
+  single-model steps/s is its replica-steps/s) and as a torch.func ensemble, in replica-steps/s."""
+  setup, ds = training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds)
+  forms = {}
+  if torch_anchor.torch_or_none() is not None:
+    forms = {"sequential": lambda: torch_anchor.train_steps_per_second("lenet", ds, repeats=1),
+             "ensemble": lambda: torch_anchor.ensemble_steps_per_second("lenet", ds, seeds, repeats=1)}
+  ours, theirs = timed_rounds(_ours(setup, ds), forms, rounds)
+  out = {"seeds": seeds, "ours": seeds * ours, **theirs}
+  out["ratio"] = out["ours"] / max(theirs.values()) if theirs else None
+  return out if theirs else {**out, "sequential": float("nan"), "ensemble": float("nan"), "ratio": float("nan")}
 
 
 if __name__ == "__main__":

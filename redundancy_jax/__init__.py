@@ -8,3 +8,7 @@ on), `reproduction/` (the report rebuilt as one page), `plots/`. Definitions: do
 # Where the project is published: the Colab badge (README.md) and the notebook's install cell name it
 # (`python -m redundancy_jax.core.notebooks` writes it into the notebook; a test checks both).
 REPOSITORY = "https://github.com/redundancy-jax/redundancy_jax"
+
+from redundancy_jax.models.conv import configure_xla_cpu as _configure_xla_cpu
+
+_configure_xla_cpu()  # before JAX starts: XLA:CPU's Eigen convolutions (redundancy_jax/models/conv.py)

@@ -1,0 +1,93 @@
+"""The models' 3x3 convolutions on CPU: every formulation of each part, timed on the machine at hand, and
+the one `redundancy_jax.models.conv`'s rule picks.
+
+  python -m benchmarks.conv [--batch=64] [--repeats=5]
+
+For each convolution shape of Conv-2, Conv-6 and VGG19 (at 32x32x3, batch 64): the forward (XLA's
+convolution, one im2col matmul), the input gradient (XLA's, nine shifted matmuls) and the weight gradient
+(XLA's backward-filter convolution, nine shifted products x_shift^T @ g, one im2col matmul), medians in
+ms, the fastest marked, and the rule's choice. Prints the CPU model and its AVX-512 flag; appends to
+benchmarks/results.jsonl. `lax.conv_general_dilated` here is XLA:CPU's Eigen convolution when
+`redundancy_jax` has set its XLA flag (`models/conv.py: configure_xla_cpu`), YNNPACK's otherwise.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from benchmarks.common import machine, median_seconds, record, table
+from redundancy_jax.models import conv
+
+flags.DEFINE_integer("batch", 64, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("repeats", 5, "Timed runs per formulation (median).", lower_bound=1)
+FLAGS = flags.FLAGS
+
+# (input channels, output channels, side) of the models' convolutions on 32x32x3 inputs
+SHAPES = ((3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16), (128, 256, 8), (256, 256, 8), (256, 512, 4),
+          (512, 512, 4), (512, 512, 2))
+
+
+def formulations(c: int, o: int):
+  """{part: {name: function}} for one shape."""
+  xla_dx = lambda x, w, g: jax.vjp(lambda v: conv._xla(v, w), x)[1](g)[0]
+  xla_dw = lambda x, w, g: jax.vjp(lambda k: conv._xla(x, k), w)[1](g)[0]
+
+  def shifted_dx(x, w, g):
+    gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    n, h, wd, _ = x.shape
+    out = sum(gp[:, 2 - i : 2 - i + h, 2 - j : 2 - j + wd].reshape(-1, o) @ w[i, j].T
+              for i in range(3) for j in range(3))
+    return out.reshape(x.shape)
+
+  shifted_dw = lambda x, w, g: jnp.stack([s.reshape(-1, c).T @ g.reshape(-1, o) for s in conv._shifts(x)]).reshape(w.shape)
+  im2col_dw = lambda x, w, g: (conv._im2col(x).T @ g.reshape(-1, o)).reshape(w.shape)
+  im2col_fwd = lambda x, w, g: (conv._im2col(x) @ w.reshape(-1, o)).reshape(*x.shape[:3], o)
+  return {"forward": {"xla": lambda x, w, g: conv._xla(x, w), "im2col": im2col_fwd},
+          "input gradient": {"xla": xla_dx, "shifted matmuls": shifted_dx},
+          "weight gradient": {"xla": xla_dw, "shifted matmuls": shifted_dw, "im2col": im2col_dw}}
+
+
+def rule(part: str, c: int, side: int) -> str:
+  small = side * side <= conv.SMALL_MAP
+  if part == "forward" and (c <= conv.FEW_CHANNELS or small):
+    return "im2col"
+  if part == "input gradient" and small:
+    return "shifted matmuls"
+  if part == "weight gradient" and c <= conv.FEW_CHANNELS:
+    return "im2col"
+  if part == "weight gradient" and conv.weight_gradient_formulation() == "matmul":
+    return "shifted matmuls"
+  return "xla"
+
+
+def main(argv):
+  del argv
+  m = machine()
+  print(f"CPU: {m['cpu']} ({m['cores']} cores, AVX-512: {'yes' if m['avx512'] else 'no'}); XLA_FLAGS: {m['xla_flags']}")
+  rows, figures, agree = [], [], 0
+  for c, o, side in SHAPES:
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (FLAGS.batch, side, side, c))
+    w = jax.random.normal(k2, (3, 3, c, o)) * 0.05
+    g = jax.random.normal(k3, (FLAGS.batch, side, side, o))
+    for part, options in formulations(c, o).items():
+      if part == "input gradient" and c <= conv.FEW_CHANNELS:
+        continue  # the first layer's input gradient is never computed
+      ms = {name: 1e3 * median_seconds(lambda f=jax.jit(f): f(x, w, g), FLAGS.repeats) for name, f in options.items()}
+      fastest, chosen = min(ms, key=ms.get), rule(part, c, side)
+      agree += fastest == chosen
+      figures.append({"shape": [FLAGS.batch, side, side, c, o], "part": part, "ms": ms, "fastest": fastest,
+                      "rule": chosen})
+      rows.append([f"{side}x{side} {c}->{o}", part, ", ".join(f"{n} {t:.1f}" for n, t in ms.items()), fastest, chosen,
+                   f"{ms[chosen] / ms[fastest]:.2f}"])
+      print(rows[-1], flush=True)
+  print()
+  print(table(rows, ["shape", "part", "ms per formulation (median)", "fastest", "rule", "rule / fastest"]))
+  print(f"\nthe rule picks the fastest formulation in {agree} of {len(rows)} cases")
+  record("conv", {"batch": FLAGS.batch, "rows": figures})
+
+
+if __name__ == "__main__":
+  app.run(main)

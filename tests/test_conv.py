@@ -1,0 +1,132 @@
+"""The models' CPU convolution (`models/conv.py`) and max-pool: values and gradients against a float64
+reference written here (NumPy im2col) on every shape the models use, both weight-gradient formulations,
+BatchNorm models and replicas under vmap against `lax.conv_general_dilated`, and the pool against
+`reduce_window` bit for bit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from redundancy_jax.models import conv, create_model, init_variables
+from redundancy_jax.models.common import max_pool
+
+EPS32 = np.finfo(np.float32).eps
+
+
+def _im2col64(x):
+  n, h, w, c = x.shape
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return np.concatenate([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1).reshape(n * h * w, 9 * c)
+
+
+def _reference(x, w, g):
+  """Forward, input gradient and weight gradient in float64 (SAME, stride 1), and the same products of
+  absolute values (the scale of each sum, for the float32 rounding bound)."""
+  x, w, g = (np.asarray(a, np.float64) for a in (x, w, g))
+  n, h, wd, c = x.shape
+  o = w.shape[-1]
+  cols, W = _im2col64(x), w.reshape(9 * c, o)
+  out, out_abs = cols @ W, np.abs(cols) @ np.abs(W)
+  dW, dW_abs = cols.T @ g.reshape(-1, o), np.abs(cols).T @ np.abs(g).reshape(-1, o)
+  # dx: the transposed convolution, scattered back from the 9 shifted copies
+  dcols, dcols_abs = g.reshape(-1, o) @ W.T, np.abs(g).reshape(-1, o) @ np.abs(W).T
+  def scatter(d):
+    d = d.reshape(n, h, wd, 9, c)
+    dxp = np.zeros((n, h + 2, wd + 2, c))
+    for k in range(9):
+      i, j = divmod(k, 3)
+      dxp[:, i : i + h, j : j + wd] += d[:, :, :, k]
+    return dxp[:, 1:-1, 1:-1]
+  return ((out.reshape(n, h, wd, o), out_abs.reshape(n, h, wd, o)), (scatter(dcols), scatter(dcols_abs)),
+          (dW.reshape(w.shape), dW_abs.reshape(w.shape)))
+
+
+# every (input channels, output channels, spatial size) the models train with: first layers of 1 and 3
+# channels, 64..512 channels, 28x28 down to 2x2 (VGG19 on 28x28 inputs: 28, 14, 7, 4, 2, 1)
+SHAPES = [(1, 64, 28), (3, 64, 32), (3, 16, 7), (64, 64, 28), (64, 128, 14), (128, 128, 16), (128, 256, 7),
+          (256, 256, 8), (256, 512, 4), (512, 512, 2), (512, 512, 1), (8, 16, 3)]
+
+
+@pytest.mark.parametrize("formulation", ["xla", "matmul"])
+@pytest.mark.parametrize("c, o, size", SHAPES)
+def test_value_and_gradients_equal_float64_within_float32_rounding(monkeypatch, formulation, c, o, size):
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", formulation)
+  rng = np.random.default_rng(c * 1000 + o + size)
+  n = 4 if size > 8 else 8
+  x = rng.standard_normal((n, size, size, c)).astype(np.float32)
+  w = (rng.standard_normal((3, 3, c, o)) * np.sqrt(2 / (9 * (c + o)))).astype(np.float32)
+  g = rng.standard_normal((n, size, size, o)).astype(np.float32)
+  out, vjp = jax.vjp(conv.conv3x3, jnp.asarray(x), jnp.asarray(w))
+  dx, dw = vjp(jnp.asarray(g))
+  ref = _reference(x, w, g)
+  for name, got, (exact, scale), terms in (("forward", out, ref[0], 9 * c), ("input gradient", dx, ref[1], 9 * o),
+                                           ("weight gradient", dw, ref[2], n * size * size)):
+    bound = 4 * terms * EPS32 * scale + 1e-30  # the worst-case rounding of sums of `terms` float32 products
+    error = np.abs(np.asarray(got, np.float64) - exact)
+    assert np.all(error <= bound), (name, float((error / bound).max()))
+    assert np.median(error[scale > 0] / scale[scale > 0]) < 1e-5, name  # typical: far below the bound
+  expected = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(out, expected, rtol=0, atol=float(8 * 9 * c * EPS32 * np.abs(ref[0][1]).max()))
+
+
+def test_the_rule_picks_by_the_cpu_and_the_override_wins(monkeypatch):
+  monkeypatch.delenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", raising=False)
+  monkeypatch.setattr(conv, "has_avx512", lambda: False)
+  monkeypatch.setattr(conv.platform, "machine", lambda: "x86_64")
+  assert conv.weight_gradient_formulation() == "matmul"
+  monkeypatch.setattr(conv, "has_avx512", lambda: True)
+  assert conv.weight_gradient_formulation() == "xla"
+  monkeypatch.setattr(conv.platform, "machine", lambda: "aarch64")
+  assert conv.weight_gradient_formulation() == "xla"
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", "matmul")
+  assert conv.weight_gradient_formulation() == "matmul"
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", "fast")
+  with pytest.raises(ValueError, match="valid: xla, matmul"):
+    conv.weight_gradient_formulation()
+
+
+def _loss_grad(model, variables, x, y):
+  def loss(params):
+    logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return jax.grad(loss)(variables["params"])
+
+
+@pytest.mark.parametrize("name, options, shape", [
+  ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1)),
+  ("vgg19", {"width": 0.125}, (28, 28, 1)),
+  ("conv6", {"width": 0.25}, (32, 32, 3)),
+])
+def test_model_gradients_equal_lax_conv_also_with_batchnorm_and_under_vmap(monkeypatch, name, options, shape):
+  """The whole model's parameter gradients with the CPU convolution against `lax.conv_general_dilated`
+  (float32 both: equal within rounding), and vmapped over 3 replicas against each replica alone."""
+  model = create_model(name, **options)
+  keys = jax.random.split(jax.random.key(0), 3)
+  stacked = jax.vmap(lambda k: init_variables(model, k, shape))(keys)
+  x = jax.random.uniform(jax.random.key(1), (3, 8, *shape))
+  y = jax.random.randint(jax.random.key(2), (3, 8), 0, 10)
+  ours = jax.jit(jax.vmap(lambda v, x, y: _loss_grad(model, v, x, y)))(stacked, x, y)
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV", "lax")
+  for r in range(3):
+    one = jax.tree.map(lambda a: a[r], stacked)
+    expected = jax.jit(lambda v, x, y: _loss_grad(model, v, x, y))(one, x[r], y[r])
+    largest = max(float(np.abs(np.asarray(a)).max()) for a in jax.tree.leaves(expected))
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(expected)):
+      got, scale = np.asarray(got[r]), float(np.abs(np.asarray(want)).max())
+      if scale < 1e-3 * largest:  # an exact gradient of 0 (a bias before BatchNorm): both are rounding noise
+        assert np.abs(got).max() < 1e-3 * largest, path
+      else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * scale, err_msg=str(path))
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32, 16), (4, 7, 7, 5), (3, 1, 1, 2), (2, 28, 28, 3)])
+def test_max_pool_equals_reduce_window_bit_for_bit_ties_included(shape):
+  reduce_window = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
+  x = jax.nn.relu(jax.random.normal(jax.random.key(0), shape))
+  for v in (x, jnp.round(x * 2) / 2):  # the second with many ties (and many zeros)
+    np.testing.assert_array_equal(max_pool(v), reduce_window(v))
+    grad = lambda pool: jax.grad(lambda a: jnp.sum(jnp.sin(pool(a))))(v)
+    np.testing.assert_array_equal(grad(max_pool), grad(reduce_window))
