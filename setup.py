@@ -34,7 +34,7 @@ setup(
     "jinja2>=3.1,<4",
   ],
   extras_require={
-    "test": ["pytest>=8,<10", "networkx>=3.2,<4", "nbclient>=0.10,<1", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "networkx>=3.2,<4", "nbclient>=0.10,<1", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
     "gpu": ["jax[cuda12]>=0.7,<0.11"],
     "tpu": ["jax[tpu]>=0.7,<0.11"],
     "bench": ["torch>=2.4,<3"],  # PyTorch anchors of the benchmarks only

@@ -9,13 +9,15 @@ entry point every script runs through: an error a user can cause prints one line
 
 from __future__ import annotations
 
+import json
 import sys
+import traceback
 import typing
 from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from redundancy_jax.core import config, console
+from redundancy_jax.core import config, console, parallel
 from redundancy_jax.core.runs import WorkdirInUse
 
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, WorkdirInUse)
@@ -64,10 +66,12 @@ def from_flags(cfg_cls, fv: flags.FlagValues = flags.FLAGS):
 
 
 def run(main: Callable[[Any], Any], cfg_cls) -> None:
-  """Runs `main(config)` as an absl app with the flags of `cfg_cls`. A user error exits with status 1
-  and its message; Ctrl-C (or SIGTERM) exits with status 130, after a training run has saved its
-  checkpoint. Logging is quiet (warnings only) unless --verbosity is given."""
+  """Runs `main(config)` as an absl app with the flags of `cfg_cls` and those of `parallel.ClusterConfig`
+  (several processes, CPU devices). A user error exits with status 1 and its message; Ctrl-C (or
+  SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is quiet
+  (warnings only) unless --verbosity is given. Processes started with different options are refused."""
   define_flags(cfg_cls)
+  define_flags(parallel.ClusterConfig)
 
   def absl_main(argv):
     if len(argv) > 1:
@@ -75,14 +79,26 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
     try:
-      main(from_flags(cfg_cls))
+      parallel.initialize(from_flags(parallel.ClusterConfig))
+      cfg = from_flags(cfg_cls)
+      parallel.same_everywhere(json.dumps(config.to_json(cfg), sort_keys=True), "configuration")
+      main(cfg)
     except USER_ERRORS as e:
-      sys.exit(f"error: {e}")
+      _exit(f"error: {e}", 1)
     except console.Interrupted as e:
-      print(e, file=sys.stderr)
-      sys.exit(130)
+      _exit(str(e), 130)
     except KeyboardInterrupt:
-      print("interrupted", file=sys.stderr)
-      sys.exit(130)
+      _exit("interrupted", 130)
+    except Exception as e:  # a bug: in a multi-process run, its traceback and the other processes told
+      if parallel.is_multi_process():
+        traceback.print_exc()
+        parallel.fail(f"{type(e).__name__}: {e}", 1)
+      raise
 
   app.run(absl_main)
+
+
+def _exit(message: str, status: int) -> None:
+  print(message, file=sys.stderr)
+  parallel.fail(message, status)  # a multi-process run: the others stop too, naming this process
+  sys.exit(status)

@@ -9,18 +9,20 @@ import tempfile
 
 import pytest
 
-from helpers import LENET_STEPS, quiet
+from helpers import LENET_STEPS, QUICK_REPORT_SEEDS, quiet
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 # One compilation cache for the whole session: a program compiled by one test (or a test's subprocess)
 # is read back by the next instead of compiled again. Set before JAX is imported anywhere.
-CACHE = tempfile.mkdtemp(prefix="redundancy_jax_xla_cache_")
-os.environ.update(JAX_COMPILATION_CACHE_DIR=CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+# With `-n 2` (pytest-xdist) the workers inherit the controller's cache; the controller removes it.
+CACHE = os.environ.get("REDUNDANCY_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="redundancy_jax_xla_cache_")
+os.environ.update(REDUNDANCY_JAX_TEST_CACHE=CACHE, JAX_COMPILATION_CACHE_DIR=CACHE,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
 
 def pytest_sessionfinish(session, exitstatus):
-  shutil.rmtree(CACHE, ignore_errors=True)
+  if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+    shutil.rmtree(CACHE, ignore_errors=True)
 
 
 @pytest.fixture
@@ -71,5 +73,6 @@ def quick_report(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("report")
   lines = []
   begin = time.time()
-  stages.run(profiles.ReproduceConfig(profile="quick", stages=("report",), workdir=str(workdir)), log=lines.append)
+  cfg = profiles.ReproduceConfig(profile="quick", stages=("report",), seeds=QUICK_REPORT_SEEDS, workdir=str(workdir))
+  stages.run(cfg, log=lines.append)
   return workdir, lines, time.time() - begin

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, script
+from helpers import QUICK_REPORT_SEEDS, ROOT, script
 from redundancy_jax.analyses import dynamics
 from redundancy_jax.core import verdicts
 from redundancy_jax.core.runs import ConfigMismatch
@@ -170,7 +170,8 @@ def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
   assert f"{100 * np.mean(lenet['test_accuracy']):.2f} ± {100 * np.std(lenet['test_accuracy']):.2f}" in html
   assert f"<td>{lenet['dataset']['sizes']['test']:,}</td>" in html
   assert "DATA: " in html and lenet["dataset"]["name"] in html
-  assert "<td>command</td><td>python -m experiments.reproduce --stages=report --workdir=" in html
+  assert ("<td>command</td><td>python -m experiments.reproduce --stages=report "
+          f"--seeds={','.join(QUICK_REPORT_SEEDS)} --workdir=") in html
   assert "`" not in md[md.index("## Figure 8"):md.index("## Claims")]  # no literal backticks in the table
   assert "Not run at this profile's call: `--stages=related`" in md  # the related work: one line why
 

@@ -212,9 +212,9 @@ import jax, numpy as np
 from redundancy_jax.core import config, data, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run
 assert jax.device_count() == 4, jax.devices()
-full = data.load_bundled_mnist(0)
-ds = data.Dataset("mnist", "t", full.train_x[:512], full.train_y[:512], full.val_x[:96], full.val_y[:96],
-                  full.test_x[:96], full.test_y[:96], 10, full.mean, full.std)
+# several evaluation chunks of 500: host-stepped programs with collectives, which XLA:CPU must run one
+# at a time on several devices (`parallel.one_at_a_time`)
+ds = data.load_bundled_mnist(0)
 out = {}
 for n in (1, 4):
   cfg = config.TrainConfig(model="conv2", dataset="mnist", steps=30, batch_size=32, eval_every=10, num_devices=n, width=0.25)

@@ -191,7 +191,7 @@ RECIPES = {
 DEFAULTS = {"model": "lenet", "data_source": "auto", "width": 1.0, "eval_every": 100, "val_size": 5000, "seed": 0,
             "num_seeds": 1, "snapshot_every": 0}
 # How a run is carried out, not what it computes: a run may resume with another value.
-NOT_IDENTITY = ("num_devices",)
+NOT_IDENTITY = ("num_devices", "replica_devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +219,9 @@ class TrainConfig:
   val_size: int | None = option(None, "Training examples held out for validation (default 5000).")
   seed: int | None = option(None, "Random seed: initialisation, data order, validation split (default 0).")
   num_seeds: int | None = option(None, "Independently seeded replicas trained together (default 1).")
-  num_devices: int | None = option(None, "Devices to shard the batch over (default: all local).")
+  num_devices: int | None = option(None, "Devices to train on (default: every device of every process).")
+  replica_devices: int | None = option(None, "Devices the seeds are spread over, the rest sharding each batch "
+                                             "(default: the most that divide both the devices and the seeds).")
   snapshot_every: int | None = option(None, "Epochs between parameter snapshots (default 0: about 100 in all).")
   classifier_seed: int | None = option(None, "Re-sample the classifier's initialisation with this seed "
                                              "(the report's Figure 5).")

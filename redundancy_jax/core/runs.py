@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from redundancy_jax.core import config as config_lib, storage
+from redundancy_jax.core import config as config_lib, parallel, storage
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.data import Dataset
 from redundancy_jax.models import PlanNet
@@ -58,7 +58,12 @@ _HELD_GUARD = threading.Lock()
 def folder_lock(folder: str) -> Iterator[None]:
   """An exclusive lock on `folder` (its `.lock` file, created with the folder) while inside; another
   process asking for it gets `WorkdirInUse` at once, naming the holder. The lock dies with its process,
-  so a killed run's lock is taken over by the next run."""
+  so a killed run's lock is taken over by the next run. In a multi-process run process 0 holds it, and
+  every process checks that it sees the folder."""
+  if jax.process_index() > 0:
+    parallel.check_shared(folder)
+    yield
+    return
   path = os.path.abspath(os.path.join(folder, ".lock"))
   with _HELD_GUARD:
     if path in _HELD:
@@ -84,6 +89,7 @@ def folder_lock(folder: str) -> Iterator[None]:
     with _HELD_GUARD:
       _HELD[path] = [f, 1]
   try:
+    parallel.check_shared(folder)
     yield
   finally:
     with _HELD_GUARD:

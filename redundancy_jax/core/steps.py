@@ -4,8 +4,9 @@ as one compiled `lax.scan` (`scan_epoch`) or, on CPU for models with convolution
 from Python (`host_epoch`: XLA:CPU runs convolutions far slower inside loops; BUILD_NOTES.md).
 `train.train` is the I/O around them.
 
-`K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); the
-batch is sharded over every local device (`parallel.py`). Every `eval_every` iterations the validation
+`K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); on
+the ("replicas", "data") mesh of every device of every process the replicas are sharded over "replicas"
+and each batch over the rest (`parallel.py`). Every `eval_every` iterations the validation
 loss is computed on device and each replica keeps the parameters at its minimum validation loss: that
 is the report's "network at iteration j" (DEFINITIONS.md section 1).
 """
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from redundancy_jax.core import config, data as data_lib, parallel, variants
 from redundancy_jax.core.config import TrainConfig
@@ -68,9 +70,8 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
   """The model (standardising by the dataset's mean and std), optimizer (with `masked`, keeping the
   lottery masks of its state, `config.keep_masked`) and mesh of a resolved config."""
   model = config.build_model(cfg, dataset)
-  mesh = parallel.data_mesh(cfg.num_devices)
-  if cfg.batch_size % mesh.size:
-    raise ValueError(f"batch size {cfg.batch_size} is not divisible by {mesh.size} devices")
+  mesh = parallel.mesh(cfg.num_seeds, cfg.batch_size, num_devices=cfg.num_devices,
+                       replica_devices=cfg.replica_devices)
   n_train = len(dataset.train_y)
   if n_train < cfg.batch_size:
     raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
@@ -81,8 +82,14 @@ def _replica_keys(cfg: TrainConfig) -> jax.Array:
   return jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
 
 
+def place_state(state: TrainState, mesh) -> TrainState:
+  """`state` on the mesh: every leaf with the leading replica axis sharded over "replicas" (each device
+  holds its own seeds), the counters replicated."""
+  return jax.tree.map(lambda a: parallel.put(a, mesh, P("replicas") if np.ndim(a) else P()), state)
+
+
 def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
-  """The K replicas' initial state, replicated over the mesh."""
+  """The K replicas' initial state, placed on the mesh (`place_state`)."""
   init = lambda k: init_variables(setup.model, k, image_shape)
   variables = jax.vmap(init)(_replica_keys(setup.cfg))
   if setup.cfg.classifier_seed is not None:  # Figure 5: the same network, another classifier
@@ -103,7 +110,7 @@ def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
     epoch=jnp.zeros((), jnp.int32),
     bad_step=jnp.full((), -1, jnp.int32),
   )
-  return parallel.replicate(state, setup.mesh)
+  return place_state(state, setup.mesh)
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -122,7 +129,7 @@ def over_replicas(setup: Setup, fn, *args):
   """`jax.vmap(fn)(*args)` over the leading replica axis; under the host-loop policy (XLA:CPU with
   convolutions, `variants.host_loop`) unrolled at trace time instead, because a vmapped convolution
   becomes a grouped one there, measured 7x slower per replica (BUILD_NOTES.md)."""
-  if not variants.host_loop(setup.model):
+  if not variants.host_loop(setup.model) or setup.mesh.shape["replicas"] > 1:  # sharded replicas: vmapped
     return jax.vmap(fn)(*args)
   outs = [fn(*jax.tree.map(lambda a: a[r], args)) for r in range(setup.cfg.num_seeds)]
   return jax.tree.map(lambda *a: jnp.stack(a), *outs)
@@ -147,18 +154,23 @@ def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) 
   """One step of every replica on its batch `idx_KxB` of the training split `train_data` = (images,
   labels): (state, (loss_K, acc_K))."""
   train_x, train_y = train_data
-  x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1)
+  x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1, replica_axis=0)
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
   params, stats, opt, loss, acc = over_replicas(
     setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x,
     train_y[idx_KxB], keys,
   )
-  bad = (state.bad_step < 0) & ~jnp.all(jnp.isfinite(loss))
-  state = state.replace(
-    params=params, batch_stats=stats, opt_state=opt, step=state.step + 1,
-    bad_step=jnp.where(bad, state.step + 1, state.bad_step),
-  )
-  return state, (loss, acc)
+  return state.replace(params=params, batch_stats=stats, opt_state=opt, step=state.step + 1), (loss, acc)
+
+
+def note_non_finite(state: TrainState, first_step, metrics: dict) -> TrainState:
+  """`state.bad_step` set to the first iteration of the epoch that began at `first_step` with a
+  non-finite loss in any replica (unless one was noted before). Once per epoch, from its metrics: a check
+  per step would reduce over the replicas' devices at every step (one collective per step, which halved
+  the steps/s of a two-process run)."""
+  ok_S = jnp.all(jnp.isfinite(metrics["loss"]) | ~metrics["active"][:, None], axis=1)
+  bad = (state.bad_step < 0) & ~jnp.all(ok_S)
+  return state.replace(bad_step=jnp.where(bad, first_step + 1 + jnp.argmin(ok_S), state.bad_step))
 
 
 def track_best(state: TrainState, val_loss_K: jax.Array) -> TrainState:
@@ -216,12 +228,14 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
     state, val_loss = jax.lax.cond(active & is_due(cfg, state.step), validate, lambda s: (s, nan_K), state)
     return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}
 
+  first_step = state.step
   state, metrics = jax.lax.scan(body, state, epoch_indices(setup, state.epoch))
-  return state.replace(epoch=state.epoch + 1), metrics
+  return note_non_finite(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
 
 
 _train_step_jit = jax.jit(train_step, static_argnames="setup", donate_argnames="state")
 _track_best_jit = jax.jit(track_best, donate_argnames="state")
+_note_non_finite_jit = jax.jit(note_non_finite, donate_argnames="state")
 _scan_epoch_jit = jax.jit(scan_epoch, static_argnames="setup", donate_argnames="state")
 _eval_sums_jit = jax.jit(eval_sums, static_argnames="setup")
 _scanned_eval_jit = jax.jit(_scanned_eval, static_argnames="setup")
@@ -232,7 +246,7 @@ def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.A
   """(loss_K, accuracy_K) on a split padded by `variants.pad_chunks`: one compiled scan, or (backend
   policy `variants.host_loop`) a loop of compiled chunks."""
   if variants.host_loop(setup.model):
-    sums = [_eval_sums_jit(setup, params, batch_stats, x, y) for x, y in zip(*split)]
+    sums = [parallel.one_at_a_time(_eval_sums_jit(setup, params, batch_stats, x, y), setup.mesh) for x, y in zip(*split)]
     loss, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
   else:
     loss, correct = _scanned_eval_jit(setup, params, batch_stats, split)
@@ -245,12 +259,12 @@ def host_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
   runs convolutions inside loop bodies and conditionals far slower (BUILD_NOTES.md)."""
   cfg, nan_K = setup.cfg, np.full(setup.cfg.num_seeds, np.nan, np.float32)
   metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
-  step = int(state.step)
+  first_step = step = int(state.step)
   for idx_KxB in _epoch_indices_jit(setup, state.epoch):
     active = step < cfg.steps
     loss = acc = val = nan_K
     if active:
-      state, (loss, acc) = _train_step_jit(setup, state, idx_KxB, train_data)
+      state, (loss, acc) = parallel.one_at_a_time(_train_step_jit(setup, state, idx_KxB, train_data), setup.mesh)
       step += 1
       if is_due(cfg, step):
         val = evaluate(setup, state.params, state.batch_stats, val_split)[0]
@@ -258,7 +272,7 @@ def host_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
     for k, v in zip(metrics, (active, loss, acc, val)):
       metrics[k].append(v)
   metrics = {k: jnp.stack([jnp.asarray(v) for v in vs]) for k, vs in metrics.items()}
-  return state.replace(epoch=state.epoch + 1), metrics
+  return _note_non_finite_jit(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
 
 
 def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto"):
@@ -273,8 +287,8 @@ def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str 
 
 def device_data(setup: Setup, dataset: data_lib.Dataset, eval_chunk: int = 500):
   """(train (x, y), validation split, test split) placed on every device of the mesh."""
-  put = lambda tree: parallel.replicate(jax.tree.map(jnp.asarray, tree), setup.mesh)
-  split = lambda x, y: put(variants.pad_chunks(x, y, eval_chunk, multiple=setup.mesh.size))
+  put = lambda tree: parallel.replicate(tree, setup.mesh)
+  split = lambda x, y: put(variants.pad_chunks(x, y, eval_chunk, multiple=setup.mesh.shape["data"]))
   train = put((dataset.train_x, dataset.train_y))
   return train, split(dataset.val_x, dataset.val_y), split(dataset.test_x, dataset.test_y)
 
@@ -284,4 +298,4 @@ def best_variables(state: TrainState) -> dict:
   variables = {"params": state.best_params}
   if jax.tree.leaves(state.best_batch_stats):
     variables["batch_stats"] = state.best_batch_stats
-  return jax.device_get(variables)
+  return parallel.fetch(variables)

@@ -1,4 +1,5 @@
-"""Results files: atomic JSON and CSV writes, JSON lines, and parameter pytrees as flat `.npz` files."""
+"""Results files: atomic JSON and CSV writes, JSON lines, and parameter pytrees as flat `.npz` files. In a
+multi-process run only process 0 writes (`parallel.is_writer`); the others' writes are no-ops."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
+def _writer() -> bool:
+  import jax  # the process index of a multi-process run
+
+  return jax.process_index() == 0
+
+
 def atomic_write(path: str, write) -> None:
-  """Calls `write(file)` on a temporary file beside `path`, then renames it onto `path`."""
+  """Calls `write(file)` on a temporary file beside `path`, then renames it onto `path` (process 0 only)."""
+  if not _writer():
+    return
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -75,7 +84,9 @@ def read_json(path: str) -> Any:
 
 
 def append_jsonl(path: str, obj: Any) -> None:
-  """Appends one JSON object as a line."""
+  """Appends one JSON object as a line (process 0 only)."""
+  if not _writer():
+    return
   with open(path, "a") as f:
     f.write(json.dumps(obj, default=_jsonable) + "\n")
 

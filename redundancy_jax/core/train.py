@@ -10,6 +10,7 @@ variables at minimum validation loss and results.json (DEFINITIONS.md section 1)
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -22,6 +23,7 @@ import numpy as np
 from redundancy_jax.core import config, console, data as data_lib, parallel, storage
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import ConfigMismatch, Run, default_workdir, restore_state, save_state
+from redundancy_jax.core import steps
 from redundancy_jax.core.steps import (
   Setup, TrainState, best_variables, device_data, evaluate, init_state, make_setup, run_epoch,
 )
@@ -65,8 +67,12 @@ def train(
   resumed run must pass the same ones.
   """
   run = Run(workdir)
+  cfg = cfg.resolve()
+  parallel.same_everywhere(json.dumps(cfg.to_json(), sort_keys=True), "training configuration")
   with run.lock():
-    return _train(run, cfg.resolve(), dataset, checkpoint_every_secs, max_epochs, log, progress, start)
+    results = _train(run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progress, start)
+  parallel.barrier("trained")  # the files process 0 wrote are there for the others
+  return results
 
 
 def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progress, start) -> dict:
@@ -86,12 +92,12 @@ def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progr
     state = _start_from(setup, state, *start, run, started)
   restored = restore_state(mngr, state)
   if restored is not None:
-    state = parallel.replicate(restored, setup.mesh)
+    state = steps.place_state(restored, setup.mesh)
     run.trim_metrics(int(state.epoch))
     log(f"resuming from step {int(state.step):,} (epoch {int(state.epoch)})")
   else:
     run.trim_metrics(0)
-    storage.save_tree(run.snapshot_path(0), jax.device_get(state.params))
+    storage.save_tree(run.snapshot_path(0), parallel.fetch(state.params))
     log("no checkpoint: starting from scratch")
   parameters = count_params(state.params) // cfg.num_seeds
   log(
@@ -104,20 +110,22 @@ def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progr
                           interrupt, progress or console.Progress())
   if state is None:
     return {"stopped_at_epoch": rate}
-  test_loss, test_acc = (np.asarray(a) for a in evaluate(setup, state.best_params, state.best_batch_stats, test_split))
+  test_loss, test_acc = parallel.fetch(evaluate(setup, state.best_params, state.best_batch_stats, test_split))
   storage.save_tree(run.trained_path, best_variables(state))
   results = {
     "experiment": "train",
     "config": cfg.to_json(),
     "dataset": dataset.describe(),
-    "best_step": np.asarray(state.best_step).tolist(),
-    "best_val_loss": np.asarray(state.best_loss).tolist(),
+    "best_step": np.asarray(parallel.fetch(state.best_step)).tolist(),
+    "best_val_loss": np.asarray(parallel.fetch(state.best_loss)).tolist(),
     "test_accuracy": test_acc.tolist(),
     "test_loss": test_loss.tolist(),
     "test_accuracy_mean": float(test_acc.mean()),
     "test_accuracy_std": float(test_acc.std()),
     "steps_per_second": rate,
     "devices": setup.mesh.size,
+    "mesh": dict(setup.mesh.shape),
+    "num_processes": jax.process_count(),
     "epochs": int(state.epoch),
     "steps_run": int(state.step),
     "parameters": parameters,
@@ -143,7 +151,7 @@ def _start_from(setup: Setup, state: TrainState, params, masks, run: Run, starte
   params = config.apply_masks(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, masks))
   opt_state = config.set_masks(jax.vmap(setup.tx.init)(params), masks)
   state = state.replace(params=params, opt_state=opt_state, best_params=jax.tree.map(jnp.copy, params))
-  return parallel.replicate(state, setup.mesh)
+  return steps.place_state(parallel.fetch(state), setup.mesh)
 
 
 def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_secs, max_epochs, interrupt, progress):
@@ -157,7 +165,7 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
     begin = time.time()
     good_step = int(state.step)
     state, metrics = run_epoch(setup, state, train_data, val_split)
-    metrics = jax.device_get(metrics)
+    metrics = parallel.fetch(metrics)
     seconds = time.time() - begin
     bad_step = int(state.bad_step)
     if bad_step >= 0:
@@ -173,6 +181,7 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
       compile_note = f" | first epoch {seconds:.1f}s (compiling)"
     rate = timed_steps / timed_secs if timed_secs else steps_done / seconds
     step_now = int(state.step)
+    best_loss, best_step = parallel.fetch((state.best_loss, state.best_step))
     val = np.asarray(metrics["val_loss"])[active]
     line = {
       "epoch": epoch + 1,
@@ -180,15 +189,15 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
       "train_loss": np.asarray(metrics["loss"])[active].mean(0).tolist(),
       "train_accuracy": np.asarray(metrics["accuracy"])[active].mean(0).tolist(),
       "val_loss": [(good_step + i + 1, v.tolist()) for i, v in enumerate(val) if not np.isnan(v).any()],
-      "best_val_loss": np.asarray(state.best_loss).tolist(),
-      "best_step": np.asarray(state.best_step).tolist(),
+      "best_val_loss": np.asarray(best_loss).tolist(),
+      "best_step": np.asarray(best_step).tolist(),
       "seconds": seconds,
     }
     storage.append_jsonl(run.metrics_path, line)
     target = cfg.target_train_loss
     last = epoch + 1 == num_epochs or (target is not None and max(line["train_loss"]) <= target)
     if (epoch + 1) % snapshot_every == 0 or last:
-      storage.save_tree(run.snapshot_path(epoch + 1), jax.device_get(state.params))
+      storage.save_tree(run.snapshot_path(epoch + 1), parallel.fetch(state.params))
     eta = (f"ETA {console.duration((cfg.steps - step_now) / max(rate, 1e-9))}" if timed_secs
            else "ETA estimating (after the compiling epoch)")
     progress.update(
@@ -200,7 +209,7 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
     stop = max_epochs is not None and epoch + 1 - start_epoch >= max_epochs and not last
     due = time.time() - last_save >= checkpoint_every_secs or epoch == start_epoch
     if due or stop or last or interrupt.requested:  # the first epoch and every exit path save
-      save_state(mngr, step_now, jax.device_get(state))
+      save_state(mngr, step_now, state if jax.process_count() > 1 else jax.device_get(state))
       last_save = time.time()
     if interrupt.requested and not last:
       progress.update("", final=True)

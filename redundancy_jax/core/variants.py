@@ -126,19 +126,21 @@ _head_jit = jax.jit(_head, static_argnames=_STATIC)
 _score_batch_jit = jax.jit(_score_batch, static_argnames=("model", "spec"))
 
 
-def _arguments(model, variables, x, y, spec: Pass, variants, mesh):
-  """The arguments of the compiled pieces: data padded to chunks, variants to batches, arrays on device."""
+def _arguments(model, variables, x, y, spec: Pass, variants, aux, mesh):
+  """The arguments of the compiled pieces: data padded to chunks, variants to batches, every array placed
+  on every device of the mesh (of every process), each data chunk then split over its "data" axis."""
   mesh = mesh or parallel.data_mesh()
-  xs, ys = pad_chunks(x, y, spec.data_chunk, multiple=mesh.size)
-  variants_VxB, v = _batched(jax.tree.map(jnp.asarray, variants), spec.variant_batch)
-  return mesh, xs, ys, jax.tree.map(jnp.asarray, dict(variables)), variants_VxB, v
+  xs, ys = pad_chunks(x, y, spec.data_chunk, multiple=mesh.shape["data"])
+  variants_VxB, v = _batched(jax.tree.map(np.asarray, variants), spec.variant_batch)
+  put = lambda tree: parallel.replicate(jax.tree.map(np.asarray, tree), mesh)
+  return mesh, put(xs), put(ys), put(dict(variables)), put(variants_VxB), put(aux), v
 
 
 def lower(model: PlanNet, variables: Mapping, x, y, spec: Pass, variants, aux: Any = None, *, mesh=None):
   """The whole evaluation as the one compiled program of the accelerator form, lowered, not run: for
   XLA's analyses (`lower(...).compile().memory_analysis()`, `.cost_analysis()`)."""
-  mesh, xs, ys, variables, variants_VxB, _ = _arguments(model, variables, x, y, spec, variants, mesh)
-  return _all_chunks_jit.lower(model, spec, mesh, variables, aux, variants_VxB, jnp.asarray(xs), jnp.asarray(ys))
+  mesh, xs, ys, variables, variants_VxB, aux, _ = _arguments(model, variables, x, y, spec, variants, aux, mesh)
+  return _all_chunks_jit.lower(model, spec, mesh, variables, aux, variants_VxB, xs, ys)
 
 
 def evaluate(
@@ -156,20 +158,21 @@ def evaluate(
 
   `variants` is a pytree of arrays with leading axis V; `aux` a pytree of arrays every call shares.
   """
-  mesh, xs, ys, variables, variants_VxB, v = _arguments(model, variables, x, y, spec, variants, mesh)
-  unbatch = lambda a: a.reshape(-1, *a.shape[2:])[:v]
+  mesh, xs, ys, variables, variants_VxB, aux, v = _arguments(model, variables, x, y, spec, variants, aux, mesh)
+  unbatch = lambda a: np.asarray(a).reshape(-1, *a.shape[2:])[:v]
   if not host_loop(model):
-    totals = _all_chunks_jit(model, spec, mesh, variables, aux, variants_VxB, jnp.asarray(xs), jnp.asarray(ys))
-    return jax.tree.map(unbatch, totals)
+    totals = _all_chunks_jit(model, spec, mesh, variables, aux, variants_VxB, xs, ys)
+    return jax.tree.map(unbatch, parallel.fetch(totals))
   totals = None
   batches = [jax.tree.map(lambda a, i=i: a[i], variants_VxB) for i in range(jax.tree.leaves(variants_VxB)[0].shape[0])]
-  for xc, yc in zip(xs, ys):
-    yc = jnp.asarray(yc)
-    inputs = _head_jit(model, spec, mesh, variables, aux, jnp.asarray(xc))
-    parts = [_score_batch_jit(model, spec, variables, aux, inputs, yc, vb) for vb in batches]
+  for c in range(xs.shape[0]):
+    xc, yc = xs[c], ys[c]
+    inputs = parallel.one_at_a_time(_head_jit(model, spec, mesh, variables, aux, xc), mesh)
+    parts = [parallel.one_at_a_time(_score_batch_jit(model, spec, variables, aux, inputs, yc, vb), mesh)
+             for vb in batches]
     part = jax.tree.map(lambda *p: jnp.stack(p), *parts)
     totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
-  return jax.tree.map(unbatch, totals)
+  return jax.tree.map(unbatch, parallel.fetch(totals))
 
 
 def _unchanged_score(model, layer, variables, aux, inputs, y, variant):

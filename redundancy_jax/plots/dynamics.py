@@ -149,6 +149,10 @@ def render_frames(runs: Sequence[Run], outdir: str, *, fps: float = 8.0, mp4: bo
   `imageio-ffmpeg` is importable, outdir/dynamics.mp4. Each figure is rendered once."""
   from PIL import Image
 
+  from redundancy_jax.core import parallel
+
+  if not parallel.is_writer():
+    return {"frames": [], "gif": []}
   os.makedirs(os.path.join(outdir, "frames"), exist_ok=True)
   count = max(len(r["frames"]) for _, r in runs)
   fig = _figure(len(runs))
