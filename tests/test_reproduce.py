@@ -51,6 +51,47 @@ def test_order_claim_holds_and_fails_by_hand():
   assert _verdict({}, "Maximising criteria").verdict == verdicts.UNTESTABLE
 
 
+def test_verdicts_rest_on_effects_beyond_their_controls_by_hand():
+  """Each rule holds only when its effect exceeds 3 standard deviations of its control."""
+  def order(std):
+    layer = _layer(0.9, ORDERED)
+    layer["random"]["accuracy_std"] = [std] * 5
+    return _verdict({"conv2.prune": {"result": {"layers": {"fc1": layer}}}}, "Maximising criteria")
+  # effect: min(59.8 - 54, 54 - 40) = 5.8 points; spread: random's std over its orders, in points
+  assert order(0.01).verdict == verdicts.HOLDS and order(0.01).effect == pytest.approx(5.8)
+  assert order(0.01).control_spread == pytest.approx(1.0)
+  assert order(0.02).verdict == verdicts.FAILS  # 5.8 < 3 x 2
+
+  def closer(spread):
+    graph = {"edges": 0, "largest_component": 1, "outside_largest": 3, "components": 4}
+    d = {"layer": "fc1", "threshold_cosine": 0.4, "units": 4, "movement_others": None,
+         "init": {**graph, "mean_cosine": 0.0}, "converged": {**graph, "mean_cosine": 0.002, "edges": 5},
+         "control": {"mean_cosine": [0.0, spread], "largest_fraction": [0.25, 0.0]}}
+    return _verdict({"conv2.dynamics": {"result": d}}, "Weight vectors move closer")
+  assert closer(0.0005).verdict == verdicts.HOLDS and closer(0.0005).effect == pytest.approx(0.002)
+  assert closer(0.001).verdict == verdicts.FAILS  # 0.002 is 2 standard deviations of random layers
+  no_control = {"conv2.dynamics": {"result": {"init": {}, "converged": {}, "movement_others": None}}}
+  assert _verdict(no_control, "Weight vectors move closer").verdict == verdicts.UNTESTABLE
+
+  def spikes(trained, control):
+    a = {"init": {"spikes": 0}, "trained": {"spikes": trained, "m": 300},
+         "control": {"spikes": control, "elbow": [130.0, 1.0]}}
+    record = {"layers": {"fc1": a}, "row": {"k_mean": 12.0, "num_seeds": 3}}
+    return _verdict({"lenet.subspace": {"result": record}}, "Trained layers converge")
+  assert spikes(10, [0.5, 0.5]).verdict == verdicts.HOLDS  # 9.5 > 1.5
+  assert spikes(1, [0.0, 0.0]).verdict == verdicts.FAILS  # a count's spread is at least 1/3: 1 is not > 1
+  assert spikes(2, [0.0, 0.0]).verdict == verdicts.HOLDS
+
+  row = lambda drop, std, seeds: {"drop_mean": drop, "drop_std": std, "num_seeds": seeds, "k_mean": 10.0,
+                                 "kept_norm_percent_mean": 90.0, "kept_norm_percent_std": std}
+  rows = lambda std, seeds: {f"{m}.subspace": {"result": {"row": row(d, std, seeds), "layers": {}}}
+                             for m, d in (("conv2", 3.0), ("conv6", 2.0), ("vgg19", 1.0))}
+  assert _verdict(rows(0.2, 3), "The deeper the model").verdict == verdicts.HOLDS  # steps of 1 > 0.6
+  assert _verdict(rows(0.5, 3), "The deeper the model").verdict == verdicts.FAILS
+  one = _verdict(rows(0.0, 1), "The deeper the model")
+  assert one.verdict == verdicts.UNTESTABLE and one.evidence == claims.ONE_SEED
+
+
 def test_agreement_fraction_by_hand():
   # max_mag and max_fp differ by 1 point at level 1 (agree), 10 points at level 2: agree up to 1 of 4 units
   r = _layer(0.9, ORDERED)
@@ -111,6 +152,8 @@ def test_bad_choices_name_the_valid_ones(tmp_path):
     profiles.choose_stages(["lenet", "conv3"])
   assert profiles.choose_stages(["conv6", "lenet.prune"]) == ["lenet.prune", "conv6.train", "conv6.subspace"]
   assert profiles.choose_stages(["related"]) == [f"related.{n}" for n in profiles.RELATED]
+  assert "conv2.classes" in profiles.choose_stages(["conv2"], profiles.PROFILES["full"])
+  assert profiles.choose_stages(["conv2"], profiles.PROFILES["quick"])[-1] == "conv2.subspace"  # LeNet's only
   profile = profiles.PROFILES["full"]
   assert profiles.parse_seeds(["lenet=10", "conv2=1"], profile)["conv2"] == 1
   assert set(profiles.parse_seeds(["3"], profile).values()) == {3}
@@ -149,21 +192,28 @@ def test_stage_configs_are_the_commands_configs_preset_by_the_profile(tmp_path):
 def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
   workdir, lines, seconds = quick_report
   assert any(line.startswith(f"wrote {workdir}/index.html") for line in lines)
-  for stage in profiles.REPORT_STAGES:
+  for stage in profiles.choose_stages(["report"], profiles.PROFILES["quick"]):
     assert any(f"{stage}: done in" in line for line in lines), stage
     assert (workdir / "stages" / f"{stage}.json").exists()
   html = (workdir / "index.html").read_text()
   for title in ("Figure 1", "Figure 2", "Figures 3 and 4", "Figure 5", "Figures 6 and 7", "Figure 8", "Claims",
-                "Related work", "Provenance"):
+                "The report's open question (section 3.3)", "Related work", "Provenance"):
     assert f"<h2>{title}" in html, title
   images = re.findall(r'<img src="([^"]+)"', html)
   assert len(images) >= 10 and all((workdir / p).stat().st_size > 0 for p in images)
   assert len(re.findall("<figcaption>", html)) == len(images)  # every caption once, under its figure
   found = json.loads((workdir / "claims.json").read_text())["claims"]
   assert len(found) == len(claims.CLAIMS)
-  assert all(c["verdict"] in (verdicts.HOLDS, verdicts.FAILS) for c in found)  # every stage ran: all testable
+  # every stage ran: all testable, but those whose control is the spread over seeds (one conv seed here)
+  one_seed = [c for c in found if c["evidence"] == claims.ONE_SEED]
+  assert [c["claim"][:20] for c in one_seed] == ["The deeper the model", "VGG19's first dense "]
+  assert all(c["verdict"] in (verdicts.HOLDS, verdicts.FAILS) for c in found if c not in one_seed)
+  assert all(c["effect"] is not None and c["control_spread"] is not None for c in found if c not in one_seed)
+  open_question = json.loads((workdir / "stages" / "lenet.classes.json").read_text())["result"]
+  assert len(open_question["headlines"]) == 11 and f'<img src="{open_question["figure"]}"' in html
+  assert '<table id="lenet_classes">' in html and '<table id="lenet_classes_fc1">' in html
   md = (workdir / "report.md").read_text()
-  claims_md = md[md.index("## Claims"):md.index("## Related work")]
+  claims_md = md[md.index("## Claims"):md.index("## The report's open question")]
   assert claims_md.count("\n| 3.") == len(claims.CLAIMS)
   # Figure 1's accuracy is the training run's own (results.json), on the number of test images it states
   lenet = json.loads((workdir / "runs" / "lenet" / "results.json").read_text())

@@ -27,11 +27,12 @@ from scipy import optimize
 from scipy.sparse import csgraph, csr_matrix
 
 from redundancy_jax.analyses import force_layout, pruning
-from redundancy_jax.analyses.units import cosine_similarity, mean_pairwise_cosine, unit_matrix, unit_norms
+from redundancy_jax.analyses.units import cosine_similarity, init_draws, mean_pairwise_cosine, unit_matrix, unit_norms
 from redundancy_jax.core import variants
 from redundancy_jax.core.config import option
 from redundancy_jax.models import check_layer
 
+PERMUTATIONS = 200  # random unit sets of the movement control (`summary`)
 
 class DynamicsError(ValueError):
   """A dynamics request that cannot be carried out (bad sigma, threshold, layer or data)."""
@@ -317,17 +318,35 @@ def summary(result: dict, removable_fraction: float = 0.25) -> dict:
     }
 
   moved = unit_norms(W - W0) / np.maximum(unit_norms(W0), 1e-30)
-  smallest = np.argsort(unit_norms(W), kind="stable")[: max(1, int(round(removable_fraction * m)))]
+  quarter = max(1, int(round(removable_fraction * m)))
+  smallest = np.argsort(unit_norms(W), kind="stable")[:quarter]
   rest = np.setdiff1d(np.arange(m), smallest)
+  rng = np.random.default_rng(0)  # the control: the same difference for random sets of units of that size
+  shuffled = [rng.permutation(moved) for _ in range(PERMUTATIONS)]
+  random_gaps = [np.median(p[quarter:]) - np.median(p[:quarter]) for p in shuffled] if len(rest) else [0.0]
   last = result["frames"][-1]
   return {
     "units": m, "threshold": float(result["threshold"]), "threshold_cosine": float(result["threshold_cosine"]),
     "frames": len(result["frames"]), "init": graph(result["frames"][0], W0), "converged": graph(last, W),
     "movement_smallest_quarter": float(np.median(moved[smallest])),
     "movement_others": float(np.median(moved[rest])) if len(rest) else None,
+    "movement_gap_control_std": float(np.std(random_gaps)),
     "removable_agreement": None if "removable" not in last else {
       "fractions": list(result["fractions"]), "mean": np.asarray(last["removable"]["mean"]).tolist()},
   }
+
+
+def init_control(kernel_shape, sigma: float, threshold: float, draws: int = 16) -> dict:
+  """The graph statistics of `summary` on `draws` layers of `kernel_shape` drawn by the models'
+  initialiser, at edge weight `threshold`: {statistic: [mean, std] over draws}, the spread a trained
+  layer's change must exceed (the claims' control)."""
+  values = {"mean_cosine": [], "edges": [], "largest_fraction": []}
+  for W in init_draws(kernel_shape, draws):
+    stats = graph_statistics(W, W, edge_weights(W, sigma, threshold))
+    values["mean_cosine"].append(mean_pairwise_cosine(W))
+    values["edges"].append(stats["edges"])
+    values["largest_fraction"].append(stats["largest_component"] / len(W))
+  return {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items()}
 
 
 def compare_runs(a: dict, b: dict) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 from redundancy_jax.analyses.spectral import (
   SpectralError, check_matrix, check_rank, elbow, glorot_variance, kept_norm, residuals, summarize, truncate,
 )
-from redundancy_jax.analyses.units import kernel_from_units, unit_matrix
+from redundancy_jax.analyses.units import init_draws, kernel_from_units, unit_matrix
 from redundancy_jax.core import config, data, storage, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
@@ -156,6 +156,16 @@ def analyze_layer(
     a_project_update_at_update_elbow=float(sweep["project_update"][at(k_update)]),
   )
   return out
+
+
+def init_control(kernel_shape, draws: int = 16) -> dict:
+  """The spike counts and elbow of `draws` layers of `kernel_shape` drawn by the models' initialiser:
+  {"spikes", "spikes_tw", "elbow": [mean, std] over draws}, the control of a claim about a trained layer."""
+  var = glorot_variance(kernel_shape)
+  briefs = [summarize(W, init_var=var) for W in init_draws(kernel_shape, draws)]
+  values = {"spikes": [b["fit"]["spikes"] for b in briefs], "spikes_tw": [b["fit"]["spikes_tw"] for b in briefs],
+            "elbow": [b.get("elbow", 0) for b in briefs]}
+  return {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items()}
 
 
 def low_rank_replacement(model: PlanNet, variables: Mapping, init_params: Mapping, layer: str, x, y,

@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
+from redundancy_jax.models.common import KERNEL_INIT
+
 
 class UnitError(ValueError):
   """A layer that does not exist in the parameters."""
@@ -34,6 +36,13 @@ def unit_matrix(params: Mapping, layer: str) -> jax.Array:
 def kernel_from_units(W_MxN: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
   """Inverse of `unit_matrix`: Dense kernel = W.T, Conv kernel = W.T reshaped."""
   return W_MxN.T.reshape(kernel_shape)
+
+
+def init_draws(kernel_shape: Sequence[int], draws: int = 16, seed: int = 0) -> list[np.ndarray]:
+  """`draws` unit matrices of kernels of `kernel_shape` drawn by the models' initialiser (`KERNEL_INIT`):
+  the control of a claim about a trained layer (its statistic at initialisation, over draws)."""
+  keys = jax.random.split(jax.random.key(seed), draws)
+  return [np.asarray(unit_matrix({"l": {"kernel": KERNEL_INIT(k, tuple(kernel_shape))}}, "l")) for k in keys]
 
 
 def unit_norms(W) -> np.ndarray:

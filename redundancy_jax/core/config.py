@@ -227,6 +227,9 @@ class TrainConfig:
                                              "(the report's Figure 5).")
   target_train_loss: float | None = option(None, "Stop after the first epoch whose mean training loss is at most "
                                                  "this for every replica.")
+  classes: tuple[int, ...] | None = option(None, "Class subsets, one count C per replica: replica r trains on C "
+                                                 "classes drawn by (seed, r), labels 0..C-1, the other outputs masked "
+                                                 "(default: every class; sets --num_seeds).")
 
   def resolve(self) -> "TrainConfig":
     """Every None filled from the model's recipe and `DEFAULTS`; names checked (the error lists the
@@ -240,7 +243,12 @@ class TrainConfig:
       filled["dataset"] = DEFAULT_DATASET[model]
     if self.batch_norm is None:
       filled["batch_norm"] = model == "vgg19"
+    if self.classes is not None and self.num_seeds is None:
+      filled["num_seeds"] = len(self.classes)
     cfg = dataclasses.replace(self, **filled)
+    if cfg.classes is not None and (len(cfg.classes) != cfg.num_seeds or min(cfg.classes, default=0) < 2):
+      raise ValueError(f"--classes needs one class count of at least 2 per replica ({cfg.num_seeds}), got "
+                       f"{list(cfg.classes)}; e.g. --classes=2,2,2,5,5,5 (num_seeds follows when not given)")
     if min(cfg.steps, cfg.batch_size, cfg.eval_every, cfg.num_seeds, cfg.val_size) <= 0:
       raise ValueError("steps, batch_size, eval_every, num_seeds and val_size must be positive")
     return cfg
@@ -257,13 +265,15 @@ class TrainConfig:
     return to_json(self)
 
 
-def build_model(cfg: TrainConfig, dataset: data_lib.Dataset | None = None) -> PlanNet:
+def build_model(cfg: TrainConfig, dataset: data_lib.Dataset | None = None, num_classes: int | None = None) -> PlanNet:
   """The module a resolved config trains, standardising its input by the dataset's mean and std (without
-  a dataset: 10 classes and no standardisation, enough to read the plan's layers)."""
+  a dataset: 10 classes and no standardisation, enough to read the plan's layers); `num_classes`
+  overrides the dataset's (a replica of a class-subset run as the plain C-output network it is)."""
   options_ = {"width": cfg.width} | ({} if cfg.model in ("lenet", "mlp") else {"batch_norm": cfg.batch_norm})
   if dataset is None:
     return create_model(cfg.model, **options_)
-  return create_model(cfg.model, num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std, **options_)
+  return create_model(cfg.model, num_classes=num_classes or dataset.num_classes, mean=dataset.mean, std=dataset.std,
+                      **options_)
 
 
 def load_data(cfg: TrainConfig) -> data_lib.Dataset:

@@ -156,6 +156,19 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
   return x[train], y[train], x[val], y[val]
 
 
+def class_subsets(seed: int, counts, num_classes: int) -> np.ndarray:
+  """(K, num_classes) label maps of K replicas trained on class subsets (the report's open question):
+  replica r keeps `counts[r]` classes drawn without replacement by the generator seeded with (seed, r),
+  relabelled 0..C-1 in increasing order; map[r, c] is class c's new label, -1 when it is left out."""
+  maps = np.full((len(counts), num_classes), -1, np.int32)
+  for r, c in enumerate(counts):
+    if not 2 <= c <= num_classes:
+      raise ValueError(f"a class subset of {c} classes is outside 2..{num_classes} (the dataset's classes)")
+    chosen = np.sort(np.random.default_rng([seed, r]).choice(num_classes, c, replace=False))
+    maps[r, chosen] = np.arange(c)
+  return maps
+
+
 def _labelled(name, source, train, test, val_size, seed, files=()) -> Dataset:
   tx, ty, vx, vy = split_validation(*train, val_size, seed)
   mean, std = NORMALIZATION[name]

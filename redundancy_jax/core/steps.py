@@ -55,7 +55,8 @@ class Setup(NamedTuple):
   model: PlanNet
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
-  n_train: int
+  n_train: int  # examples per epoch: the training split, or the smallest replica's class subset of it
+  label_maps: tuple | None = None  # class subsets: (K, classes) new labels, -1 left out (`data.class_subsets`)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -72,10 +73,14 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
   model = config.build_model(cfg, dataset)
   mesh = parallel.mesh(cfg.num_seeds, cfg.batch_size, num_devices=cfg.num_devices,
                        replica_devices=cfg.replica_devices)
-  n_train = len(dataset.train_y)
+  n_train, maps = len(dataset.train_y), None
+  if cfg.classes is not None:
+    maps_KxC = data_lib.class_subsets(cfg.seed, cfg.classes, dataset.num_classes)
+    n_train = int(min(np.sum(row[dataset.train_y] >= 0) for row in maps_KxC))
+    maps = tuple(map(tuple, maps_KxC.tolist()))
   if n_train < cfg.batch_size:
     raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-  return Setup(cfg, model, config.make_optimizer(cfg, masked=masked), mesh, n_train)
+  return Setup(cfg, model, config.make_optimizer(cfg, masked=masked), mesh, n_train, maps)
 
 
 def _replica_keys(cfg: TrainConfig) -> jax.Array:
@@ -115,6 +120,33 @@ def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
 
 # ----------------------------------------------------------------------------- pure pieces
 
+MASKED_LOGIT = -1e9  # an output outside a replica's class subset: exp(MASKED_LOGIT - max) is exactly 0
+
+
+def mask_logits(logits: jax.Array, num_classes) -> jax.Array:
+  """`logits` with every output >= `num_classes` set to MASKED_LOGIT: softmax, loss, gradients and argmax
+  are then exactly those of a classifier with `num_classes` outputs (and the masked outputs get none)."""
+  return jnp.where(jnp.arange(logits.shape[-1]) < num_classes, logits, MASKED_LOGIT)
+
+
+def class_counts(setup: Setup) -> jax.Array:
+  """(K,) the number of classes each replica trains on (class subsets only)."""
+  return jnp.asarray(np.max(setup.label_maps, axis=1) + 1, jnp.int32)
+
+
+def shared_labels(setup: Setup, y: jax.Array) -> jax.Array:
+  """Labels `y` (any shape, -1 = padding) as each replica sees them: (K, *y.shape), -1 where padded or
+  outside the replica's class subset; `y` itself without class subsets."""
+  if setup.label_maps is None:
+    return y
+  maps = jnp.asarray(setup.label_maps, jnp.int32)
+  return jnp.where(y >= 0, maps[:, jnp.maximum(y, 0)], -1)
+
+
+def num_examples(setup: Setup, y: jax.Array) -> jax.Array:
+  """The real examples among labels `y` (a padded split): a scalar, or (K,) with class subsets."""
+  return jnp.sum(shared_labels(setup, y) >= 0, axis=tuple(range(-y.ndim, 0)))
+
 
 def forward(model, params, batch_stats, x, train: bool):
   """Logits and updated batch statistics (unchanged when not training or without BatchNorm)."""
@@ -135,13 +167,16 @@ def over_replicas(setup: Setup, fn, *args):
   return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
-def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key):
-  """One optimisation step of one replica on raw images `x` (the model standardises them)."""
+def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_classes=None):
+  """One optimisation step of one replica on raw images `x` (the model standardises them); with
+  `num_classes`, the outputs from that one on masked (`mask_logits`)."""
   if setup.cfg.augment:
     x = data_lib.augment_batch(x, key)
 
   def loss_fn(p):
     logits, new_stats = forward(setup.model, p, batch_stats, x, train=True)
+    if num_classes is not None:
+      logits = mask_logits(logits, num_classes)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
 
@@ -156,9 +191,12 @@ def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) 
   train_x, train_y = train_data
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1, replica_axis=0)
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
+  y, subsets = train_y[idx_KxB], ()
+  if setup.label_maps is not None:  # each replica's own labels
+    y, subsets = jnp.take_along_axis(jnp.asarray(setup.label_maps, jnp.int32), y, axis=1), (class_counts(setup),)
   params, stats, opt, loss, acc = over_replicas(
-    setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x,
-    train_y[idx_KxB], keys,
+    setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x, y, keys,
+    *subsets,
   )
   return state.replace(params=params, batch_stats=stats, opt_state=opt, step=state.step + 1), (loss, acc)
 
@@ -189,7 +227,10 @@ def eval_sums(setup: Setup, params, batch_stats, x, y) -> tuple[jax.Array, jax.A
   """(loss sum, correct count) of every replica on one padded chunk (labels -1 are padding)."""
   x = parallel.shard_batch(x, setup.mesh)
   logits = lambda p, b: forward(setup.model, p, b, x, train=False)[0]
-  return over_replicas(setup, lambda p, b: variants.loss_and_correct(logits(p, b), y), params, batch_stats)
+  if setup.label_maps is None:
+    return over_replicas(setup, lambda p, b: variants.loss_and_correct(logits(p, b), y), params, batch_stats)
+  sums = lambda p, b, y_k, c: variants.loss_and_correct(mask_logits(logits(p, b), c), y_k)
+  return over_replicas(setup, sums, params, batch_stats, shared_labels(setup, y), class_counts(setup))
 
 
 def _scanned_eval(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
@@ -203,11 +244,19 @@ def is_due(cfg: TrainConfig, step) -> jax.Array:
   return (step % cfg.eval_every == 0) | (step == cfg.steps)
 
 
-def epoch_indices(setup: Setup, epoch) -> jax.Array:
-  """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch."""
+def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None) -> jax.Array:
+  """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch. With class
+  subsets (which need the training labels `train_y`), a shuffle of the replica's own examples, of which
+  an epoch takes the first steps_per_epoch * batch (the smallest subset's whole size)."""
   n, b, s = setup.n_train, setup.cfg.batch_size, setup.steps_per_epoch
-  order = lambda k: jax.random.permutation(jax.random.fold_in(jax.random.fold_in(k, 1), epoch), n)
-  idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg))[:, : s * b]
+  epoch_key = lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), epoch)
+  if setup.label_maps is None:
+    order = lambda k: jax.random.permutation(epoch_key(k), n)
+    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg))[:, : s * b]
+  else:  # the replica's examples first, in random order
+    keep_KxN = shared_labels(setup, train_y) >= 0
+    order = lambda k, keep: jnp.argsort(jnp.where(keep, jax.random.uniform(epoch_key(k), keep.shape), 2.0))
+    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg), keep_KxN)[:, : s * b]
   return idx_KxSxB.reshape(setup.cfg.num_seeds, s, b).transpose(1, 0, 2)
 
 
@@ -215,7 +264,7 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
   """One pass over the training split for every replica as one scan: `train_step`, then (when due)
   validation and `track_best`. Returns per-step metrics."""
   cfg, nan_K = setup.cfg, jnp.full(setup.cfg.num_seeds, jnp.nan, jnp.float32)
-  n_val = jnp.sum(val_split[1] >= 0)
+  n_val = num_examples(setup, val_split[1])
 
   def validate(s):
     val_loss = _scanned_eval(setup, s.params, s.batch_stats, val_split)[0] / n_val
@@ -229,7 +278,7 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
     return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}
 
   first_step = state.step
-  state, metrics = jax.lax.scan(body, state, epoch_indices(setup, state.epoch))
+  state, metrics = jax.lax.scan(body, state, epoch_indices(setup, state.epoch, train_data[1]))
   return note_non_finite(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
 
 
@@ -250,7 +299,7 @@ def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.A
     loss, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
   else:
     loss, correct = _scanned_eval_jit(setup, params, batch_stats, split)
-  n = jnp.sum(split[1] >= 0)
+  n = num_examples(setup, split[1])
   return loss / n, correct / n
 
 
@@ -260,7 +309,7 @@ def host_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
   cfg, nan_K = setup.cfg, np.full(setup.cfg.num_seeds, np.nan, np.float32)
   metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
   first_step = step = int(state.step)
-  for idx_KxB in _epoch_indices_jit(setup, state.epoch):
+  for idx_KxB in _epoch_indices_jit(setup, state.epoch, train_data[1]):
     active = step < cfg.steps
     loss = acc = val = nan_K
     if active:

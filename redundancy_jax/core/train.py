@@ -130,6 +130,8 @@ def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progr
     "steps_run": int(state.step),
     "parameters": parameters,
   }
+  if setup.label_maps is not None:  # each replica's classes, in the order of its labels 0..C-1
+    results["class_subsets"] = [np.argsort(row)[-max(row) - 1:].tolist() for row in np.asarray(setup.label_maps)]
   storage.write_json(run.results_path, results)
   log(
     f"done: test accuracy {console.numbers(100 * test_acc, '.2f', '%')} at minimum validation loss "

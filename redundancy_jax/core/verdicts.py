@@ -10,8 +10,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
 VERDICTS = (HOLDS, FAILS, UNTESTABLE)
+SIGMAS = 3.0  # an effect "exceeds its control" when it is more than this many of the control's standard deviations
+COUNT_FLOOR = 1 / SIGMAS  # the smallest spread of an integer count: SIGMAS of it make one count
+
+
+def beyond_control(effect: float, spread: float, sigmas: float = SIGMAS) -> bool:
+  """Whether `effect` (signed in the claim's direction) exceeds `sigmas` times the control's `spread`."""
+  return effect > sigmas * spread
+
+
+def count_spread(values) -> float:
+  """The standard deviation of a count over replicas, at least `COUNT_FLOOR` (a control that is the same
+  count on every replica still has the resolution of one count)."""
+  return max(float(np.std(values)), COUNT_FLOOR)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 
 from redundancy_jax.models.conv import conv_general_dilated
 
+KERNEL_INIT = nn.initializers.glorot_normal()  # every Dense and Conv kernel (biases start at zero)
+
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
@@ -139,7 +141,7 @@ class PlanNet(nn.Module):
       x = x.reshape(x.shape[0], -1)
     elif layer.before == "gap":
       x = jnp.mean(x, axis=(1, 2))
-    init = dict(kernel_init=nn.initializers.glorot_normal(), bias_init=nn.initializers.zeros)
+    init = dict(kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros)
     if layer.kind == "conv":
       x = nn.Conv(layer.features, (3, 3), padding="SAME", name=layer.name, conv_general_dilated=conv_general_dilated,
                   **init)(x)

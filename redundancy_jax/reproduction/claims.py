@@ -7,12 +7,12 @@ stages did not run is "not testable" at that profile.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from redundancy_jax.analyses.prune_sweep import removable_fraction
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import COUNT_FLOOR, SIGMAS, Verdict, beyond_control
 
 # Thresholds of the verdicts (BUILD_NOTES.md, "Reproducing the report", says why these values).
 AGREE_POINTS = 1.0  # magnitude and FP "agree" while their accuracies differ by at most this many points
@@ -20,6 +20,15 @@ AGREE_UP_TO = 0.5  # ... up to at least this fraction of the units ("quite a hig
 REMOVABLE_FRACTION = 0.25  # the smallest-norm quarter: the units magnitude pruning removes first
 REMOVABLE_COST = 1.0  # points lost at most when those units are removed
 NUM_CLASSES = 10
+
+
+class Tested(NamedTuple):
+  """What a claim's test found: the verdict, its evidence, and the effect against its control's spread."""
+
+  ok: bool
+  evidence: str
+  effect: float | None = None
+  control_spread: float | None = None
 
 
 def _auc(curve: Sequence[float]) -> float:
@@ -42,28 +51,39 @@ def _aucs(r: dict) -> dict[str, float]:
   return out
 
 
+def _random_spread(r: dict, upto: int | None = None) -> float:
+  """The control of the pruning claims: random pruning's accuracy spread over its random orders, in
+  points, averaged over the levels (up to `upto` units): at least the spread of its mean accuracy."""
+  levels = np.asarray(r["levels"])
+  keep = levels <= (levels.max() if upto is None else upto)
+  return 100 * float(np.mean(np.asarray(r["random"]["accuracy_std"])[keep]))
+
+
 def _claim_order(records):
   layers = list(_pruned_layers(records))
-  if not layers:
+  if not layers or not all("random" in r for _, r in layers):
     return None
-  parts, ok = [], True
+  parts, effects = [], []
   for name, r in layers:
     a = _aucs(r)
     if not {"max_mag", "max_fp", "min_mag", "min_fp", "random"} <= set(a):
       return None
-    ok &= min(a["max_mag"], a["max_fp"]) > a["random"] > max(a["min_mag"], a["min_fp"])
+    effects.append(min(min(a["max_mag"], a["max_fp"]) - a["random"], a["random"] - max(a["min_mag"], a["min_fp"])))
     parts.append(f"{name}: " + ", ".join(f"{c} {a[c]:.1f}" for c in ("max_mag", "max_fp", "random", "min_mag", "min_fp")))
-  return ok, "mean accuracy (%) over all removal levels; " + "; ".join(parts)
+  effect, spread = min(effects), max(_random_spread(r) for _, r in layers)
+  return Tested(beyond_control(effect, spread), "mean accuracy (%) over all removal levels; " + "; ".join(parts),
+                effect, spread)
 
 
 def _claim_magnitude_better(records):
   layers = list(_pruned_layers(records))
-  if not layers:
+  if not layers or not all("random" in r for _, r in layers):
     return None
   aucs = [(name, _aucs(r)) for name, r in layers]
-  ok = all(a["max_mag"] >= a["max_fp"] for _, a in aucs)
-  return ok, "mean accuracy (%) over all levels, max_mag vs max_fp: " + "; ".join(
-    f"{name} {a['max_mag']:.1f} vs {a['max_fp']:.1f}" for name, a in aucs)
+  effect = min(a["max_mag"] - a["max_fp"] for _, a in aucs)
+  spread = max(_random_spread(r) for _, r in layers)
+  return Tested(beyond_control(effect, spread), "mean accuracy (%) over all levels, max_mag vs max_fp: " + "; ".join(
+    f"{name} {a['max_mag']:.1f} vs {a['max_fp']:.1f}" for name, a in aucs), effect, spread)
 
 
 def agreement_fraction(r: dict, points: float = AGREE_POINTS) -> float:
@@ -75,11 +95,17 @@ def agreement_fraction(r: dict, points: float = AGREE_POINTS) -> float:
 
 def _claim_agree(records):
   rec = records.get("conv2.prune")
-  if not rec or "fc1" not in rec["result"]["layers"]:
+  if not rec or "fc1" not in rec["result"]["layers"] or "random" not in rec["result"]["layers"]["fc1"]:
     return None
-  f = agreement_fraction(rec["result"]["layers"]["fc1"])
-  return f >= AGREE_UP_TO, (f"max_mag and max_fp stay within {AGREE_POINTS:g} point up to {100 * f:.0f}% of the "
-                            f"units removed (holds from {100 * AGREE_UP_TO:.0f}%)")
+  r = rec["result"]["layers"]["fc1"]
+  f = agreement_fraction(r)
+  upto = int(AGREE_UP_TO * r["units"])
+  levels = np.asarray(r["levels"])
+  gap = 100 * np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
+  effect = float(gap[levels <= upto].max())
+  return Tested(f >= AGREE_UP_TO, f"max_mag and max_fp stay within {AGREE_POINTS:g} point up to {100 * f:.0f}% of the "
+                                  f"units removed (holds from {100 * AGREE_UP_TO:.0f}%); largest gap up to "
+                                  f"{100 * AGREE_UP_TO:.0f}%: {effect:.2f} points", effect, _random_spread(r, upto))
 
 
 def _dyn(records, stage):
@@ -87,37 +113,54 @@ def _dyn(records, stage):
   return rec["result"] if rec else None
 
 
+NO_CONTROL = "the stage's record holds no control (written before controls were recorded): rerun the stage"
+
+
 def _claim_closer(records):
   d = _dyn(records, "conv2.dynamics")
   if not d:
     return None
+  if "control" not in d:
+    return NO_CONTROL
   i, c = d["init"], d["converged"]
-  ok = c["mean_cosine"] > i["mean_cosine"] and c["edges"] > i["edges"]
-  return ok, (f"conv2 {d['layer']}: mean pairwise cosine {i['mean_cosine']:.3f} at init -> {c['mean_cosine']:.3f} "
-              f"converged; edges above the threshold (cosine {d['threshold_cosine']:.3f}) {i['edges']} -> {c['edges']}")
+  effect, spread = c["mean_cosine"] - i["mean_cosine"], d["control"]["mean_cosine"][1]
+  ok = beyond_control(effect, spread) and c["edges"] > i["edges"]
+  return Tested(ok, f"conv2 {d['layer']}: mean pairwise cosine {i['mean_cosine']:.4f} at init -> {c['mean_cosine']:.4f} "
+                    f"converged (std over initialiser draws {spread:.4f}); edges above the threshold (cosine "
+                    f"{d['threshold_cosine']:.3f}) {i['edges']} -> {c['edges']}", effect, spread)
 
 
 def _claim_cluster(records):
   d = _dyn(records, "conv2.dynamics")
   if not d:
     return None
-  c = d["converged"]
-  ok = c["largest_component"] >= d["units"] / 2 and c["outside_largest"] > 0
-  return ok, (f"conv2 {d['layer']} converged: largest component {c['largest_component']} of {d['units']} units, "
-              f"{c['outside_largest']} outside it, {c['components']} components")
+  if "control" not in d:
+    return NO_CONTROL
+  c, m = d["converged"], d["units"]
+  mean, spread = d["control"]["largest_fraction"]
+  effect = c["largest_component"] / m - mean
+  ok = c["largest_component"] >= m / 2 and c["outside_largest"] > 0 and beyond_control(effect, spread)
+  return Tested(ok, f"conv2 {d['layer']} converged: largest component {c['largest_component']} of {m} units, "
+                    f"{c['outside_largest']} outside it, {c['components']} components; initialiser draws at the same "
+                    f"threshold: largest component {100 * mean:.1f}% ± {100 * spread:.1f}% of the units",
+                effect, spread)
 
 
 def _claim_removable(records):
   d, p = _dyn(records, "conv2.dynamics"), records.get("conv2.prune")
   if not d or not p or d["movement_others"] is None:
     return None
+  if "movement_gap_control_std" not in d:
+    return NO_CONTROL
   r = p["result"]["layers"]["fc1"]
   level = int(np.argmin(np.abs(np.asarray(r["levels"]) - REMOVABLE_FRACTION * r["units"])))
   cost = 100 * (r["base_accuracy"] - r["criteria"]["max_mag"]["accuracy"][level])
-  ok = d["movement_smallest_quarter"] < d["movement_others"] and cost <= REMOVABLE_COST
-  return ok, (f"conv2 fc1: median relative movement ||w_T - w_0|| / ||w_0|| of the smallest-norm quarter "
-              f"{d['movement_smallest_quarter']:.3f} vs the others {d['movement_others']:.3f}; removing that quarter "
-              f"costs {cost:.2f} points (holds up to {REMOVABLE_COST:g})")
+  effect, spread = d["movement_others"] - d["movement_smallest_quarter"], d["movement_gap_control_std"]
+  ok = beyond_control(effect, spread) and cost <= REMOVABLE_COST
+  return Tested(ok, f"conv2 fc1: median relative movement ||w_T - w_0|| / ||w_0|| of the smallest-norm quarter "
+                    f"{d['movement_smallest_quarter']:.3f} vs the others {d['movement_others']:.3f} (random quarters: "
+                    f"std {spread:.3f}); removing that quarter costs {cost:.2f} points (holds up to {REMOVABLE_COST:g})",
+                effect, spread)
 
 
 def _spectra(records):
@@ -132,9 +175,14 @@ def _claim_spikes(records):
   spectra = list(_spectra(records))
   if not spectra:
     return None
-  ok = all(a["init"]["spikes"] < a["trained"]["spikes"] <= a["trained"]["m"] / 4 for _, a in spectra)
-  return ok, "eigenvalues of W W^T above the fitted lambda+, init -> trained (of m): " + "; ".join(
-    f"{name} {a['init']['spikes']} -> {a['trained']['spikes']} (of {a['trained']['m']})" for name, a in spectra)
+  if not all("control" in a for _, a in spectra):
+    return NO_CONTROL
+  effects = [a["trained"]["spikes"] - a["control"]["spikes"][0] for _, a in spectra]
+  spread = max(max(a["control"]["spikes"][1], COUNT_FLOOR) for _, a in spectra)
+  ok = beyond_control(min(effects), spread) and all(a["trained"]["spikes"] <= a["trained"]["m"] / 4 for _, a in spectra)
+  return Tested(ok, "eigenvalues of W W^T above the fitted lambda+, initialiser draws (mean) -> trained (of m): " +
+                "; ".join(f"{name} {a['control']['spikes'][0]:.1f} -> {a['trained']['spikes']} (of {a['trained']['m']})"
+                          for name, a in spectra), min(effects), spread)
 
 
 def figure8_rows(records) -> dict[str, dict]:
@@ -147,54 +195,77 @@ def _claim_elbow(records):
   rows = figure8_rows(records)
   if not rows:
     return None
-  ok = all(NUM_CLASSES / 2 <= r["k_mean"] <= 2 * NUM_CLASSES for r in rows.values())
-  return ok, (f"mean elbow k of fc1 (holds within {NUM_CLASSES // 2}-{2 * NUM_CLASSES}): " +
-              "; ".join(f"{m} {r['k_mean']:.3g}" for m, r in rows.items()))
+  controls = {m: records[f"{m}.subspace"]["result"]["layers"].get("fc1", {}).get("control") for m in rows}
+  if not all(controls.values()):
+    return NO_CONTROL
+  effect = min(controls[m]["elbow"][0] - r["k_mean"] for m, r in rows.items())
+  spread = max(max(c["elbow"][1], COUNT_FLOOR) for c in controls.values())
+  ok = all(NUM_CLASSES / 2 <= r["k_mean"] <= 2 * NUM_CLASSES for r in rows.values()) and beyond_control(effect, spread)
+  return Tested(ok, f"mean elbow k of fc1 (holds within {NUM_CLASSES // 2}-{2 * NUM_CLASSES}), initialiser draws -> "
+                    "trained: " + "; ".join(f"{m} {controls[m]['elbow'][0]:.1f} -> {r['k_mean']:.3g}"
+                                            for m, r in rows.items()), effect, spread)
+
+
+ONE_SEED = "needs at least 2 seeds per model: the control is the spread over seeds"
 
 
 def _claim_depth(records):
   rows = figure8_rows(records)
   if not {"conv2", "conv6", "vgg19"} <= set(rows):
     return None
+  if min(rows[m]["num_seeds"] for m in ("conv2", "conv6", "vgg19")) < 2:
+    return ONE_SEED
   d = [rows[m]["drop_mean"] for m in ("conv2", "conv6", "vgg19")]
-  return d[0] >= d[1] >= d[2], "a - a_proj at the elbow (points): conv2 {:.2f}, conv6 {:.2f}, vgg19 {:.2f}".format(*d)
+  effect, spread = min(d[0] - d[1], d[1] - d[2]), max(rows[m]["drop_std"] for m in ("conv2", "conv6", "vgg19"))
+  return Tested(beyond_control(effect, spread), "a - a_proj at the elbow (points, mean over seeds): conv2 {:.2f}, "
+                "conv6 {:.2f}, vgg19 {:.2f}".format(*d), effect, spread)
 
 
 def _claim_vgg_norm(records):
   rows = figure8_rows(records)
   if "vgg19" not in rows or len(rows) < 2:
     return None
+  if min(r["num_seeds"] for r in rows.values()) < 2:
+    return ONE_SEED
   kept = {m: r["kept_norm_percent_mean"] for m, r in rows.items()}
-  ok = kept["vgg19"] >= max(kept.values())
-  return ok, "100 ||W_k|| / ||W|| at the elbow: " + "; ".join(f"{m} {v:.2f}" for m, v in kept.items())
+  effect = kept["vgg19"] - max(v for m, v in kept.items() if m != "vgg19")
+  spread = max(r["kept_norm_percent_std"] for r in rows.values())
+  return Tested(beyond_control(effect, spread), "100 ||W_k|| / ||W|| at the elbow: " + "; ".join(
+    f"{m} {v:.2f}" for m, v in kept.items()), effect, spread)
 
 
-# (section, claim, rule, test): a test returns (holds, evidence), or None when its stages did not run.
+_BEYOND = f"by more than {SIGMAS:g} standard deviations of "
+# (section, claim, rule, test): a test returns `Tested`, None when its stages did not run, or why it cannot decide.
 CLAIMS: tuple[tuple[str, str, str, Callable], ...] = (
   ("3.1", "Maximising criteria (max_mag, max_fp) beat random pruning, and random beats the minimising ones",
-   "mean accuracy over all removal levels, per pruned layer: min(max_mag, max_fp) > random > max(min_mag, min_fp)",
-   _claim_order),
+   "mean accuracy over all removal levels, per pruned layer: min(max_mag, max_fp) > random > max(min_mag, min_fp), "
+   "each gap " + _BEYOND + "random pruning's accuracy over its random orders", _claim_order),
   ("3.1", "Magnitude pruning performs better than frame-potential pruning",
-   "mean accuracy over all levels: max_mag >= max_fp for every pruned layer", _claim_magnitude_better),
+   "mean accuracy over all levels: max_mag above max_fp for every pruned layer " + _BEYOND +
+   "random pruning's accuracy", _claim_magnitude_better),
   ("3.1-3.2", "On Conv-2 fc1, magnitude and frame-potential pruning perform equally well up to a high number of "
    "pruned units", f"max_mag and max_fp within {AGREE_POINTS:g} point at every level up to {100 * AGREE_UP_TO:.0f}% "
-   "of Conv-2 fc1's units", _claim_agree),
+   "of Conv-2 fc1's units (an equality claim: the effect is the largest gap, the control random pruning's spread)",
+   _claim_agree),
   ("3.2", "Weight vectors move closer to each other during training",
-   "the mean pairwise cosine and the edge count at the fixed threshold both grow from initialisation to "
-   "convergence", _claim_closer),
+   "the mean pairwise cosine grows from initialisation to convergence " + _BEYOND + "it over layers drawn by the "
+   "initialiser, and the edge count at the fixed threshold grows", _claim_closer),
   ("3.2", "One big cluster forms, with outliers outside it",
-   "the largest component holds at least half the units and some are outside it", _claim_cluster),
+   "the largest component holds at least half the units and some are outside it, and its share exceeds that of "
+   "layers drawn by the initialiser at the same threshold " + _BEYOND + "it", _claim_cluster),
   ("3.2", "Removable units barely move during training and can be dropped without hurting accuracy much",
-   f"the smallest-norm quarter moves less (median ||w_T - w_0|| / ||w_0||) than the others, and removing it "
-   f"costs at most {REMOVABLE_COST:g} point", _claim_removable),
+   f"the smallest-norm quarter moves less (median ||w_T - w_0|| / ||w_0||) than the others {_BEYOND}the same gap "
+   f"for random quarters, and removing it costs at most {REMOVABLE_COST:g} point", _claim_removable),
   ("3.3", "Trained layers converge to a low-complexity solution: a few eigenvalues leave the Marchenko-Pastur bulk",
-   "more eigenvalues above the fitted lambda+ than at initialisation, and at most m/4", _claim_spikes),
+   "more eigenvalues above the fitted lambda+ than layers drawn by the initialiser " + _BEYOND + "their count, and "
+   "at most m/4", _claim_spikes),
   ("3.3", "The elbow k of the first dense layer is near the number of classes (10)",
-   f"the mean elbow k of every model within {NUM_CLASSES // 2}..{2 * NUM_CLASSES}", _claim_elbow),
+   f"the mean elbow k of every model within {NUM_CLASSES // 2}..{2 * NUM_CLASSES}, and below that of layers drawn "
+   "by the initialiser " + _BEYOND + "it", _claim_elbow),
   ("3.3", "The deeper the model, the smaller the accuracy drop a - a_proj of the rank-k replacement",
-   "a - a_proj: Conv-2 >= Conv-6 >= VGG19", _claim_depth),
+   "a - a_proj: Conv-2 > Conv-6 > VGG19, each step " + _BEYOND + "a - a_proj over seeds", _claim_depth),
   ("3.3", "VGG19's first dense layer keeps almost all of its norm at rank k (its noise is suppressed)",
-   "VGG19's 100 ||W_k|| / ||W|| is the largest of the models", _claim_vgg_norm),
+   "VGG19's 100 ||W_k|| / ||W|| above every other model's " + _BEYOND + "it over seeds", _claim_vgg_norm),
 )
 
 
@@ -203,11 +274,12 @@ def claims(records: dict) -> list[Verdict]:
   out = []
   for section, text, rule, test in CLAIMS:
     tested = test(records)
-    if tested is None:
-      out.append(Verdict.untestable(text, "the stages it needs were not run", rule=rule, section=section))
+    if not isinstance(tested, Tested):
+      why = "the stages it needs were not run" if tested is None else tested
+      out.append(Verdict.untestable(text, why, rule=rule, section=section))
     else:
-      ok, evidence = tested
-      out.append(Verdict.decide(text, ok, evidence, rule=rule, section=section))
+      out.append(Verdict.decide(text, tested.ok, tested.evidence, rule=rule, section=section, effect=tested.effect,
+                                control_spread=tested.control_spread))
   return out
 
 

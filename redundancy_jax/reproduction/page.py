@@ -15,6 +15,7 @@ import numpy as np
 
 from redundancy_jax.core import storage
 from redundancy_jax.core.verdicts import FAILS, HOLDS, UNTESTABLE, Verdict
+from redundancy_jax.analyses import classes
 from redundancy_jax.analyses.subspace import table_lines
 from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
 
@@ -168,11 +169,37 @@ def _figures678(records) -> list[Block]:
   return out
 
 
+def _number(value) -> str:
+  return "–" if value is None else f"{value:.3g}"
+
+
 def _verdict_table(verdicts: list[Verdict], first: str, table_id: str, settings: dict | None = None) -> Block:
-  header = [first, "Claim", "Numbers from this run", "Rule", "Verdict"]
-  rows = [[settings[i] if settings else v.section, v.claim, v.evidence, v.rule, v.verdict]
-          for i, v in enumerate(verdicts)]
+  header = [first, "Claim", "Numbers from this run", "Rule", "Effect", "Control's spread", "Verdict"]
+  rows = [[settings[i] if settings else v.section, v.claim, v.evidence, v.rule, _number(v.effect),
+           _number(v.control_spread), v.verdict] for i, v in enumerate(verdicts)]
   return _table(header, rows, table_id)
+
+
+def _open_question(records) -> list[Block]:
+  """The report's open question (section 3.3): the class-subset runs' figure, table and verdicts."""
+  out = [_h("The report's open question (section 3.3)"),
+         _p("The report finds the elbow k of every first dense layer at 10, CIFAR-10's number of classes, and asks "
+            "whether this holds for another number of classes. Replicas trained on random C-class subsets "
+            "(python -m experiments.classes) answer it: per C, the outliers of W W^T above the fitted λ+ and the "
+            "Tracy-Widom margin, the elbows of W and of W − W0 (dotted: at initialisation, the control), and the "
+            "accuracy kept by rank-k replacements.")]
+  stages = [s for s in records if s.endswith(".classes")]
+  if not stages:
+    return out + [_p("Not run (the classes stages).")]
+  for stage in stages:
+    r = records[stage]["result"]
+    out.append(_img(r["figure"], r["title"]))
+    for layer, rows in r["summary"].items():
+      header, body = classes.table_lines(rows)
+      out += [_p(f"{r['model']} {layer} (points lost: with W_k / with W0 + P_k(W − W0); NK = Nagarajan-Kolter):"),
+              _table(header, body, f"{stage.replace('.', '_')}_{layer}")]
+    out.append(_verdict_table([Verdict.from_json(v) for v in r["headlines"]], "Section", stage.replace(".", "_")))
+  return out
 
 
 def _related(records) -> list[Block]:
@@ -233,7 +260,7 @@ def blocks(records: dict, provenance: dict) -> list[Block]:
   out += [_h("Claims"), _p("Each claim of the report's section 3 with the numbers of this run that test it and the "
                            "rule that decides it; every verdict is computed (redundancy_jax/reproduction/claims.py)."),
           _verdict_table(claims(records), "Section", "claims")]
-  return out + _related(records) + _provenance(records, provenance, trained)
+  return out + _open_question(records) + _related(records) + _provenance(records, provenance, trained)
 
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("redundancy_jax.reproduction", "templates"),

@@ -38,6 +38,7 @@ class Profile:
   ticks: int  # force-layout ticks per frame
   related: str | None  # the related-work scripts' preset ("quick"), or None for their defaults
   random_seeds: int = 5
+  classes: dict = dataclasses.field(default_factory=dict)  # {model: the preset of its open-question run, or None}
   note: str = ""
 
 
@@ -45,13 +46,14 @@ PROFILES = {
   "quick": Profile(
     models={"lenet": Training(2000, 1.0, 3), "conv2": Training(500, 0.25, 2), "conv6": Training(300, 0.25, 2),
             "vgg19": Training(200, 0.125, 2)},
-    examples=2000, level_step=2, num_ranks=16, max_frames=10, ticks=100, related="quick",
+    examples=2000, level_step=2, num_ranks=16, max_frames=10, ticks=100, related="quick", classes={"lenet": "quick"},
     note="reduced steps, widths and seeds, 2,000 test images per evaluation: a smoke run of every analysis, "
          "not the report's numbers",
   ),
   "full": Profile(
     models={name: Training(None, 1.0, 10) for name in ("lenet", "conv2", "conv6", "vgg19")},
     examples=None, level_step=1, num_ranks=48, max_frames=60, ticks=300, related=None,
+    classes={"lenet": None, "conv2": None},
     note="the report's recipes (DEFINITIONS.md section 1) and 10 seeds",
   ),
 }
@@ -65,9 +67,11 @@ DATASET_CHOICES = ("auto", "bundled", "mnist", "fashion_mnist", "cifar10")
 PRUNED = {"lenet": ("fc1", "fc2"), "conv2": ("fc1", "conv2"), "conv6": ("fc1", "conv6"), "vgg19": ("fc1", "conv16")}
 DYNAMICS_LAYER = {"lenet": "fc1", "conv2": "fc1", "conv6": "conv6", "vgg19": "conv16"}
 RELATED = ("lottery", "clustering", "teacher_student", "width")
+# The open question's class counts where a model runs fewer than `ClassesConfig`'s (the issue's minimum for Conv-2).
+CLASS_COUNTS = {"conv2": (2, 5, 10)}
 REPORT_STAGES = (
-  "lenet.train", "lenet.prune", "lenet.subspace",
-  "conv2.train", "conv2.prune", "conv2.dynamics", "conv2.resample", "conv2.subspace",
+  "lenet.train", "lenet.prune", "lenet.subspace", "lenet.classes",
+  "conv2.train", "conv2.prune", "conv2.dynamics", "conv2.resample", "conv2.subspace", "conv2.classes",
   "conv6.train", "conv6.subspace",
   "vgg19.train", "vgg19.dynamics", "vgg19.subspace",
 )
@@ -93,8 +97,9 @@ class ReproduceConfig:
   num_devices: int | None = option(None, "Devices each training run shards its batch over (default: all).")
 
 
-def choose_stages(names) -> list[str]:
-  """The stages `--stages` selects, in pipeline order; an unknown name is an error listing the valid ones."""
+def choose_stages(names, profile: Profile | None = None) -> list[str]:
+  """The stages `--stages` selects, in pipeline order (with `profile`, less the open-question stages it
+  does not run); an unknown name is an error listing the valid ones."""
   chosen = set()
   for name in names:
     if name in GROUPS:
@@ -108,7 +113,8 @@ def choose_stages(names) -> list[str]:
                        f"the stages {', '.join(STAGES)}")
   if not chosen:
     raise ValueError("--stages selects nothing; give 'all', a model or a stage")
-  return [s for s in STAGES if s in chosen]
+  runs = lambda s: profile is None or not s.endswith(".classes") or s.split(".")[0] in profile.classes
+  return [s for s in STAGES if s in chosen and runs(s)]
 
 
 def parse_seeds(values, profile: Profile) -> dict[str, int]:

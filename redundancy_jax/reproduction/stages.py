@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import subprocess
 import time
 from typing import Callable
 
 import numpy as np
 
-from redundancy_jax.analyses import dynamics, dynamics_run, force_layout, prune_sweep, subspace
+from redundancy_jax.analyses import classes, dynamics, dynamics_run, force_layout, prune_sweep, subspace
 from redundancy_jax.core import config, console, data, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run, folder_lock
 from redundancy_jax.models import layer_names, layer_of
@@ -75,6 +76,13 @@ class Reproduction:
     train_cfg, workdir, p = self.train_config(group), self.run_dir(group).workdir, self.profile
     if kind == "train":
       return train_cfg
+    if kind == "classes":
+      cfg = classes.ClassesConfig()
+      if p.classes.get(group):
+        cfg = config.preset(cfg, p.classes[group])
+      train_cfg = dataclasses.replace(cfg.train, model=group, data_dir=self.cfg.data_dir, **self.datasets[group])
+      return dataclasses.replace(cfg, train=train_cfg, counts=profiles.CLASS_COUNTS.get(group, cfg.counts),
+                                 workdir=os.path.join(self.root, "runs", f"classes_{group}"))
     if kind == "prune":
       return prune_sweep.PruneSweepConfig(train=train_cfg, workdir=workdir, layer=PRUNED[group],
                                           max_examples=p.examples, level_step=p.level_step,
@@ -161,12 +169,14 @@ class Reproduction:
 
     cfg = self.command_config(f"{model}.dynamics")
     result = self._analyse(self.run_dir(model), cfg)
+    kernel_shape = np.shape(self.trained(model)[1]["params"][cfg.graph.layer]["kernel"])
+    control = dynamics.init_control(kernel_shape, cfg.graph.sigma, result["threshold"])
     runs = [(model, result)]
     name = f"{model}_{cfg.graph.layer}"
     figure = dynamics_plots.save_init_vs_converged(runs, self.figure(f"dynamics_{name}.png"))
     page = dynamics_plots.write_page(self.figure(f"dynamics_{name}.html"), runs)
-    return {"layer": cfg.graph.layer, **dynamics.summary(result), "figure": self.relative(figure[0]),
-            "viewer": self.relative(page)}
+    return {"layer": cfg.graph.layer, **dynamics.summary(result), "control": control,
+            "figure": self.relative(figure[0]), "viewer": self.relative(page)}
 
   def resample_stage(self, model: str) -> dict:
     """Figure 5: the run with a re-sampled classifier against the main run, replica 0 of each."""
@@ -203,9 +213,19 @@ class Reproduction:
                                       2, title), self.figure(f"residuals_{model}"))
     x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
     row = subspace.replicas_row(run_, module, ds, trained_cfg, "fc1", x, y, log=lambda s: None)
-    brief = lambda a: {"layer": a["layer"], "init": spectrum_brief(a["init"]), "trained": spectrum_brief(a["trained"])}
+    brief = lambda a: {"layer": a["layer"], "init": spectrum_brief(a["init"]), "trained": spectrum_brief(a["trained"]),
+                       "control": subspace.init_control(a["kernel_shape"])}
     return {"layers": {l: brief(a) for l, a in analyses.items()}, "row": row,
             "figures": [self.relative(esd[0]), self.relative(residual[0])]}
+
+  def classes_stage(self, model: str) -> dict:
+    """The open question's run of `model` (`classes.run`); the page keeps its summary, verdicts and figure."""
+    cfg = self.command_config(f"{model}.classes")
+    results = classes.run(cfg, log=lambda s: self.log("  " + s))
+    figure = self.figure(f"classes_{model}.png")
+    shutil.copyfile(os.path.join(cfg.workdir, "classes", "figure.png"), figure)
+    keep = ("title", "steps", "recipe_steps", "dataset", "layers", "verdict_layer", "summary", "headlines")
+    return {**{k: results[k] for k in keep}, "model": model, "figure": self.relative(figure)}
 
   def related_stage(self, name: str) -> dict:
     """A related-work experiment run whole by its own `run`; the stage keeps its verdicts and figure."""
@@ -294,7 +314,7 @@ def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
 def run(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> str:
   """Runs the selected stages (each once; finished ones reused) and writes the page from every stage
   record in the workdir; returns the page's path."""
-  stages = profiles.choose_stages(cfg.stages)
+  stages = profiles.choose_stages(cfg.stages, profiles.PROFILES[cfg.profile])
   rep = Reproduction(cfg, log)
   with folder_lock(cfg.workdir):
     for stage in stages:

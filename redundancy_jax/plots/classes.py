@@ -1,0 +1,45 @@
+"""Figure of the report's open question: per layer, each spectral count of the trained layer against the
+number of classes C (mean ± std over seeds; the same count at initialisation dotted), with the lines
+y = C and y = C - 1. Drawn from results.json alone."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from redundancy_jax.analyses.classes import STATISTICS  # noqa: E402
+
+COLORS = {"spikes": "tab:blue", "spikes_tw": "tab:purple", "elbow": "tab:green", "update_elbow": "tab:orange"}
+
+
+def figure(results: dict) -> plt.Figure:
+  summary = results["summary"]
+  layers = list(summary)
+  ncols = min(3, len(layers))
+  nrows = math.ceil(len(layers) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False, layout="constrained")
+  for ax in axes.flat[len(layers):]:
+    ax.set_visible(False)
+  for ax, layer in zip(axes.flat, layers):
+    rows = summary[layer]
+    C = np.asarray([r["C"] for r in rows], float)
+    for stat, label in STATISTICS.items():
+      if all(stat in r for r in rows):
+        mean, std = (np.asarray([r[stat][i] for r in rows]) for i in (0, 1))
+        ax.errorbar(C, mean, yerr=std, marker="o", ms=4, capsize=3, color=COLORS[stat], label=label)
+      if all(f"init_{stat}" in r for r in rows):
+        ax.plot(C, [r[f"init_{stat}"][0] for r in rows], ":", color=COLORS[stat], alpha=0.7)
+    ax.plot(C, C, "k--", lw=1, label="y = C")
+    ax.plot(C, C - 1, color="0.5", ls="-.", lw=1, label="y = C − 1")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set(xlabel="number of classes C", ylabel="count", title=f"{layer} ({rows[0]['seeds']} seeds per C)",
+           xticks=C)
+    ax.grid(alpha=0.3)
+  axes.flat[0].legend(fontsize=7, title="trained (dotted: at initialisation)", title_fontsize=7)
+  fig.suptitle(results["title"], fontsize=9)
+  return fig

@@ -1,0 +1,140 @@
+"""The report's open question: class subsets, the masked classifier, the outlier count, the command."""
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from redundancy_jax.analyses import classes, spectral
+from redundancy_jax.core import config, data, steps, storage
+from redundancy_jax.core.config import TrainConfig
+
+QUIET = dict(log=lambda s: None)
+
+
+def _small_mnist(n_train=1200):
+  full = data.load_bundled_mnist(0)
+  return dataclasses.replace(full, train_x=full.train_x[:n_train], train_y=full.train_y[:n_train])
+
+
+def test_class_subsets_and_labels_by_hand():
+  counts = (2, 3, 5, 10)
+  maps = data.class_subsets(7, counts, 10)
+  ds = _small_mnist()
+  for r, (row, c) in enumerate(zip(maps, counts)):
+    chosen = [k for k in range(10) if row[k] >= 0]
+    assert len(chosen) == c
+    assert [int(row[k]) for k in chosen] == list(range(c))  # relabelled 0..C-1 in increasing class order
+    # the subset is part of the seed: (seed, replica) draws it, the same every time
+    again = np.sort(np.random.default_rng([7, r]).choice(10, c, replace=False)).tolist()
+    assert chosen == again
+  assert maps[3].tolist() == list(range(10))  # every class: labels unchanged
+  with pytest.raises(ValueError, match=r"outside 2..10"):
+    data.class_subsets(0, (11,), 10)
+
+  cfg = TrainConfig(model="lenet", classes=counts, steps=10, batch_size=32, seed=7).resolve()
+  assert cfg.num_seeds == 4
+  setup = steps.make_setup(cfg, ds)
+  pools = [[i for i, label in enumerate(ds.train_y.tolist()) if maps[r][label] >= 0] for r in range(4)]
+  assert setup.n_train == min(len(p) for p in pools)  # an epoch: the smallest subset's size
+  idx = np.asarray(steps.epoch_indices(setup, 3, jnp.asarray(ds.train_y)))  # (S, K, B)
+  assert idx.shape == (setup.n_train // 32, 4, 32)
+  for r in range(4):
+    seen = idx[:, r].ravel().tolist()
+    assert len(set(seen)) == len(seen) and set(seen) <= set(pools[r])  # no repeat, only the replica's classes
+    labels = np.asarray(steps.shared_labels(setup, jnp.asarray(ds.train_y)))[r]
+    for i in seen[:50]:  # the label it trains with: the class's place in its sorted subset
+      chosen = [k for k in range(10) if maps[r][k] >= 0]
+      assert labels[i] == chosen.index(int(ds.train_y[i]))
+  with pytest.raises(ValueError, match="one class count of at least 2 per replica"):
+    TrainConfig(classes=(2, 3), num_seeds=3).resolve()
+
+
+def test_masked_ten_output_classifier_equals_a_c_output_one():
+  """Replica trained with C=3 of 10 outputs masked == a plain 3-output LeNet from the same weights on the
+  same batches (momentum SGD, 25 steps); the 7 masked outputs never move."""
+  ds = _small_mnist()
+  cfg = TrainConfig(model="lenet", classes=(3,), steps=25, batch_size=32).resolve()
+  masked = steps.make_setup(cfg, ds)
+  C = 3
+  plain_ds = dataclasses.replace(ds, num_classes=C)
+  plain = steps.make_setup(dataclasses.replace(cfg, classes=None), plain_ds)
+  state_m = steps.init_state(masked, ds.image_shape)
+  init = jax.tree.map(np.asarray, state_m.params)
+  cut = classes.sliced(init, "fc3", C)
+  state_p = steps.init_state(plain, ds.image_shape)
+  state_p = steps.place_state(state_p.replace(params=jax.tree.map(jnp.asarray, cut),
+                                              opt_state=jax.vmap(plain.tx.init)(jax.tree.map(jnp.asarray, cut))),
+                              plain.mesh)
+  row = np.asarray(masked.label_maps[0])
+  train_m = (jnp.asarray(ds.train_x), jnp.asarray(ds.train_y))
+  train_p = (jnp.asarray(ds.train_x), jnp.asarray(np.maximum(row[ds.train_y], 0)))  # left-out rows never drawn
+  idx = steps.epoch_indices(masked, 0, train_m[1])
+  step = jax.jit(steps.train_step, static_argnames="setup")
+  for t in range(25):
+    state_m, (loss_m, _) = step(masked, state_m, idx[t], train_m)
+    state_p, (loss_p, _) = step(plain, state_p, idx[t], train_p)
+    np.testing.assert_allclose(loss_m, loss_p, rtol=1e-5)
+  pm, pp = jax.tree.map(np.asarray, state_m.params), jax.tree.map(np.asarray, state_p.params)
+  for layer in ("fc1", "fc2"):
+    np.testing.assert_allclose(pm[layer]["kernel"], pp[layer]["kernel"], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(pm["fc3"]["kernel"][..., :C], pp["fc3"]["kernel"], rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(pm["fc3"]["kernel"][..., C:], init["fc3"]["kernel"][..., C:])
+  np.testing.assert_array_equal(pm["fc3"]["bias"][..., C:], 0.0)
+  # and the masked evaluation is the plain network's on the replica's test images
+  x, y = classes.subset_split(ds.test_x, ds.test_y, row)
+  assert len(y) == int(np.isin(ds.test_y, np.flatnonzero(row >= 0)).sum())
+  original = ds.test_y[np.isin(ds.test_y, np.flatnonzero(row >= 0))]
+  split_m = steps.device_data(masked, dataclasses.replace(ds, test_x=x, test_y=original))[2]
+  split_p = steps.device_data(plain, dataclasses.replace(plain_ds, test_x=x, test_y=y))[2]
+  acc_m = steps.evaluate(masked, state_m.params, state_m.batch_stats, split_m)[1]
+  acc_p = steps.evaluate(plain, state_p.params, state_p.batch_stats, split_p)[1]
+  np.testing.assert_allclose(acc_m, acc_p)
+
+
+@pytest.mark.parametrize("r", [1, 4, 10])
+def test_planted_rank_r_signal_gives_r_outliers(r):
+  """LeNet fc1's shape: Glorot noise plus r directions whose eigenvalues sit at 2..4 lambda+ (the BBP
+  threshold is far below): exactly r eigenvalues above the fitted lambda+ and the Tracy-Widom margin."""
+  m, n = 300, 784
+  rng = np.random.default_rng(r)
+  var = 2 / (m + n)
+  W = rng.normal(0, np.sqrt(var), (m, n))
+  lam_plus = var * (np.sqrt(m) + np.sqrt(n)) ** 2
+  u, _ = np.linalg.qr(rng.standard_normal((m, r)))
+  v, _ = np.linalg.qr(rng.standard_normal((n, r)))
+  W = W + (u * np.sqrt(np.linspace(2, 4, r) * lam_plus)) @ v.T
+  fit = spectral.fit_marchenko_pastur(spectral.esd(W), m=m, n=n)
+  assert int(fit.spikes) == r and int(fit.spikes_tw) == r
+
+
+def test_classes_command_end_to_end(tmp_path):
+  cfg = config.preset(classes.ClassesConfig(), "quick")
+  cfg = dataclasses.replace(cfg, counts=(2, 3, 4), seeds_per_count=2, workdir=str(tmp_path / "run"),
+                            max_examples=None, layer=("fc1", "fc3"), train=dataclasses.replace(cfg.train, steps=120))
+  results = classes.run(cfg, **QUIET)
+  assert [r["C"] for r in results["replicas"]] == [2, 2, 3, 3, 4, 4]
+  for r in results["replicas"]:
+    fc3 = r["layers"]["fc3"]
+    assert (fc3["m"], fc3["n"]) == (r["C"], 100)  # the classifier as the C-output network it is
+    # the plain C-output network's accuracy on all the replica's test images == the masked one's in training
+    assert r["layers"]["fc1"]["a"] == pytest.approx(r["test_accuracy"], abs=1e-6)
+    assert r["examples"] == int(np.isin(data.load_bundled_mnist(0).test_y, r["classes"]).sum())
+    # rank >= min(m, n) keeps W whole: the unchanged accuracy
+    assert fc3["low_rank"]["C"] == fc3["a"] and fc3["project_update"]["2C"] == fc3["a"]
+  rows = results["summary"]["fc1"]
+  assert [row["C"] for row in rows] == [2, 3, 4] and all(row["seeds"] == 2 for row in rows)
+  spikes = [r["layers"]["fc1"]["spikes"] for r in results["replicas"] if r["C"] == 3]
+  assert rows[1]["spikes"] == pytest.approx([np.mean(spikes), np.std(spikes)])
+  verdicts = results["headlines"]
+  assert len(verdicts) == 11 and all(v["effect"] is not None for v in verdicts if v["verdict"] != "not testable")
+  out = tmp_path / "run" / "classes"
+  assert {"results.json", "table.md", "figure.png", "figure.pdf"} <= set(os.listdir(out))
+  assert "| 3 | 2 |" in (out / "table.md").read_text()
+  assert storage.read_json(str(out / "results.json"))["training"]["classes"] == [2, 2, 3, 3, 4, 4]
+  # a rerun reuses the trained replicas; another --counts is refused before anything trains
+  with pytest.raises(ValueError, match="--classes"):
+    classes.run(dataclasses.replace(cfg, counts=(2, 5)), **QUIET)
