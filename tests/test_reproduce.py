@@ -197,7 +197,7 @@ def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
     assert (workdir / "stages" / f"{stage}.json").exists()
   html = (workdir / "index.html").read_text()
   for title in ("Figure 1", "Figure 2", "Figures 3 and 4", "Figure 5", "Figures 6 and 7", "Figure 8", "Claims",
-                "The report's open question (section 3.3)", "Related work", "Provenance"):
+                "The report&#39;s open question (section 3.3)", "Related work", "Provenance"):
     assert f"<h2>{title}" in html, title
   images = re.findall(r'<img src="([^"]+)"', html)
   assert len(images) >= 10 and all((workdir / p).stat().st_size > 0 for p in images)

@@ -277,7 +277,8 @@ def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
     dense = [n for n in names if layer_of(module, n).kind == "dense"]
     first_dense = dense[0] if dense else names[0]
     found = verdicts(replicas, summary, first_dense)
-    title = (f"{trained_cfg.model} on C-class subsets of {data.label(dataset)}, {steps_note(trained_cfg)}, "
+    width = f" (width {trained_cfg.width:g})" if trained_cfg.width != 1.0 else ""
+    title = (f"{trained_cfg.model}{width} on C-class subsets of {data.label(dataset)}, {steps_note(trained_cfg)}, "
              f"{cfg.seeds_per_count} seeds per C")
     results = {"experiment": "classes", "config": config.to_json(cfg), "training": trained_cfg.to_json(),
                "title": title, "steps": trained_cfg.steps, "recipe_steps": RECIPES[trained_cfg.model].steps,

@@ -40,6 +40,8 @@ def figure(results: dict) -> plt.Figure:
     ax.set(xlabel="number of classes C", ylabel="count", title=f"{layer} ({rows[0]['seeds']} seeds per C)",
            xticks=C)
     ax.grid(alpha=0.3)
-  axes.flat[0].legend(fontsize=7, title="trained (dotted: at initialisation)", title_fontsize=7)
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7,
+             title="trained, mean ± std over seeds (dotted: at initialisation)", title_fontsize=7)
   fig.suptitle(results["title"], fontsize=9)
   return fig

@@ -314,7 +314,7 @@ def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
 def run(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> str:
   """Runs the selected stages (each once; finished ones reused) and writes the page from every stage
   record in the workdir; returns the page's path."""
-  stages = profiles.choose_stages(cfg.stages, profiles.PROFILES[cfg.profile])
+  stages = profiles.choose_stages(cfg.stages, profiles.PROFILES.get(cfg.profile))  # a bad profile: Reproduction says
   rep = Reproduction(cfg, log)
   with folder_lock(cfg.workdir):
     for stage in stages:
