@@ -93,13 +93,18 @@ def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, rep
       opt.step()
     return float(loss.detach())
 
+  return steps / _median_seconds(run, repeats)
+
+
+def _median_seconds(run, repeats: int) -> float:
+  """Median wall time of `run()` over `repeats` calls, after one untimed warm-up call."""
   run()
   times = []
   for _ in range(repeats):
     begin = time.perf_counter()
     run()
     times.append(time.perf_counter() - begin)
-  return steps / float(np.median(times))
+  return float(np.median(times))
 
 
 def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps: int = 100,
@@ -136,13 +141,7 @@ def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps:
       opt.step()
     return float(loss.detach())
 
-  run()
-  times = []
-  for _ in range(repeats):
-    begin = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - begin)
-  return seeds * steps / float(np.median(times))
+  return seeds * steps / _median_seconds(run, repeats)
 
 
 def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mean, std) -> tuple[float, np.ndarray] | None:

@@ -127,14 +127,16 @@ def analyse_run(run_: Run, dataset: data.Dataset, cfg: ClassesConfig, layers: Se
   trained_cfg = run_.config()
   maps = data.class_subsets(trained_cfg.seed, trained_cfg.classes, dataset.num_classes)
   results = run_.results()
+  trained, initial = run_.trained_variables(None), storage.load_tree(run_.snapshot_path(0))  # read once
+  replica = lambda tree, r: jax.tree.map(lambda a: np.asarray(a[r]), tree)
   replicas = []
   for r, label_map in enumerate(maps):
     begin, C = time.time(), int(label_map.max()) + 1
     model = config.build_model(trained_cfg, dataset, num_classes=C)
-    full = run_.trained_variables(r)
+    full = replica(trained, r)
     shapes = {l: np.shape(full["params"][l]["kernel"]) for l in layers}
     classifier = model.plan[-1].name
-    variables, init = sliced(full, classifier, C), sliced(run_.snapshot(0, replica=r), classifier, C)
+    variables, init = sliced(full, classifier, C), sliced(replica(initial, r), classifier, C)
     x, y = subset_split(dataset.test_x, dataset.test_y, label_map, cfg.max_examples)
     out = {l: analyse_layer(model, variables, init, l, x, y, C, shapes[l], data_chunk=cfg.eval_chunk) for l in layers}
     replicas.append({"replica": r, "C": C, "classes": np.flatnonzero(label_map >= 0).tolist(), "examples": len(y),

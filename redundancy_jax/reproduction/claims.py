@@ -86,11 +86,15 @@ def _claim_magnitude_better(records):
     f"{name} {a['max_mag']:.1f} vs {a['max_fp']:.1f}" for name, a in aucs), effect, spread)
 
 
+def _criteria_gap(r: dict) -> np.ndarray:
+  """|accuracy of max_mag - accuracy of max_fp| at every level (fractions)."""
+  return np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
+
+
 def agreement_fraction(r: dict, points: float = AGREE_POINTS) -> float:
   """The largest fraction f of units such that max_mag and max_fp differ by at most `points` at every
   level up to f * m (0 when they already differ at the first removal)."""
-  gap = np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
-  return removable_fraction(np.asarray(r["levels"]), -gap, 0.0, points / 100)
+  return removable_fraction(np.asarray(r["levels"]), -_criteria_gap(r), 0.0, points / 100)
 
 
 def _claim_agree(records):
@@ -101,11 +105,13 @@ def _claim_agree(records):
   f = agreement_fraction(r)
   upto = int(AGREE_UP_TO * r["units"])
   levels = np.asarray(r["levels"])
-  gap = 100 * np.abs(np.asarray(r["criteria"]["max_mag"]["accuracy"]) - np.asarray(r["criteria"]["max_fp"]["accuracy"]))
-  effect = float(gap[levels <= upto].max())
+  effect = float(100 * _criteria_gap(r)[levels <= upto].max())
   return Tested(f >= AGREE_UP_TO, f"max_mag and max_fp stay within {AGREE_POINTS:g} point up to {100 * f:.0f}% of the "
                                   f"units removed (holds from {100 * AGREE_UP_TO:.0f}%); largest gap up to "
                                   f"{100 * AGREE_UP_TO:.0f}%: {effect:.2f} points", effect, _random_spread(r, upto))
+
+
+NO_CONTROL = "the stage's record holds no control (written before controls were recorded): rerun the stage"
 
 
 def _dyn(records, stage):
@@ -113,15 +119,16 @@ def _dyn(records, stage):
   return rec["result"] if rec else None
 
 
-NO_CONTROL = "the stage's record holds no control (written before controls were recorded): rerun the stage"
+def _controlled_dyn(records):
+  """Conv-2's dynamics record, None when the stage did not run, or `NO_CONTROL` when it holds no control."""
+  d = _dyn(records, "conv2.dynamics")
+  return NO_CONTROL if d and "control" not in d else d
 
 
 def _claim_closer(records):
-  d = _dyn(records, "conv2.dynamics")
-  if not d:
-    return None
-  if "control" not in d:
-    return NO_CONTROL
+  d = _controlled_dyn(records)
+  if not isinstance(d, dict):
+    return d
   i, c = d["init"], d["converged"]
   effect, spread = c["mean_cosine"] - i["mean_cosine"], d["control"]["mean_cosine"][1]
   ok = beyond_control(effect, spread) and c["edges"] > i["edges"]
@@ -131,11 +138,9 @@ def _claim_closer(records):
 
 
 def _claim_cluster(records):
-  d = _dyn(records, "conv2.dynamics")
-  if not d:
-    return None
-  if "control" not in d:
-    return NO_CONTROL
+  d = _controlled_dyn(records)
+  if not isinstance(d, dict):
+    return d
   c, m = d["converged"], d["units"]
   mean, spread = d["control"]["largest_fraction"]
   effect = c["largest_component"] / m - mean
