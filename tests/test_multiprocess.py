@@ -60,7 +60,7 @@ def two_processes(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("two_processes")
   outs = _ok(_start("train", [*TRAIN, f"--workdir={workdir}"]))
   ours = lambda out: [line for line in out.splitlines() if not line.startswith("[Gloo]")]  # gloo's C++ prints
-  assert "[process 1] " not in outs[0] and all(line.startswith("[process 1] ") for line in ours(outs[1]))
+  assert "[process 1] " not in outs[0] and all(line.startswith("[process 1] ") for line in ours(outs[1])), repr(outs[1])
   return workdir
 
 
