@@ -249,7 +249,9 @@ def _provenance(records, provenance, trained) -> list[Block]:
 def blocks(records: dict, provenance: dict) -> list[Block]:
   """The whole page as blocks, from the stage records and the provenance."""
   trained = {s.split(".")[0]: r["result"] for s, r in records.items() if s.endswith(".train")}
-  datasets = sorted({f"{t['dataset']['name']}, {t['dataset']['source']}" for t in trained.values()})
+  described = [t["dataset"] for t in trained.values()]
+  described += [r["result"]["dataset"] for s, r in records.items() if s.endswith(".classes")]  # their own runs
+  datasets = sorted({f"{d['name']}, {d['source']}" for d in described})
   out = [_h("Sources of Redundancy in Neural Networks: the report's evidence, rebuilt", 1),
          _p(f"Profile **{provenance['profile']}**: {provenance['profile_note']}." + (
            " Seeds trained: " + ", ".join(f"{m} {t['seeds']}" for m, t in trained.items()) + "." if trained else "")),
