@@ -1,5 +1,6 @@
-"""d3-force layout (redundancy_jax.analyses.force_layout): against a NumPy float64 transcription of SPEC section 3,
-the link schedule by hand, and properties of the layouts of simple graphs."""
+"""d3-force layout (redundancy_jax.analyses.force_layout): against a NumPy float64 transcription of the layout
+equations of docs/DEFINITIONS.md section 3, the link schedule by hand, and properties of the layouts of simple
+graphs."""
 
 import math
 
@@ -16,8 +17,9 @@ from redundancy_jax.analyses.force_layout import LayoutParams
 
 
 def _reference_layout(A, ticks, *, alpha=1.0, p0=None, weighted=False):
-  """SPEC section 3's d3-force equations, literally, in float64; links one at a time in the schedule's
-  order (the only thing taken from the code under test)."""
+  """The d3-force equations of docs/DEFINITIONS.md section 3 ("Layout"), literally, in float64 (`weighted`:
+  each link's strength times A_st, the layout's option); links one at a time in the schedule's order (the
+  only thing taken from the code under test)."""
   A = np.asarray(A, np.float64)
   m = len(A)
   i = np.arange(m)
