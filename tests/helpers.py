@@ -18,10 +18,22 @@ def quiet(_):
   """A `log` that prints nothing."""
 
 
+def python(*args, timeout: float = 900, cwd: str = ROOT, **kwargs) -> subprocess.CompletedProcess:
+  """`python args...` (from the repository root unless `cwd`), its output captured; one that is still
+  running after `timeout` seconds (hung, not slow: several times its usual time on a loaded machine) is
+  killed and fails the test, naming it."""
+  try:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
+  except subprocess.TimeoutExpired as e:
+    command = " ".join("<script>" if "\n" in a else a for a in map(str, args))
+    tail = lambda b: (b.decode(errors="replace") if isinstance(b, bytes) else b or "")[-2000:]
+    raise AssertionError(f"`python {command}` did not finish in {timeout:g} s (hung?); its output:\n"
+                         f"{tail(e.stdout)}\n{tail(e.stderr)}") from None
+
+
 def script(name: str, *args, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
   """`python -m experiments.<name> args...` from the repository root, as a user runs it."""
-  return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout, **kwargs)
+  return python("-m", f"experiments.{name}", *args, timeout=timeout, **kwargs)
 
 
 def mtimes(folder) -> dict:

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import LENET_STEPS
+from helpers import LENET_STEPS, python
 from redundancy_jax.core import config, data, steps, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run
 
@@ -230,7 +228,7 @@ print("devices", out[4][0]["devices"], "max diff", max(float(np.abs(a - b).max()
 
 def test_four_devices_match_one_device(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tmp_path)], env=env, capture_output=True, text=True)
+  proc = python("-c", MULTI_DEVICE, str(tmp_path), env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "devices 4" in proc.stdout
 
