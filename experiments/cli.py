@@ -1,15 +1,23 @@
 """The scripts' command line, derived from their configs: every option of a script's config
-(`redundancy_jax.core.config.options`) is a flag of the same name, type, default and help, plus `--quick`
+(redundancy_jax.core.config.options) is a flag of the same name, type, default and help, plus --quick
 where the config has quick presets. A flag given on the command line overrides the preset. The one
 entry point every script runs through: an error a user can cause prints one line, no traceback.
 
   if __name__ == "__main__":
     cli.run(main, PruneSweepConfig)
+
+--help (or -h) prints the script's docstring and its options in groups, each in declaration order: the
+command's own, then each nested config's (the training options last), then the cluster options; absl's
+own flags only in --helpfull, which lists the same groups.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import os
+import re
 import sys
 import traceback
 import typing
@@ -19,40 +27,147 @@ from absl import app, flags, logging
 
 from redundancy_jax.core import config, console, parallel
 from redundancy_jax.core.runs import WorkdirInUse
+from redundancy_jax.models import MODELS, create_model, layer_names, prunable_layers
 
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, WorkdirInUse)
 
+HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
+TRAINING = "training options"
+CLUSTER = "cluster and device"  # the heading of parallel.ClusterConfig's options
+CLUSTER_ABOUT = "Several processes (one per host) and CPU devices; every command takes them."
+_STATED_DEFAULT = re.compile(r"\s*\(default\b[^()]*\)")  # "(default 1)", "(default: the recipe's)"
 
-def _define(o: config.Option, fv: flags.FlagValues) -> None:
-  """The absl flag of one option; the config, not the flag, holds the default (flags default to None)."""
-  shown = "" if o.default is None else f" (default: {_text(o.default)})"
-  help_text = o.help + shown
+
+@dataclasses.dataclass
+class Group:
+  """Options under one heading of --help: a command's own, or one nested config's."""
+
+  heading: str
+  about: str  # the nested config's help ("" for the command's own options)
+  names: list[str]  # flag names, in declaration order
+
+
+def groups(cfg_cls, command: str) -> list[Group]:
+  """The flags of `cfg_cls` under their headings: the command's own (--quick first), then each nested
+  config's in declaration order, the training options (a TrainConfig) last."""
+  instance = cfg_cls()
+  own = Group(f"{command} options", "", ["quick"] if config.has_preset(cfg_cls) else [])
+  nested: dict[tuple[str, ...], Group] = {}
+  for o in config.options(cfg_cls):
+    key = o.path[:-1]
+    if not key:
+      own.names.append(o.name)
+      continue
+    if key not in nested:
+      parent = _get(instance, key[:-1])
+      field = {f.name: f for f in dataclasses.fields(parent)}[key[-1]]
+      training = isinstance(getattr(parent, key[-1]), config.TrainConfig)
+      nested[key] = Group(TRAINING if training else f"{key[-1]} options", field.metadata.get("help", ""), [])
+    nested[key].names.append(o.name)
+  return [own, *sorted(nested.values(), key=lambda g: g.heading == TRAINING)]
+
+
+def _get(cfg, path: tuple[str, ...]):
+  return functools.reduce(getattr, path, cfg)
+
+
+def _layers(names_of: Callable) -> str:
+  """Each model's layers, from the model registry: "lenet: fc1, fc2; conv2: conv1, conv2, fc1, fc2; ..."."""
+  return "; ".join(f"{m}: {_compact(names_of(create_model(m)))}" for m in MODELS)
+
+
+def _compact(names) -> str:
+  """"conv1, conv2, conv3, conv4, fc1" -> "conv1..conv4, fc1": runs of four or more numbered names shortened."""
+  runs: list[list[str]] = []
+  for name in names:
+    prefix, number = re.fullmatch(r"(.*?)(\d*)", name).groups()
+    last = runs[-1][-1] if runs else ""
+    if number and re.fullmatch(re.escape(prefix) + str(int(number) - 1), last):
+      runs[-1].append(name)
+    else:
+      runs.append([name])
+  return ", ".join(f"{r[0]}..{r[-1]}" if len(r) >= 4 else ", ".join(r) for r in runs)
+
+
+def _help(o: config.Option, quick: Any) -> str:
+  """The help of an option's flag: its text with each model's layers filled in ({layers}, {prunable_layers}),
+  the default this command sets (in place of a default the text states for the unset case), the value
+  under --quick where it differs, and a list's valid values."""
+  text = o.help
+  for placeholder, names_of in (("{layers}", layer_names), ("{prunable_layers}", prunable_layers)):
+    if placeholder in text:
+      text = text.replace(placeholder, _layers(names_of))
+  values = []
+  if _text(o.default):
+    text = _STATED_DEFAULT.sub("", text)
+    values.append(f"default: {_text(o.default)}")
+  if quick != o.default and _text(quick):
+    values.append(f"--quick: {_text(quick)}")
+  stated = _STATED_DEFAULT.search(text)
+  if values and stated and text[stated.end():] in ("", "."):  # "(default: the recipe's; --quick: 1500)."
+    text = f"{text[:stated.end() - 1]}; {'; '.join(values)}{text[stated.end() - 1:]}"
+  elif values:
+    text = text.rstrip(".") + f" ({'; '.join(values)})."
+  if typing.get_origin(o.type) is tuple and o.choices:
+    text += f" Valid: {', '.join(o.choices)}."
+  return text
+
+
+def _define(o: config.Option, fv: flags.FlagValues, group: str, quick: Any) -> None:
+  """The absl flag of one option, registered under its group's heading (absl's --helpfull lists flags by
+  that name); the config, not the flag, holds the default (flags default to None)."""
+  help_text = _help(o, quick)
   if typing.get_origin(o.type) is tuple:
-    flags.DEFINE_list(o.name, None, help_text + (f" Valid: {', '.join(o.choices)}." if o.choices else ""),
-                      flag_values=fv)
+    flags.DEFINE_list(o.name, None, help_text, flag_values=fv, module_name=group)
   elif o.choices:
-    flags.DEFINE_enum(o.name, None, [str(c) for c in o.choices], help_text, flag_values=fv)
+    flags.DEFINE_enum(o.name, None, [str(c) for c in o.choices], help_text, flag_values=fv, module_name=group)
   else:
-    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(o.type, flags.DEFINE_string)
-    define(o.name, None, help_text, flag_values=fv)
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(o.type,
+                                                                                                 flags.DEFINE_string)
+    define(o.name, None, help_text, flag_values=fv, module_name=group)
 
 
 def _text(value: Any) -> str:
-  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  """A default as typed on the command line: "" for none, lists comma separated, booleans lower case."""
+  if value is None:
+    return ""
+  if isinstance(value, tuple):
+    return ",".join(map(_text, value))
+  return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def define_flags(cfg_cls, fv: flags.FlagValues = flags.FLAGS) -> None:
-  """A flag for every option of `cfg_cls`, and `--quick` when it has quick presets."""
-  names = []
-  for o in config.options(cfg_cls):
-    _define(o, fv)
-    names.append(o.name)
-  if config.has_preset(cfg_cls):
-    flags.DEFINE_bool("quick", False, "Start from the quick presets (a minute or two on a CPU); flags given "
-                                      "still override them.", flag_values=fv)
-    names.append("quick")
-  for name in names:  # listed by the script's --help (absl's key flags of the main module), not only --helpfull
-    fv.register_key_flag_for_module(sys.argv[0], fv[name])
+def define_flags(cfg_cls, fv: flags.FlagValues = flags.FLAGS, command: str = "command") -> None:
+  """A flag for every option of `cfg_cls`, and `--quick` when it has quick presets, each under its group
+  (`groups`); `command` names the group of the config's own options."""
+  by_name = {o.name: o for o in config.options(cfg_cls)}
+  quick = config.preset(cfg_cls()) if config.has_preset(cfg_cls) else cfg_cls()
+  for group in groups(cfg_cls, command):
+    for name in group.names:
+      if name == "quick":
+        flags.DEFINE_bool("quick", False, "Start from the quick presets (a minute or two on a CPU); flags given "
+                                          "still override them.", flag_values=fv, module_name=group.heading)
+      else:
+        _define(by_name[name], fv, group.heading, quick=_get(quick, by_name[name].path))
+
+
+def help_text(cfg_cls, doc: str, command: str, fv: flags.FlagValues = flags.FLAGS) -> str:
+  """What --help prints: the script's docstring, then its flags by group (`groups`, then the cluster
+  options), each flag as absl words it."""
+  sections = [(doc or "").strip("\n")]
+  cluster = dataclasses.replace(groups(parallel.ClusterConfig, CLUSTER)[0], about=CLUSTER_ABOUT)
+  for group in [*groups(cfg_cls, command), cluster]:
+    about = [flags.text_wrap(group.about, indent="  ")] if group.about else []
+    sections.append("\n".join([f"{group.heading}:", *about, *(_flag_help(fv[name]) for name in group.names)]))
+  sections.append("Try --helpfull for every flag, absl's own too (--verbosity, --logtostderr, ...).")
+  return "\n\n".join(sections) + "\n"
+
+
+def _flag_help(flag: flags.Flag) -> str:
+  name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+  text = flags.text_wrap(f"{name}: {flag.help}", indent="      ", firstline_indent="  ")
+  if flag.parser.syntactic_help:
+    text += "\n" + flags.text_wrap(f"({flag.parser.syntactic_help})", indent="      ")
+  return text
 
 
 def from_flags(cfg_cls, fv: flags.FlagValues = flags.FLAGS):
@@ -70,8 +185,15 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
   (several processes, CPU devices). A user error exits with status 1 and its message; Ctrl-C (or
   SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is quiet
   (warnings only) unless --verbosity is given. Processes started with different options are refused."""
-  define_flags(cfg_cls)
-  define_flags(parallel.ClusterConfig)
+  command = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+  define_flags(cfg_cls, command=command)
+  define_flags(parallel.ClusterConfig, command=CLUSTER)
+
+  def parse(argv):  # --help before absl parses: the grouped options (absl's would list them alphabetically)
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+      print(help_text(cfg_cls, sys.modules["__main__"].__doc__, command), end="")
+      sys.exit(0)
+    return app.parse_flags_with_usage(argv)
 
   def absl_main(argv):
     if len(argv) > 1:
@@ -95,7 +217,7 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
         parallel.fail(f"{type(e).__name__}: {e}", 1)
       raise
 
-  app.run(absl_main)
+  app.run(absl_main, flags_parser=parse)
 
 
 def _exit(message: str, status: int) -> None:
