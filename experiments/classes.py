@@ -2,12 +2,12 @@
 
   python -m experiments.classes [--model=lenet] [--counts=2,3,4,5,6,8,10] [--seeds_per_count=3] [--quick]
 
-Trains `seeds_per_count` replicas per number of classes C on random C-class subsets (one vmapped run of
+Trains --seeds_per_count replicas per number of classes C on random C-class subsets (one vmapped run of
 10-output classifiers with the absent classes masked; Fashion-MNIST when installed), resumably, in
 --workdir (default runs/classes_<model>); then writes <workdir>/classes/results.json, table.md and
 figure.png/.pdf: per layer, outliers above lambda+ and the Tracy-Widom margin, elbows of W and W - W0
 against C, trained and at initialisation, the accuracy of rank-k replacements at k = C-1, C, C+1, 2C and
-the elbow, and the verdicts. Options: `redundancy_jax.analyses.classes.ClassesConfig`.
+the elbow, and the verdicts. Options: redundancy_jax.analyses.classes.ClassesConfig.
 """
 
 from experiments import cli

@@ -1,4 +1,4 @@
-"""Lottery tickets by iterative magnitude pruning (Frankle and Carbin 2019; report section 2).
+r"""Lottery tickets by iterative magnitude pruning (Frankle and Carbin 2019; report section 2).
 
   python -m experiments.lottery [--quick] [--model=lenet] [--dataset=fashion_mnist] [--steps=N] \
       [--rounds=15] [--rewind=0] [--num_seeds=3] [--width=1] [--workdir=runs/lottery/<model>]
@@ -8,7 +8,7 @@ resets the survivors (or rewinds them to iteration --rewind) and trains the tick
 (the same mask re-initialised, a random mask of the same sparsity) as replicas of one program. Every
 round is a resumable training run in <workdir>/round_XX. Writes results.json (weights remaining, test
 accuracy and early-stop iteration per arm, the headline's verdict) and figure.png/.pdf. Options:
-`redundancy_jax.related.lottery.LotteryConfig` (`--help`).
+redundancy_jax.related.lottery.LotteryConfig.
 """
 
 from experiments import cli

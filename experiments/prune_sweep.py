@@ -8,7 +8,7 @@ in --checkpoint; a model trained with other settings than the training flags giv
 removes 0..m units of the layer by every criterion, without retraining, all in one batched computation.
 Writes into <workdir>/prune_sweep/: results.json, curves.csv, orders.npz (the removal orders),
 figure2.png/.pdf (the criteria explained in its legend), and prints a summary table. Options:
-`redundancy_jax.analyses.prune_sweep.PruneSweepConfig` (`--help`).
+redundancy_jax.analyses.prune_sweep.PruneSweepConfig.
 """
 
 from experiments import cli

@@ -9,7 +9,7 @@ training run continues from its last checkpoint, so a killed run continues where
 finished with another configuration is an error (use another --workdir). Then writes <workdir>/index.html
 (one offline page, opened straight from disk), report.md and claims.json from every finished stage in
 the workdir: Figures 1-8 as numbered in the report, the claims with computed verdicts, the related work
-and provenance. Options: `redundancy_jax.reproduction.profiles.ReproduceConfig` (`--help`).
+and provenance. Options: redundancy_jax.reproduction.profiles.ReproduceConfig.
 """
 
 from experiments import cli

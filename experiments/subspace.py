@@ -6,7 +6,7 @@ Trains the model first (by its recipe; the training flags apply) when --workdir 
 Writes into <workdir>/subspace/<layer>/: config.json, results.json (eigenvalues of W W^T at
 initialisation and trained, Marchenko-Pastur fits and spikes, the residual curve and its elbow k,
 100 ||W_k||_F / ||W||_F, test accuracy over a grid of ranks for W -> W_k and W -> W0 + P_k(W - W0)),
-and esd, residuals, accuracy (.png, .pdf). Options: `redundancy_jax.analyses.subspace.SubspaceConfig`.
+and esd, residuals, accuracy (.png, .pdf). Options: redundancy_jax.analyses.subspace.SubspaceConfig.
 """
 
 from experiments import cli

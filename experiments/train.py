@@ -5,7 +5,7 @@
 Writes into --workdir (default runs/<model>): config.json, metrics.jsonl (one line per epoch),
 snapshots/epoch_*.npz (the parameters at initialisation and after each epoch, about 100 per run),
 checkpoints/ (orbax; a killed run resumes from here), trained_variables.npz (the minimum-validation-loss
-variables) and results.json. Options: `redundancy_jax.core.train.TrainRunConfig` (`--help`).
+variables) and results.json. Options: redundancy_jax.core.train.TrainRunConfig.
 """
 
 from experiments import cli

@@ -1,4 +1,4 @@
-"""Width and distance to initialisation (Neyshabur et al. 2019; report section 2).
+r"""Width and distance to initialisation (Neyshabur et al. 2019; report section 2).
 
   python -m experiments.width [--quick] [--widths=8,16,...,8192] [--dataset=fashion_mnist] \
       [--target_loss=0.01] [--max_steps=100000] [--num_seeds=3] [--workdir=runs/width]
@@ -6,7 +6,7 @@
 One-hidden-layer ReLU networks of each width h trained to a training-loss target (a finished width is
 reused, an interrupted one resumes); per width: test error, per-unit distance to initialisation,
 ||U - U0||_F, units removable at 1 point, the elbow k. Writes results.json and figure.png/.pdf.
-Options: `redundancy_jax.related.width.WidthConfig` (`--help`).
+Options: redundancy_jax.related.width.WidthConfig.
 """
 
 from experiments import cli

@@ -49,7 +49,8 @@ class ClassesConfig:
   counts: tuple[int, ...] = option((2, 3, 4, 5, 6, 8, 10), "Numbers of classes C.", quick=(2, 5, 10))
   seeds_per_count: int = option(3, "Random class subsets (each with its own initialisation) per C.")
   workdir: str | None = option(None, "Run folder (default runs/classes_<model>); outputs in <workdir>/classes/.")
-  layer: tuple[str, ...] = option(("all",), "Layers to analyse ('all': every dense and conv layer).")
+  layer: tuple[str, ...] = option(("all",), "Layers to analyse, or 'all' for every dense and conv layer "
+                                            "({layers}).")
   max_examples: int | None = option(None, "Test images per replica (of its classes), at most.", quick=1000)
   eval_chunk: int = option(500, "Test images per batched evaluation step.")
 

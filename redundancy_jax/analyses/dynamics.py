@@ -203,7 +203,8 @@ def removable_units(
 class DynamicsConfig:
   """What `analyse` computes for one layer of one training run."""
 
-  layer: str = option("fc1", "Layer whose units are the nodes (any layer but the classifier).")
+  layer: str = option("fc1", "Layer whose units are the nodes, any but the classifier "
+                             "({prunable_layers}).")
   sigma: float = option(1.0, "Width of the Gaussian: A_ij = exp(-(1 - cos_ij) / sigma^2).")
   threshold: float | None = option(None, "Edges lighter than this are dropped (default: mean degree "
                                          "--mean_degree at the last epoch).")

@@ -35,7 +35,8 @@ class PruneSweepConfig:
   train: TrainConfig = option(TrainConfig(), "The model: reused from the workdir, or trained there first.")
   workdir: str | None = option(None, "Run folder (default runs/<model>); outputs go to <workdir>/prune_sweep.")
   checkpoint: str | None = option(None, "Workdir of an existing training run to prune (default: --workdir).")
-  layer: tuple[str, ...] = option(("fc1",), "Layers to prune, or 'all' for every prunable layer.")
+  layer: tuple[str, ...] = option(("fc1",), "Layers to prune, or 'all' for every prunable layer, all but "
+                                            "the classifier ({prunable_layers}).")
   criteria: tuple[str, ...] = option(
     pruning.CRITERIA, "Criteria to compare, each a removal order: " + "; ".join(
       f"{c}: {h}" for c, h in pruning.CRITERION_HELP.items()) + ".", choices=pruning.CRITERIA)

@@ -255,7 +255,8 @@ class SubspaceConfig:
 
   train: TrainConfig = option(TrainConfig(), "The model: reused from the workdir, or trained there first.")
   workdir: str | None = option(None, "Run folder (default runs/<model>); outputs go to <workdir>/subspace/<layer>.")
-  layer: tuple[str, ...] = option(("fc1",), "Layers to analyse, or 'all' for every layer of the model.")
+  layer: tuple[str, ...] = option(("fc1",), "Layers to analyse, or 'all' for every layer of the model "
+                                            "({layers}).")
   replica: int = option(0, "Which trained replica (seed index) to analyse.")
   max_examples: int | None = option(None, "Use at most this many test images.")
   num_ranks: int = option(48, "Ranks k in the accuracy curve (geometric grid plus the elbow); 0: every k.")
@@ -334,7 +335,8 @@ class SubspaceTableConfig:
   models: tuple[str, ...] = option(("lenet", "conv2", "conv6", "vgg19"), "Models, one column each.", choices=MODELS)
   workdir_root: str = option("runs", "Folder holding one training workdir per model.")
   out: str | None = option(None, "Output path without extension (default: <workdir_root>/subspace_table).")
-  layer: str = option("fc1", "Layer to replace by its low-rank approximation (the first dense layer).")
+  layer: str = option("fc1", "Layer to replace by its low-rank approximation in every model, fc1 the "
+                             "first dense layer ({layers}).")
   eval_chunk: int = option(500, "Test images per batched evaluation step.")
 
 

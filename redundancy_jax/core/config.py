@@ -216,7 +216,8 @@ class TrainConfig:
   width: float | None = option(None, "Width multiplier of every hidden layer (mlp: the hidden units; default 1).")
   batch_norm: bool | None = option(None, "BatchNorm after convolutions (default: on for vgg19 only).")
   eval_every: int | None = option(None, "Iterations between validation-loss evaluations (default 100).")
-  val_size: int | None = option(None, "Training examples held out for validation (default 5000).")
+  val_size: int | None = option(None, "Training examples held out for validation (default 5000, of a full training "
+                                      "set); the bundled MNIST subset always holds out 1,000 and ignores this.")
   seed: int | None = option(None, "Random seed: initialisation, data order, validation split (default 0).")
   num_seeds: int | None = option(None, "Independently seeded replicas trained together (default 1).")
   num_devices: int | None = option(None, "Devices to train on (default: every device of every process).")
