@@ -96,12 +96,12 @@ def seconds_per_step(setup: steps.Setup, ds: data.Dataset, loop: str, epochs: in
   """Median seconds per step over `epochs` epochs of `steps.run_epoch(loop=loop)`, after a compiling one."""
   train_data, val_split, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
-  state, metrics = steps.run_epoch(setup, state, train_data, val_split, loop)
+  state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split, loop)
   jax.block_until_ready((state, metrics))
   times = []
   for _ in range(epochs):
     begin = time.perf_counter()
-    state, metrics = steps.run_epoch(setup, state, train_data, val_split, loop)
+    state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split, loop)
     jax.block_until_ready((state, metrics))
     times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
   return float(np.median(times))

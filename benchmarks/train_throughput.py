@@ -58,11 +58,11 @@ def _ours(setup: steps.Setup, ds: data.Dataset):
   """A generator of seconds per step, one value per epoch, after a compiling epoch."""
   train_data, val_split, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
-  state, metrics = steps.run_epoch(setup, state, train_data, val_split)
+  state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split)
   jax.block_until_ready((state, metrics))
   while True:
     begin = time.perf_counter()
-    state, metrics = steps.run_epoch(setup, state, train_data, val_split)
+    state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split)
     jax.block_until_ready((state, metrics))
     yield (time.perf_counter() - begin) / setup.steps_per_epoch
 

@@ -25,11 +25,9 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from redundancy_jax.core import config, console, parallel
-from redundancy_jax.core.runs import WorkdirInUse
+from redundancy_jax.core import config, console, errors, parallel
 from redundancy_jax.models import MODELS, create_model, layer_names, prunable_layers
 
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, WorkdirInUse)
 
 HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
 TRAINING = "training options"
@@ -185,6 +183,7 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
   (several processes, CPU devices). A user error exits with status 1 and its message; Ctrl-C (or
   SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is quiet
   (warnings only) unless --verbosity is given. Processes started with different options are refused."""
+  parallel.supervise()  # a process other than 0 of a multi-process run: relays this command's output, prefixed
   command = os.path.splitext(os.path.basename(sys.argv[0]))[0]
   define_flags(cfg_cls, command=command)
   define_flags(parallel.ClusterConfig, command=CLUSTER)
@@ -205,14 +204,18 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
       cfg = from_flags(cfg_cls)
       parallel.same_everywhere(json.dumps(config.to_json(cfg), sort_keys=True), "configuration")
       main(cfg)
-    except USER_ERRORS as e:
+    except errors.UserError as e:  # the project's own refusals: one line; anything else is a bug (traceback)
       _exit(f"error: {e}", 1)
     except console.Interrupted as e:
       _exit(str(e), 130)
     except KeyboardInterrupt:
       _exit("interrupted", 130)
     except Exception as e:  # a bug: in a multi-process run, its traceback and the other processes told
+      if isinstance(e, OSError) and (message := errors.unwritable(e)):  # no permission, read-only, disk full
+        _exit(f"error: {message}", 1)
       if parallel.is_multi_process():
+        if parallel.peer_lost(e):  # a collective broke because a process died: the watchdog names it
+          parallel.await_watchdog()
         traceback.print_exc()
         parallel.fail(f"{type(e).__name__}: {e}", 1)
       raise

@@ -167,7 +167,7 @@ def test_scan_epoch_equals_host_loop_epoch():
   for loop in ("scan", "python"):
     state, metrics = steps.init_state(setup, ds.image_shape), []  # a fresh state: the step donates it
     for _ in range(2):
-      state, m = steps.run_epoch(setup, state, train_data, val_split, loop=loop)
+      state, m, _ = steps.run_epoch(setup, state, train_data, val_split, loop=loop)
       metrics.append(jax.device_get(m))
     runs[loop] = jax.device_get(state), {k: np.concatenate([m[k] for m in metrics]) for k in metrics[0]}
   (scan, scan_m), (host, host_m) = runs["scan"], runs["python"]

@@ -31,10 +31,11 @@ from redundancy_jax.analyses.units import cosine_similarity, init_draws, mean_pa
 from redundancy_jax.core import variants
 from redundancy_jax.core.config import option
 from redundancy_jax.models import check_layer
+from redundancy_jax.core.errors import BadOption
 
 PERMUTATIONS = 200  # random unit sets of the movement control (`summary`)
 
-class DynamicsError(ValueError):
+class DynamicsError(BadOption):
   """A dynamics request that cannot be carried out (bad sigma, threshold, layer or data)."""
 
 

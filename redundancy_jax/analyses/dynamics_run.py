@@ -24,6 +24,7 @@ from redundancy_jax.core import config, storage
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
 from redundancy_jax.models import check_layer
+from redundancy_jax.core.errors import BadOption, MissingFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ def run(cfg: DynamicsRunConfig, log: Callable[[str], None] = print) -> dict:
   figures, the animation, the page and dynamics.json. Returns what dynamics.json holds."""
   graph = cfg.graph.check()
   if cfg.num_examples < 2 or cfg.every < 1 or cfg.fps <= 0 or (cfg.max_frames is not None and cfg.max_frames < 2):
-    raise ValueError("--num_examples and --max_frames must be at least 2, --every and --fps positive")
+    raise BadOption("--num_examples and --max_frames must be at least 2, --every and --fps positive")
   main = Run(cfg.workdir or default_workdir(cfg.train))
   runs = [main] + ([Run(cfg.compare_workdir)] if cfg.compare_workdir else [])
   for r in runs:  # every layer and run checked before anything is trained or written
@@ -90,7 +91,7 @@ def run(cfg: DynamicsRunConfig, log: Callable[[str], None] = print) -> dict:
       raise _no_snapshots(r.workdir, planned.model)
   same = cfg.compare_workdir and os.path.abspath(cfg.compare_workdir) == os.path.abspath(main.workdir)
   if cfg.compare_workdir and not same and not runs[1].is_trained():
-    raise FileNotFoundError(f"--compare_workdir={cfg.compare_workdir} holds no trained run")
+    raise MissingFile(f"--compare_workdir={cfg.compare_workdir} holds no trained run")
   outdir = cfg.outdir or main.path(f"dynamics_{graph.layer}")
   with main.lock():
     main.ensure_trained(cfg.train, log)

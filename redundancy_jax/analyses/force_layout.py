@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from redundancy_jax.core.config import option
+from redundancy_jax.core.errors import BadOption
 
 ALPHA_MIN = 0.001
 ALPHA_DECAY = 1 - ALPHA_MIN ** (1 / 300)  # d3: alpha falls from 1 to alpha_min in 300 ticks
@@ -34,7 +35,7 @@ PHYLLOTAXIS_RADIUS = 10.0
 PHYLLOTAXIS_ANGLE = math.pi * (3 - math.sqrt(5))
 
 
-class LayoutError(ValueError):
+class LayoutError(BadOption):
   """A layout request that cannot be carried out (bad parameters, graphs or start positions)."""
 
 

@@ -24,6 +24,7 @@ from redundancy_jax.core import config, data, storage, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
 from redundancy_jax.models import PlanNet, check_layer, prunable_layers
+from redundancy_jax.core.errors import BadOption, MissingFile
 
 SPLITS = ("test", "validation")
 
@@ -50,11 +51,11 @@ def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
   """Finds or trains the model, sweeps every criterion and level, writes and prints the results."""
   config.check_choices(cfg)
   if cfg.random_seeds < 1 or cfg.level_step < 1:
-    raise ValueError("--random_seeds and --level_step must be positive")
+    raise BadOption("--random_seeds and --level_step must be positive")
   workdir = cfg.workdir or default_workdir(cfg.train)
   source = Run(cfg.checkpoint or workdir)
   if cfg.checkpoint and not source.is_trained():
-    raise FileNotFoundError(f"--checkpoint={cfg.checkpoint} holds no trained model (no results.json)")
+    raise MissingFile(f"--checkpoint={cfg.checkpoint} holds no trained model (no results.json)")
   layers = chosen_layers(config.build_model(source.planned_config(cfg.train)), cfg.layer)  # before anything runs
   with Run(workdir).lock(), source.lock():
     source.ensure_trained(cfg.train, log)

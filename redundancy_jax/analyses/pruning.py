@@ -29,6 +29,7 @@ import numpy as np
 from redundancy_jax.analyses.units import cosine_similarity, unit_norms
 from redundancy_jax.core import variants
 from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer
+from redundancy_jax.core.errors import BadOption
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
 # What each criterion does, in one line (DEFINITIONS.md section 2): the flag help, the printed table's footer, the
@@ -49,7 +50,7 @@ DETERMINISTIC_CRITERIA = CRITERIA[:4]
 TIE_ULPS = 4
 
 
-class PruningError(ValueError):
+class PruningError(BadOption):
   """A pruning request that cannot be carried out (bad layer, levels, weights or checkpoint)."""
 
 

@@ -24,6 +24,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from redundancy_jax.core.errors import BadOption
 
 
 # 99th percentile of the Tracy-Widom law for beta = 1 (real matrices); Johnstone 2001, Table 1.
@@ -32,7 +33,7 @@ TW1_QUANTILE_99 = 2.0234
 FIT_LEVELS = tuple(float(q) for q in np.linspace(0.05, 0.75, 15))
 
 
-class SpectralError(ValueError):
+class SpectralError(BadOption):
   """A matrix or request the subspace analysis cannot handle (zero, non-finite, bad rank)."""
 
 

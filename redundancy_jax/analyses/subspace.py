@@ -28,6 +28,7 @@ from redundancy_jax.core import config, data, storage, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
 from redundancy_jax.models import MODELS, PlanNet, check_layer, dense_input, layer_of, previous_layer
+from redundancy_jax.core.errors import BadOption
 
 
 def rank_grid(p: int, num: int = 48, include: Sequence[int] = ()) -> np.ndarray:
@@ -272,7 +273,7 @@ def run(cfg: SubspaceConfig, log: Callable[[str], None] = print) -> dict:
   planned = run_.planned_config(cfg.train)
   layers = chosen_layers(config.build_model(planned), cfg.layer)  # before anything trains
   if not 0 <= cfg.replica < planned.num_seeds:
-    raise ValueError(f"--replica={cfg.replica} is outside 0..{planned.num_seeds - 1} ({planned.num_seeds} trained)")
+    raise BadOption(f"--replica={cfg.replica} is outside 0..{planned.num_seeds - 1} ({planned.num_seeds} trained)")
   with run_.lock():
     run_.ensure_trained(cfg.train, log)
     model, variables, dataset, trained_cfg = run_.trained(cfg.replica)
@@ -354,9 +355,9 @@ def run_table(cfg: SubspaceTableConfig, log: Callable[[str], None] = print) -> l
   """Trains what is missing, measures every replica of every model, writes <out>.md, .csv and .json."""
   config.check_choices(cfg)
   if cfg.train.model is not None:
-    raise ValueError("the table names its models with --models, not --model")
+    raise BadOption("the table names its models with --models, not --model")
   if not cfg.models:
-    raise ValueError(f"--models names no model; valid models: {', '.join(MODELS)}")
+    raise BadOption(f"--models names no model; valid models: {', '.join(MODELS)}")
   trains = {m: dataclasses.replace(cfg.train, model=m) for m in cfg.models}
   for m, t in trains.items():  # every name checked before anything trains
     check_layer(config.build_model(Run(table_workdir(cfg, m)).planned_config(t)), cfg.layer, error=SpectralError)

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 
 from redundancy_jax.models.common import KERNEL_INIT
+from redundancy_jax.core.errors import BadOption
 
 
-class UnitError(ValueError):
+class UnitError(BadOption):
   """A layer that does not exist in the parameters."""
 
 

@@ -22,6 +22,7 @@ import optax
 
 from redundancy_jax.core import data as data_lib
 from redundancy_jax.models import DEFAULT_DATASET, MODELS, PlanNet, create_model
+from redundancy_jax.core.errors import BadOption
 
 _UNSET = object()
 
@@ -90,7 +91,7 @@ def _coerce(o: Option, value):
     try:
       return tuple(item(v) for v in values)
     except ValueError:
-      raise ValueError(f"--{o.name} takes a list of {item.__name__} values, got {value!r}") from None
+      raise BadOption(f"--{o.name} takes a list of {item.__name__} values, got {value!r}") from None
   if o.type is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   return value
@@ -102,7 +103,7 @@ def override(cfg, **values):
   by_name = {o.name: o for o in options(cfg)}
   for name, value in values.items():
     if name not in by_name:
-      raise ValueError(f"unknown option {name!r} of {type(cfg).__name__}; valid: {', '.join(by_name)}")
+      raise BadOption(f"unknown option {name!r} of {type(cfg).__name__}; valid: {', '.join(by_name)}")
     cfg = _set(cfg, by_name[name].path, _coerce(by_name[name], value))
   return cfg
 
@@ -132,7 +133,7 @@ def check_choices(cfg) -> None:
     if o.choices and value is not None:
       for v in value if isinstance(value, tuple) else (value,):
         if v not in o.choices:
-          raise ValueError(f"--{o.name}={v!r} is not valid; valid: {', '.join(map(str, o.choices))}")
+          raise BadOption(f"--{o.name}={v!r} is not valid; valid: {', '.join(map(str, o.choices))}")
 
 
 def _get(cfg, path):
@@ -153,7 +154,7 @@ def from_json(cls, obj: dict):
   values = {}
   for key, value in obj.items():
     if key not in hints:
-      raise ValueError(f"{cls.__name__} has no field {key!r}")
+      raise BadOption(f"{cls.__name__} has no field {key!r}")
     tp = _base(hints[key])
     values[key] = from_json(tp, value) if _is_config(tp) else tuple(value) if isinstance(value, list) else value
   return cls(**values)
@@ -248,10 +249,12 @@ class TrainConfig:
       filled["num_seeds"] = len(self.classes)
     cfg = dataclasses.replace(self, **filled)
     if cfg.classes is not None and (len(cfg.classes) != cfg.num_seeds or min(cfg.classes, default=0) < 2):
-      raise ValueError(f"--classes needs one class count of at least 2 per replica ({cfg.num_seeds}), got "
+      raise BadOption(f"--classes needs one class count of at least 2 per replica ({cfg.num_seeds}), got "
                        f"{list(cfg.classes)}; e.g. --classes=2,2,2,5,5,5 (num_seeds follows when not given)")
-    if min(cfg.steps, cfg.batch_size, cfg.eval_every, cfg.num_seeds, cfg.val_size) <= 0:
-      raise ValueError("steps, batch_size, eval_every, num_seeds and val_size must be positive")
+    bad = [f"--{k}={getattr(cfg, k)}" for k in ("steps", "batch_size", "eval_every", "num_seeds", "val_size")
+           if getattr(cfg, k) <= 0]
+    if bad:
+      raise BadOption(f"{', '.join(bad)}: must be positive (at least 1)")
     return cfg
 
   def given(self) -> dict[str, Any]:

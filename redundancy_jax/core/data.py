@@ -28,6 +28,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from redundancy_jax.core.errors import BadOption
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "xord", "random_images")
 SOURCES = ("auto", "files", "tfds", "bundled")
@@ -90,7 +91,7 @@ def label(described: dict) -> str:
   return f"{described['name']}, {described['source']}"
 
 
-class DataError(ValueError):
+class DataError(BadOption):
   """A dataset that cannot be read: names the file and the expected format."""
 
 
@@ -150,7 +151,7 @@ def read_cifar10_bin(path: str) -> tuple[np.ndarray, np.ndarray]:
 def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
   """Holds out `val_size` examples chosen by `seed`: returns (train_x, train_y, val_x, val_y)."""
   if not 0 < val_size < len(y):
-    raise ValueError(f"validation size {val_size} must be in 1..{len(y) - 1}")
+    raise BadOption(f"validation size {val_size} must be in 1..{len(y) - 1}")
   order = np.random.default_rng(seed).permutation(len(y))
   val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
   return x[train], y[train], x[val], y[val]
@@ -163,7 +164,7 @@ def class_subsets(seed: int, counts, num_classes: int) -> np.ndarray:
   maps = np.full((len(counts), num_classes), -1, np.int32)
   for r, c in enumerate(counts):
     if not 2 <= c <= num_classes:
-      raise ValueError(f"a class subset of {c} classes is outside 2..{num_classes} (the dataset's classes)")
+      raise BadOption(f"a class subset of {c} classes is outside 2..{num_classes} (the dataset's classes)")
     chosen = np.sort(np.random.default_rng([seed, r]).choice(num_classes, c, replace=False))
     maps[r, chosen] = np.arange(c)
   return maps
@@ -241,14 +242,14 @@ def load_dataset(
 ) -> Dataset:
   """Loads dataset `name` (one of `DATASETS`) with a seeded validation split. See module docstring."""
   if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    raise BadOption(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
   if source not in SOURCES:
-    raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+    raise BadOption(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
   if name in GENERATORS:
     return GENERATORS[name](seed=seed)
   if source == "bundled" or (source == "auto" and not data_dir and name == "mnist" and not _tfds_ready(name)):
     if name != "mnist":
-      raise ValueError(f"only mnist has a bundled copy, not {name}")
+      raise BadOption(f"only mnist has a bundled copy, not {name}")
     _warn_once(
       "NO MNIST FILES GIVEN AND NO PREPARED TFDS COPY: using the bundled MNIST *test* set (10,000 real images "
       "split 8,000/1,000/1,000). Pass --data_dir with the IDX files for full MNIST."
@@ -256,7 +257,7 @@ def load_dataset(
     return load_bundled_mnist(seed)
   if source == "files" or (source == "auto" and data_dir and _has_files(name, data_dir)):
     if not data_dir:
-      raise ValueError("source='files' needs data_dir")
+      raise BadOption("source='files' needs data_dir")
     return _labelled_files(name, data_dir, val_size, seed)
   if source == "tfds" or _tfds_ready(name, data_dir):
     train, test = _from_tfds(name, data_dir)

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from redundancy_jax.core.errors import BadOption
 
 FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "notebooks")
 NOTEBOOKS = ("colab_tpu.ipynb", "api_tour.ipynb")
@@ -43,10 +44,10 @@ def with_parameters(nb, parameters: dict):
   nb = copy.deepcopy(nb)
   index = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
   if index is None:
-    raise ValueError("the notebook has no cell tagged 'parameters' to override")
+    raise BadOption("the notebook has no cell tagged 'parameters' to override")
   unknown = [k for k in parameters if f"{k} =" not in nb.cells[index].source]
   if unknown:
-    raise ValueError(f"{', '.join(unknown)} not set in the parameters cell:\n{nb.cells[index].source}")
+    raise BadOption(f"{', '.join(unknown)} not set in the parameters cell:\n{nb.cells[index].source}")
   source = "# Parameters injected by redundancy_jax.core.notebooks\n" + "".join(
     f"{k} = {v!r}\n" for k, v in parameters.items())
   cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from redundancy_jax.core.config import option
+from redundancy_jax.core.errors import BadOption
 
 AXES = ("replicas", "data")
 
@@ -62,19 +64,135 @@ def initialize(cfg: ClusterConfig) -> None:
     jax.config.update("jax_num_cpu_devices", cfg.cpu_devices)
   explicit = (cfg.coordinator_address, cfg.num_processes, cfg.process_id)
   if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
-    raise ValueError("a multi-process run needs all of --coordinator_address, --num_processes and --process_id "
+    raise BadOption("a multi-process run needs all of --coordinator_address, --num_processes and --process_id "
                      "(or none of them, where JAX detects the cluster: Cloud TPU, SLURM)")
   if jax.distributed.is_initialized() or (explicit[0] is None and cluster_detected() is None):
     return
   if explicit[1] is not None and not 0 <= explicit[2] < explicit[1]:
-    raise ValueError(f"--process_id={explicit[2]} must lie in 0..{explicit[1] - 1}")
+    raise BadOption(f"--process_id={explicit[2]} must lie in 0..{explicit[1] - 1}")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
   # JAX's own heartbeat check aborts with a stack trace; it is the backstop of `_Watchdog`, which stops first
   jax.distributed.initialize(*explicit, heartbeat_timeout_seconds=2 * cfg.heartbeat_timeout + 10)
-  if jax.process_index() > 0:  # every line of another process says whose it is
+  if jax.process_index() > 0 and not os.environ.get(_SUPERVISED):  # (`supervise` prefixes whole file descriptors)
     sys.stdout, sys.stderr = (_Prefixed(s, f"[process {jax.process_index()}] ") for s in (sys.stdout, sys.stderr))
     absl_logging.get_absl_handler().python_handler.stream = sys.stderr  # it kept the stream it started with
   _Watchdog.start(cfg.heartbeat_timeout)
+
+
+# ----------------------------------------------------------------------------- processes other than 0
+
+_SUPERVISED = "REDUNDANCY_JAX_SUPERVISED"
+# JAX's runtime ends a process whose coordinator (process 0) is gone with a fatal log and a stack dump
+# (LOG(FATAL), then abort); these lines start it.
+_FATAL = "Terminating process because the JAX distributed service detected fatal errors"
+# Lines of JAX's C++ runtime (glog: severity, date, time, thread, source.cc:line]) and of a crash dump: held
+# back for a few seconds, as they may be the start of the fatal log of a lost coordinator.
+_RUNTIME_LOG = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\]|\*\*\* |Fatal Python error)")
+_HOLD_SECS = 5.0
+
+
+def known_process_id(argv: list[str], environ=os.environ) -> int | None:
+  """This process's index in a multi-process run as the command line (--process_id) or the cluster's
+  environment (SLURM_PROCID, CLOUD_TPU_TASK_ID) give it before JAX starts, else None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--process_id="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--process_id" and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    return int(value) if value.isdigit() else None
+  if int(environ.get("SLURM_NTASKS", "1")) > 1 and environ.get("SLURM_PROCID", "").isdigit():
+    return int(environ["SLURM_PROCID"])
+  if cluster_detected() and environ.get("CLOUD_TPU_TASK_ID", "").isdigit():
+    return int(environ["CLOUD_TPU_TASK_ID"])
+  return None
+
+
+def supervise() -> None:
+  """In a process other than 0 of a multi-process run, runs this same command as a child and relays its
+  output with every line prefixed by "[process i] ", at the file-descriptor level: lines that JAX's C++
+  runtime writes (gloo's connection notes, fatal logs) are prefixed too. When process 0 dies, JAX's
+  runtime aborts the child with a fatal log and a stack dump; the supervisor prints one line naming
+  process 0 instead, and exits with status 1. SIGINT and SIGTERM go to the child (which saves a
+  checkpoint first); if the supervisor is killed, the child dies with it. Returns at once where there is
+  nothing to supervise (one process, process 0, or in the child itself); otherwise exits."""
+  process = known_process_id(sys.argv)
+  if not process or os.environ.get(_SUPERVISED):
+    return
+  import signal
+  import subprocess
+
+  def die_with_parent():  # Linux: the child gets SIGKILL when the supervisor dies
+    with contextlib.suppress(Exception):
+      import ctypes
+
+      ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+  child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], env={**os.environ, _SUPERVISED: "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+  prefix, fatal, lock = f"[process {process}] ".encode(), threading.Event(), threading.Lock()
+  held, last_held = [], [0.0]  # C++ runtime lines not yet shown, when the last came
+
+  def show(sink, line: bytes) -> None:
+    sink.write(prefix + line if not line.startswith(b"\r") else b"\r" + prefix + line[1:])
+    sink.flush()
+
+  def relay(source, sink, hold: bool):
+    for line in iter(source.readline, b""):
+      text = line.decode(errors="replace")
+      with lock:
+        if hold and (held or _RUNTIME_LOG.match(text)):
+          held.append(line)
+          last_held[0] = time.monotonic()
+          if _FATAL in text:
+            fatal.set()
+        else:
+          show(sink, line)
+
+  def release():  # runtime lines that no fatal log followed are shown after a few seconds
+    while child.poll() is None:
+      time.sleep(0.5)
+      with lock:
+        if held and not fatal.is_set() and time.monotonic() - last_held[0] > _HOLD_SECS:
+          for line in held:
+            show(sys.stderr.buffer, line)
+          held.clear()
+
+  threads = [threading.Thread(target=relay, args=(child.stdout, sys.stdout.buffer, False), daemon=True),
+             threading.Thread(target=relay, args=(child.stderr, sys.stderr.buffer, True), daemon=True),
+             threading.Thread(target=release, daemon=True)]
+  for t in threads:
+    t.start()
+  status = child.wait()
+  for t in threads:
+    t.join(timeout=5)
+  if status != 0 and fatal.is_set():
+    print(f"[process {process}] error: process 0 (the coordinator) is gone (killed, crashed or preempted?); "
+          f"stopping. Start every process again with the same command: a training run resumes from its last "
+          f"checkpoint.", file=sys.stderr, flush=True)
+    sys.exit(1)
+  for line in held:
+    show(sys.stderr.buffer, line)
+  sys.exit(status if status >= 0 else 128 - status)
+
+
+def _runtime_client():
+  """JAX's distributed runtime client, whose key-value store the watchdog uses. No public API exposes it:
+  it is `jax._src.distributed.global_state.client` in jax 0.7-0.10 (tests/test_damaged.py fails when JAX
+  moves it); elsewhere a clear error instead of an AttributeError deep in a thread."""
+  try:
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    assert all(hasattr(client, m) for m in ("key_value_set", "key_value_try_get"))
+  except (ImportError, AttributeError, AssertionError):
+    raise RuntimeError(f"jax {jax.__version__} no longer has jax._src.distributed.global_state.client with a "
+                       f"key-value store, which the multi-process watchdog reads; redundancy_jax supports jax "
+                       f"0.7-0.10") from None
+  return client
 
 
 class _Watchdog:
@@ -88,9 +206,7 @@ class _Watchdog:
   _instance: _Watchdog | None = None
 
   def __init__(self, timeout: float):
-    from jax._src import distributed  # the runtime client: no public API exposes its key-value store
-
-    self.client, self.me, self.timeout = distributed.global_state.client, jax.process_index(), timeout
+    self.client, self.me, self.timeout = _runtime_client(), jax.process_index(), timeout
     self.others = [p for p in range(jax.process_count()) if p != self.me]
     self.stop = threading.Event()
     self.failed: str | None = None  # why this process stops
@@ -193,6 +309,21 @@ class _Watchdog:
     self.leave(status)
 
 
+def peer_lost(e: BaseException) -> bool:
+  """Whether `e` is a collective that failed because another process went away (its socket closed)."""
+  text = str(e)
+  return isinstance(e, jax.errors.JaxRuntimeError) and any(
+    s in text for s in ("Connection closed by peer", "Connection reset by peer", "Socket closed", "UNAVAILABLE"))
+
+
+def await_watchdog() -> None:
+  """Waits (at most the heartbeat timeout and a few seconds) for the watchdog to name the process that was
+  lost and stop this one; returns if it does not."""
+  dog = _Watchdog._instance
+  if dog is not None and dog.stop.wait(dog.timeout + 5):
+    time.sleep(dog.timeout + 10)  # `lost` exits the process once the others have heard (`leave`)
+
+
 def fail(message: str, status: int) -> None:
   """In a multi-process run: tells the other processes that this one failed and exits with `status`
   (they stop too, naming it). Does nothing in a single process."""
@@ -234,11 +365,11 @@ def split(num_devices: int, num_replicas: int, batch_size: int, replica_devices:
   r = math.gcd(num_replicas, num_devices) if replica_devices is None else replica_devices
   if r < 1 or num_devices % r or num_replicas % r:
     valid = [d for d in range(1, num_devices + 1) if num_devices % d == 0 and num_replicas % d == 0]
-    raise ValueError(f"--replica_devices={r} must divide both the {num_devices} devices and the {num_replicas} "
+    raise BadOption(f"--replica_devices={r} must divide both the {num_devices} devices and the {num_replicas} "
                      f"seeds; valid: {', '.join(map(str, valid))}")
   d = num_devices // r
   if batch_size % d:
-    raise ValueError(f"batch size {batch_size} is not divisible by the {d} devices it would be sharded over "
+    raise BadOption(f"batch size {batch_size} is not divisible by the {d} devices it would be sharded over "
                      f"({num_devices} devices, {r} for the seeds); change --num_devices or --replica_devices")
   return r, d
 
@@ -249,7 +380,7 @@ def mesh(num_replicas: int = 1, batch_size: int = 1, *, num_devices: int | None 
   devices = jax.devices()
   count = num_devices or len(devices)
   if jax.process_count() > 1 and count != len(devices):
-    raise ValueError(f"a multi-process run uses every device ({len(devices)}); drop --num_devices")
+    raise BadOption(f"a multi-process run uses every device ({len(devices)}); drop --num_devices")
   r, d = split(count, num_replicas, batch_size, replica_devices)
   grid = np.asarray(devices[:count], dtype=object).reshape(r, d)
   return jax.sharding.Mesh(grid, AXES, axis_types=(AxisType.Auto, AxisType.Auto))
@@ -318,8 +449,16 @@ def same_everywhere(value: str, what: str) -> None:
   every = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1)
   differ = [i for i, d in enumerate(every) if d != every[0]]
   if differ:
-    raise ValueError(f"process(es) {', '.join(map(str, differ))} started with another {what} than process 0; "
+    raise BadOption(f"process(es) {', '.join(map(str, differ))} started with another {what} than process 0; "
                      f"start every process with the same command")
+
+
+def anyone(flag: bool) -> bool:
+  """Whether `flag` holds in any process, in every process: for decisions that must agree, such as saving
+  a checkpoint now (orbax saves from every process together) or stopping on a signal one process got."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())
 
 
 _SHARED: set[str] = set()  # folders already checked
@@ -343,7 +482,7 @@ def check_shared(folder: str) -> None:
     os.remove(probe)
   missing = [i for i, s in enumerate(seen) if not s]
   if missing:
-    raise ValueError(f"process(es) {', '.join(map(str, missing))} do not see {folder}, which process 0 writes: "
+    raise BadOption(f"process(es) {', '.join(map(str, missing))} do not see {folder}, which process 0 writes: "
                      f"a multi-process run needs its --workdir on a filesystem every process shares (NFS, "
                      f"Filestore, a GCS FUSE mount)")
   _SHARED.add(folder)

@@ -29,13 +29,14 @@ from redundancy_jax.core import config as config_lib, parallel, storage
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.data import Dataset
 from redundancy_jax.models import PlanNet
+from redundancy_jax.core.errors import BadOption, DamagedFile, MissingFile, UserError
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(BadOption):
   """A workdir holds a run (or a result) of another configuration."""
 
 
-class WorkdirInUse(RuntimeError):
+class WorkdirInUse(UserError, RuntimeError):
   """Another process holds the workdir's lock."""
 
 
@@ -71,7 +72,9 @@ def folder_lock(folder: str) -> Iterator[None]:
       held = True
     else:
       held = False
+  created = False
   if not held:
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     f = open(path, "a+")
     try:
@@ -97,6 +100,9 @@ def folder_lock(folder: str) -> Iterator[None]:
       entry[1] -= 1
       if entry[1] == 0:
         del _HELD[path]
+        if created and os.listdir(folder) == [".lock"]:  # a command that failed before writing anything
+          os.unlink(path)
+          os.rmdir(folder)
         fcntl.flock(entry[0], fcntl.LOCK_UN)
         entry[0].close()
 
@@ -138,11 +144,20 @@ class Run:
   def config(self) -> TrainConfig:
     """The resolved training config the run recorded."""
     if not os.path.exists(self.config_path):
-      raise FileNotFoundError(f"{self.workdir} holds no training run (no config.json)")
-    return TrainConfig.from_json(storage.read_json(self.config_path)).resolve()
+      raise MissingFile(f"{self.workdir} holds no training run (no config.json)")
+    return TrainConfig.from_json(storage.read_json(self.config_path, self._config_fix())).resolve()
 
   def results(self) -> dict:
-    return storage.read_json(self.results_path)
+    return storage.read_json(self.results_path, self.RETRAIN_FIX)
+
+  # What to do about a damaged file of a finished run: the last checkpoint holds the final state (with the
+  # variables at minimum validation loss), so deleting the two end-of-run files only re-evaluates.
+  RETRAIN_FIX = ("delete it and trained_variables.npz, then rerun the command: training resumes from the last "
+                 "checkpoint (the finished run's) and only re-evaluates the test split")
+
+  def _config_fix(self) -> str:
+    return ("it records how this run was trained; restore it from results.json's \"config\" (same fields) or a "
+            "copy, or train again in a new --workdir")
 
   def snapshot_epochs(self) -> list[int]:
     """Epochs with a parameter snapshot (0 is the initialisation)."""
@@ -151,15 +166,17 @@ class Run:
 
   def snapshot(self, epoch: int, replica: int = 0) -> dict:
     """The parameters of replica `replica` at the end of `epoch` (0 = initialisation)."""
-    return self._replica(storage.load_tree(self.snapshot_path(epoch)), replica)
+    fix = "delete it: the analyses then use the other epochs' snapshots (retrain to get it back)"
+    return self._replica(storage.load_tree(self.snapshot_path(epoch), fix), replica)
 
   def trained_variables(self, replica: int | None = 0) -> dict:
     """The variables at minimum validation loss ({"params", "batch_stats"?}) of replica `replica`, or of
     every replica stacked when `replica` is None."""
     if not self.is_trained():
-      raise FileNotFoundError(f"no trained model in {self.workdir}: run `python -m experiments.train "
+      raise MissingFile(f"no trained model in {self.workdir}: run `python -m experiments.train "
                               f"--workdir={self.workdir} --model=...` first")
-    tree = storage.load_tree(self.trained_path)
+    tree = storage.load_tree(self.trained_path, self.RETRAIN_FIX.replace("it and trained_variables.npz", "it and "
+                                                                           "results.json"))
     return tree if replica is None else self._replica(tree, replica)
 
   def trained(self, replica: int = 0, dataset: Dataset | None = None) -> Trained:
@@ -171,7 +188,7 @@ class Run:
   def _replica(self, tree: dict, replica: int) -> dict:
     k = jax.tree.leaves(tree)[0].shape[0]
     if not 0 <= replica < k:
-      raise ValueError(f"replica {replica} is outside 0..{k - 1}: {self.workdir} holds {k} trained replica(s)")
+      raise BadOption(f"replica {replica} is outside 0..{k - 1}: {self.workdir} holds {k} trained replica(s)")
     return jax.tree.map(lambda a: np.asarray(a[replica]), tree)
 
   # --- the config checks
@@ -201,7 +218,7 @@ class Run:
       if write:
         storage.write_json(self.config_path, new)
       return
-    old = storage.read_json(self.config_path)
+    old = storage.read_json(self.config_path, self._config_fix())
     diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}"
              for k, v in new.items() if old.get(k) != v and k not in config_lib.NOT_IDENTITY]
     if diffs:
@@ -224,8 +241,10 @@ class Run:
       return stored
     from redundancy_jax.core import train  # train writes into a Run: imported when a run must be trained
 
-    log(f"no trained model in {self.workdir}: training {cfg.resolve().model} now")
-    train.train(cfg, self.workdir, log=log, **train_options)
+    resolved = cfg.resolve()
+    dataset = train_options.pop("dataset", None) or config_lib.load_data(resolved)  # a missing dataset fails first
+    log(f"no trained model in {self.workdir}: training {resolved.model} now")
+    train.train(cfg, self.workdir, log=log, dataset=dataset, **train_options)
     return self.config()
 
   # --- checkpoints (orbax) and metrics
@@ -251,12 +270,20 @@ def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
 
 
 def restore_state(mngr: ocp.CheckpointManager, like: Any):
-  """The newest state, shaped and placed like the pytree `like`; None when there is none."""
+  """The newest state, shaped and placed like the pytree `like`; None when there is none. A checkpoint
+  that cannot be read raises `DamagedFile` naming its folder and the fix (the older one is kept)."""
   step = mngr.latest_step()
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # orbax and tensorstore raise many kinds for a truncated or corrupted file
+    folder = os.path.join(str(mngr.directory), str(step))
+    older = [s for s in mngr.all_steps() if s < step]
+    fix = (f"delete that folder and rerun: training resumes from the checkpoint of step {max(older)}" if older else
+           "delete that folder and rerun: training starts again from the initialisation")
+    raise DamagedFile(folder, fix, e) from None
 
 
 def _flag(value) -> str:

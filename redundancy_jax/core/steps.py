@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 from redundancy_jax.core import config, data as data_lib, parallel, variants
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.models import PlanNet, init_variables
+from redundancy_jax.core.errors import BadOption
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -79,7 +80,7 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
     n_train = int(min(np.sum(row[dataset.train_y] >= 0) for row in maps_KxC))
     maps = tuple(map(tuple, maps_KxC.tolist()))
   if n_train < cfg.batch_size:
-    raise ValueError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
+    raise BadOption(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
   return Setup(cfg, model, config.make_optimizer(cfg, masked=masked), mesh, n_train, maps)
 
 
@@ -303,35 +304,47 @@ def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.A
   return loss / n, correct / n
 
 
-def host_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
+def host_epoch(setup: Setup, state: TrainState, train_data, val_split, pause=None) -> tuple[TrainState, dict, bool]:
   """`scan_epoch` stepped from Python through the same compiled `train_step` and `track_best`: XLA:CPU
-  runs convolutions inside loop bodies and conditionals far slower (BUILD_NOTES.md)."""
+  runs convolutions inside loop bodies and conditionals far slower (BUILD_NOTES.md). Starts where
+  `state.step` is within the epoch (a checkpoint saved mid-epoch), and when `pause()` turns true after a
+  step, returns early with the epoch unfinished (the caller saves a checkpoint and calls again).
+  Returns (state, metrics of the steps run, whether the epoch finished)."""
   cfg, nan_K = setup.cfg, np.full(setup.cfg.num_seeds, np.nan, np.float32)
   metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
   first_step = step = int(state.step)
-  for idx_KxB in _epoch_indices_jit(setup, state.epoch, train_data[1]):
+  offset = step - int(state.epoch) * setup.steps_per_epoch
+  indices = _epoch_indices_jit(setup, state.epoch, train_data[1])
+  finished = True
+  for position in range(offset, setup.steps_per_epoch):
     active = step < cfg.steps
     loss = acc = val = nan_K
     if active:
-      state, (loss, acc) = parallel.one_at_a_time(_train_step_jit(setup, state, idx_KxB, train_data), setup.mesh)
+      state, (loss, acc) = parallel.one_at_a_time(_train_step_jit(setup, state, indices[position], train_data),
+                                                  setup.mesh)
       step += 1
       if is_due(cfg, step):
         val = evaluate(setup, state.params, state.batch_stats, val_split)[0]
         state = _track_best_jit(state, val)
     for k, v in zip(metrics, (active, loss, acc, val)):
       metrics[k].append(v)
+    if pause is not None and position + 1 < setup.steps_per_epoch and step < cfg.steps and pause():
+      finished = False
+      break
   metrics = {k: jnp.stack([jnp.asarray(v) for v in vs]) for k, vs in metrics.items()}
-  return _note_non_finite_jit(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
+  state = _note_non_finite_jit(state.replace(epoch=state.epoch + finished), first_step, metrics)
+  return state, metrics, finished
 
 
-def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto"):
-  """One epoch: `scan_epoch` compiled whole, or `host_epoch` where the backend policy says so."""
+def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto", pause=None):
+  """One epoch: `scan_epoch` compiled whole, or `host_epoch` where the backend policy says so (which may
+  stop early when `pause()` turns true). Returns (state, metrics, whether the epoch finished)."""
   if loop not in ("auto", "scan", "python"):
-    raise ValueError(f"unknown loop {loop!r}; valid: auto, scan, python")
+    raise BadOption(f"unknown loop {loop!r}; valid: auto, scan, python")
   python = variants.host_loop(setup.model) if loop == "auto" else loop == "python"
   if python:
-    return host_epoch(setup, state, train_data, val_split)
-  return _scan_epoch_jit(setup, state, train_data, val_split)
+    return host_epoch(setup, state, train_data, val_split, pause)
+  return (*_scan_epoch_jit(setup, state, train_data, val_split), True)
 
 
 def device_data(setup: Setup, dataset: data_lib.Dataset, eval_chunk: int = 500):

@@ -8,9 +8,28 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from redundancy_jax.core.errors import DamagedFile
+
+REWRITE = "delete it and rerun the command that wrote it"  # the fix for a damaged file that is an output
+
+
+def _read_umask() -> int:
+  """This process's umask, read without changing it (os.umask sets it process-wide, racing other threads);
+  0o022 where /proc cannot tell."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  return 0o022
 
 
 def _writer() -> bool:
@@ -29,9 +48,7 @@ def atomic_write(path: str, write) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
+    os.chmod(tmp, 0o666 & ~_read_umask())  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -78,9 +95,14 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -
   atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+def read_json(path: str, fix: str = REWRITE) -> Any:
+  """The JSON in `path`; `DamagedFile` naming it and `fix` when it cannot be parsed (a truncated write of
+  another program, a disk error)."""
+  try:
+    with open(path, "rb") as f:
+      return json.loads(f.read())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DamagedFile(path, fix, e) from None
 
 
 def append_jsonl(path: str, obj: Any) -> None:
@@ -125,7 +147,11 @@ def save_tree(path: str, tree: dict) -> None:
   atomic_write(path, lambda f: np.savez(f, **flatten(tree)))
 
 
-def load_tree(path: str) -> dict:
-  """Loads what `save_tree` wrote (never unpickles)."""
-  with np.load(path, allow_pickle=False) as z:
-    return unflatten({k: z[k] for k in z.files})
+def load_tree(path: str, fix: str = REWRITE) -> dict:
+  """Loads what `save_tree` wrote (never unpickles); `DamagedFile` naming it and `fix` when it cannot be
+  read."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return unflatten({k: z[k] for k in z.files})
+  except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError) as e:
+    raise DamagedFile(path, fix, e) from None

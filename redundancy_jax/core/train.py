@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax.core import config, console, data as data_lib, parallel, storage
+from redundancy_jax.core import config, console, data as data_lib, errors, parallel, storage
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import ConfigMismatch, Run, default_workdir, restore_state, save_state
 from redundancy_jax.core import steps
@@ -79,6 +79,13 @@ def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progr
   dataset = config.load_data(cfg) if dataset is None else dataset
   cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
   mngr = run.checkpoints()
+  try:
+    return _train_with(run, cfg, dataset, mngr, checkpoint_every_secs, max_epochs, log, progress, start)
+  finally:
+    mngr.close()  # its threads end here, not in an interpreter that is shutting down
+
+
+def _train_with(run: Run, cfg, dataset, mngr, checkpoint_every_secs, max_epochs, log, progress, start) -> dict:
   started = run.is_trained() or mngr.latest_step() is not None or os.path.exists(run.metrics_path)
   run.check_config(cfg, write=False, fresh=not started)
   if run.is_trained():
@@ -162,16 +169,28 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
   cfg, num_epochs = setup.cfg, setup.num_epochs
   snapshot_every = cfg.snapshot_every or math.ceil(num_epochs / 100)
   start_epoch, last_save = int(state.epoch), time.time()
-  timed_steps, timed_secs, compile_note = 0, 0.0, ""
+  timed_steps, timed_secs, compile_note, rate = 0, 0.0, "", None
+  due = lambda: time.time() - last_save >= checkpoint_every_secs or interrupt.requested
+  pause = due if jax.process_count() == 1 else None  # processes must agree: they save at epoch ends only
   for epoch in range(start_epoch, num_epochs):
     begin = time.time()
     good_step = int(state.step)
-    state, metrics = run_epoch(setup, state, train_data, val_split)
-    metrics = parallel.fetch(metrics)
+    parts = []
+    while True:  # a Python-stepped epoch pauses for a checkpoint when one is due (long CPU epochs)
+      state, part, finished = run_epoch(setup, state, train_data, val_split, pause=pause)
+      parts.append(parallel.fetch(part))
+      if finished:
+        break
+      save_state(mngr, int(state.step), state if jax.process_count() > 1 else jax.device_get(state))
+      last_save = time.time()
+      if interrupt.requested:
+        progress.update("", final=True)
+        raise console.Interrupted(int(state.step))
+    metrics = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
     seconds = time.time() - begin
     bad_step = int(state.bad_step)
     if bad_step >= 0:
-      raise FloatingPointError(
+      raise errors.TrainingDiverged(
         f"non-finite training loss at iteration {bad_step}; the last good checkpoint (step "
         f"{mngr.latest_step()}) is kept in {run.path('checkpoints')}. Lower the learning rate or check the data."
       )
@@ -209,11 +228,11 @@ def _epochs(setup, state, run, mngr, train_data, val_split, checkpoint_every_sec
       final=last,
     )
     stop = max_epochs is not None and epoch + 1 - start_epoch >= max_epochs and not last
-    due = time.time() - last_save >= checkpoint_every_secs or epoch == start_epoch
-    if due or stop or last or interrupt.requested:  # the first epoch and every exit path save
+    stopping = parallel.anyone(interrupt.requested)
+    if parallel.anyone(due() or stop or last or epoch == start_epoch):  # the first epoch and every exit path save
       save_state(mngr, step_now, state if jax.process_count() > 1 else jax.device_get(state))
       last_save = time.time()
-    if interrupt.requested and not last:
+    if stopping and not last:
       progress.update("", final=True)
       raise console.Interrupted(step_now)
     if stop:

@@ -14,6 +14,7 @@ from redundancy_jax.models.common import Layer, PlanNet, max_pool, normalize
 from redundancy_jax.models.convnets import conv2, conv4, conv6
 from redundancy_jax.models.lenet import lenet, mlp
 from redundancy_jax.models.vgg import vgg19
+from redundancy_jax.core.errors import BadOption
 
 _BUILDERS: dict[str, Callable[..., PlanNet]] = {
   "lenet": lenet,
@@ -40,7 +41,7 @@ def create_model(
   """Builds model `name` (one of `MODELS`) that standardises its input by `mean` and `std` (per channel,
   of the training data). Options: `width` (multiplier), `batch_norm`."""
   if name not in _BUILDERS:
-    raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    raise BadOption(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
   model = _BUILDERS[name](num_classes=num_classes, **options)
   return model.clone(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 

@@ -33,6 +33,7 @@ import platform
 import jax
 import jax.numpy as jnp
 from jax import lax
+from redundancy_jax.core.errors import BadOption
 
 FEW_CHANNELS = 4
 SMALL_MAP = 4  # positions (H W) of a map XLA's convolution is pathologically slow on
@@ -45,11 +46,18 @@ YNN_FUSIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce"
 def configure_xla_cpu() -> bool:
   """Adds `YNN_FUSIONS` to XLA_FLAGS, for the jaxlib it was measured on (0.10.x), unless XLA_FLAGS already
   sets the YNNPACK fusions or `REDUNDANCY_JAX_KEEP_XLA_FLAGS` is set. Takes effect only when it runs
-  before JAX starts its backend (import `redundancy_jax` first). Returns whether it added the flag."""
+  before JAX starts its backend (import `redundancy_jax` first): if the backend has started, it changes
+  nothing and warns. Returns whether the flag is in effect because of this call."""
   from importlib import metadata
 
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_experimental_ynn_fusion_type" in flags or os.environ.get("REDUNDANCY_JAX_KEEP_XLA_FLAGS"):
+    return False
+  if _backend_started():
+    import warnings
+
+    warnings.warn("redundancy_jax was imported after JAX started its backend, so XLA:CPU keeps handing convolutions "
+                  "to YNNPACK (1.5-2.5x slower here); import redundancy_jax before using JAX", stacklevel=3)
     return False
   try:
     version = metadata.version("jaxlib")
@@ -59,6 +67,20 @@ def configure_xla_cpu() -> bool:
     return False
   os.environ["XLA_FLAGS"] = f"{flags} {YNN_FUSIONS}".strip()
   return True
+
+
+def _backend_started() -> bool:
+  """Whether JAX has started a backend (after which XLA_FLAGS are no longer read). JAX has no public API
+  for this; `jax._src.xla_bridge.backends_are_initialized` exists in jax 0.7-0.10 (tests/test_conv.py fails
+  when it moves), and without it the answer is False."""
+  import sys
+
+  if "jax" not in sys.modules:
+    return False
+  from jax._src import xla_bridge
+
+  started = getattr(xla_bridge, "backends_are_initialized", None)
+  return bool(started and started())
 
 
 @functools.cache
@@ -76,7 +98,7 @@ def weight_gradient_formulation() -> str:
   forced = os.environ.get("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT")
   if forced:
     if forced not in ("xla", "matmul"):
-      raise ValueError(f"REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT={forced!r}; valid: xla, matmul")
+      raise BadOption(f"REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT={forced!r}; valid: xla, matmul")
     return forced
   x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
   return "matmul" if x86 and not has_avx512() else "xla"
