@@ -2,6 +2,7 @@
 two processes on one workdir, exit codes and messages of bad input, and the README's quick-start command."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def _start(workdir, *args):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_epochs(proc, workdir, epochs: int, timeout: float = 180):
+def _wait_for_epochs(proc, workdir, epochs: int, timeout: float = 600):
+  """Until `epochs` lines of metrics.jsonl; `timeout` only turns a hang into a failure."""
   deadline = time.time() + timeout
   metrics = workdir / "metrics.jsonl"
   while time.time() < deadline and proc.poll() is None:
@@ -58,7 +60,7 @@ def test_sigint_saves_and_the_rerun_ends_like_an_unbroken_run(tmp_path, unbroken
   proc = _start(workdir)
   _wait_for_epochs(proc, workdir, 1)
   proc.send_signal(signal.SIGINT)
-  stdout, stderr = proc.communicate(timeout=120)
+  stdout, stderr = proc.communicate(timeout=600)
   assert proc.returncode == 130, stderr[-2000:]
   assert "Traceback" not in stderr
   step = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
@@ -89,11 +91,10 @@ def test_a_second_process_on_a_workdir_in_use_exits_at_once_and_writes_nothing(t
   first = _start(workdir)
   _wait_for_epochs(first, workdir, 1)
   before = mtimes(workdir)
-  begin = time.time()
   second = script("prune_sweep", "--model=lenet", f"--workdir={workdir}", "--steps=4000", "--eval_every=250")
   assert second.returncode == 1, second.stderr[-2000:]
   assert f"error: workdir {workdir} is in use by process {first.pid}" in second.stderr
-  assert "Traceback" not in second.stderr and time.time() - begin < 60
+  assert "Traceback" not in second.stderr and "training" not in second.stdout  # refused before any work
   changed = {p for p, t in mtimes(workdir).items() if before.get(p) != t}
   assert not any("prune_sweep" in p for p in changed)  # only the first process wrote (its epochs go on)
   first.send_signal(signal.SIGKILL)
@@ -118,8 +119,11 @@ def test_readme_quick_start_command_with_fewer_steps(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   out = done.stdout + done.stderr
   assert len(out.strip().splitlines()) < 40, out
-  for noise in ("INFO", "xla_bridge", "orbax", "Unable to initialize backend", "0.9480000000000001", "Traceback"):
+  for noise in ("INFO", "xla_bridge", "orbax", "Unable to initialize backend", "Traceback"):
     assert noise not in out, noise
+  # every number rounded for reading (no float repr such as 0.9480000000000001); absl's time stamps aside
+  ours = "\n".join(re.sub(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ", "", line) for line in out.splitlines())
+  assert not re.findall(r"\d\.\d{5,}", ours), re.findall(r"\S*\d\.\d{5,}\S*", ours)
   assert "ETA estimating" in out  # the first, compiling epoch gives no ETA
   assert out.count("NO MNIST FILES GIVEN") == 1  # the bundled-data warning, once
   assert "25%     50%     75%     90%" in done.stdout and (tmp_path / "prune_sweep" / "figure2.png").exists()
