@@ -33,7 +33,7 @@ from benchmarks.common import (
 from redundancy_jax.analyses import pruning, spectral, units
 from redundancy_jax.core import config, console, data
 from redundancy_jax.core.runs import Run
-from redundancy_jax.models import check_layer, create_model, init_variables, layer_names
+from redundancy_jax.models import create_model, topology
 
 MODELS = ("lenet", "conv2", "conv4", "conv6", "vgg19")
 SMALL = {"width": 0.125, "steps_per_epoch": 4, "epochs": 1, "images": 128, "repeats": 1}
@@ -75,28 +75,28 @@ def sweep_case(model_name: str, layer: str, s: dict) -> dict:
   else:
     ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=s["images"])
     x, y = ds.test_x, ds.test_y
-  model = create_model(model_name, mean=ds.mean, std=ds.std, width=width(model_name, s))
-  variables = init_variables(model, jax.random.key(0), ds.image_shape)
+  model = create_model(model_name, mean=ds.mean, std=ds.std, image_shape=ds.image_shape, width=width(model_name, s))
+  variables = model.init(jax.random.key(0), ds.image_shape)
   orders = removal_orders(variables, layer)
   run = lambda: pruning.sweep(model, variables, layer, x, y, orders)
   begin = time.perf_counter()
   jax.block_until_ready(run())
   first = time.perf_counter() - begin
   median = median_seconds(run, repeats=s["repeats"], warmup=0)
-  units = check_layer(model, layer).features
+  units = topology.check(model, layer).units
   return {"case": f"{model_name} {layer}", "units": units, "orders": len(orders), "images": len(y),
           "first_call_s": first, "median_s": median, "evaluations_per_s": len(orders) * (units + 1) / median}
 
 
 def esd_rows(s: dict, vgg19_workdir: str | None) -> tuple[list[dict], float, str]:
   """`spectral.summarize` of every VGG19 layer (trained if `vgg19_workdir` holds one)."""
-  model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3, width=s["width"])
-  variables, source = init_variables(model, jax.random.key(0), (32, 32, 3)), "initialised"
+  model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3, image_shape=(32, 32, 3), width=s["width"])
+  variables, source = model.init(jax.random.key(0), (32, 32, 3)), "initialised"
   if vgg19_workdir and Run(vgg19_workdir).is_trained():
     variables, source = Run(vgg19_workdir).trained_variables(), f"trained ({vgg19_workdir})"
   rows, begin = [], time.perf_counter()
-  for layer in layer_names(model):
-    kernel = variables["params"][layer]["kernel"]
+  for layer in topology.names(model):
+    kernel = topology.kernel(variables, layer)
     summary = spectral.summarize(units.unit_matrix(variables, layer), init_var=spectral.glorot_variance(kernel.shape),
                                  layer=layer)
     rows.append({"layer": layer, "m": summary["m"], "n": summary["n"], "spikes_above_init_edge": summary["init_spikes"],
@@ -107,7 +107,7 @@ def esd_rows(s: dict, vgg19_workdir: str | None) -> tuple[list[dict], float, str
 def training_rows(s: dict, models) -> list[dict]:
   rows = []
   for name in models:
-    batch = config.RECIPES[name].batch_size
+    batch = config.recipe(name).batch_size
     setup, ds = training_run(name, batch * s["steps_per_epoch"], width=width(name, s))
     per_step = seconds_per_step(setup, ds, "auto", s["epochs"])
     recipe = config.RECIPES[name].steps

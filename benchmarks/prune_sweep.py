@@ -27,7 +27,7 @@ from benchmarks.common import (
 from redundancy_jax.analyses import pruning
 from redundancy_jax.core import data
 from redundancy_jax.core.runs import Run
-from redundancy_jax.models import check_layer, create_model, init_variables, next_layer, prunable_layers
+from redundancy_jax.models import create_model, topology
 
 flags.DEFINE_integer("images", 2000, "Images each sweep evaluates on (and VGG19's memory plan is for).", lower_bound=1)
 flags.DEFINE_integer("repeats", 3, "Timed sweeps per layer (the median is reported).", lower_bound=1)
@@ -54,7 +54,7 @@ def bench_layer(name, model, variables, layer, x, y, mean, std, loop_levels=None
   """One layer: the sweep's median and first-call time against our loop's and PyTorch's loop's, and
   whether their accuracies agree (loops on `loop_levels` only, extrapolated, when given)."""
   orders = removal_orders(variables, layer)
-  m = check_layer(model, layer).features
+  m = topology.check(model, layer).units
   levels = np.arange(m + 1)
   run = lambda: pruning.sweep(model, variables, layer, x, y, orders, levels)
   begin = time.perf_counter()
@@ -99,8 +99,8 @@ def lenet_case() -> list:
   ds = data.load_bundled_mnist(0)
   x = np.concatenate([ds.test_x, ds.val_x])[: FLAGS.images]
   y = np.concatenate([ds.test_y, ds.val_y])[: FLAGS.images]
-  model = create_model("lenet", mean=ds.mean, std=ds.std)
-  variables = init_variables(model, jax.random.key(0), ds.image_shape)
+  model = create_model("lenet", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
+  variables = model.init(jax.random.key(0), ds.image_shape)
   if Run(FLAGS.lenet_workdir).is_trained():
     variables = Run(FLAGS.lenet_workdir).trained_variables()
     print(f"using the trained LeNet in {FLAGS.lenet_workdir}")
@@ -111,8 +111,8 @@ def lenet_case() -> list:
 
 def conv2_case() -> list:
   ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=FLAGS.images)
-  model = create_model("conv2", mean=ds.mean, std=ds.std)
-  variables = init_variables(model, jax.random.key(0), ds.image_shape)
+  model = create_model("conv2", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
+  variables = model.init(jax.random.key(0), ds.image_shape)
   return bench_layer("conv2 fc1", model, variables, "fc1", ds.test_x, ds.test_y, ds.mean, ds.std, loop_levels=[0, 128, 256])
 
 
@@ -120,18 +120,20 @@ def vgg_memory(n_images: int) -> list[list]:
   """XLA's planned peak memory (compiled, not run) of the sweep of every prunable VGG19 layer: the CPU
   form's head (the network up to the layer, per data chunk) and the whole sweep as the one program of
   the accelerator form (`pruning.lower_sweep`), 9 orders, every level."""
-  model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3)
-  variables = init_variables(model, jax.random.key(0), (32, 32, 3))
+  model = create_model("vgg19", mean=(0.5,) * 3, std=(0.25,) * 3, image_shape=(32, 32, 3))
+  variables = model.init(jax.random.key(0), (32, 32, 3))
   x, y = np.zeros((n_images, 32, 32, 3), np.uint8), np.zeros(n_images, np.int32)
   rows = []
-  for layer in prunable_layers(model):
-    m = check_layer(model, layer).features
-    nested = check_layer(model, next_layer(model, layer)).kind == "dense"
+  for info in topology.of(model):
+    if not info.prunable:
+      continue
+    nested = info.consumer_kind == "dense"
     chunk = min(n_images, DATA_CHUNK[nested])
-    head = jax.jit(lambda v, x, layer=layer: model.apply(v, x, stop=layer))
+    head = jax.jit(lambda v, x, layer=info.name: topology.activations(model, v, x, layer))
     head_bytes = compiled_memory_bytes(head, variables, jnp.asarray(x[:chunk]))
-    whole = lowered_memory_bytes(pruning.lower_sweep(model, variables, layer, x, y, removal_orders(variables, layer)))
-    rows.append([layer, m, "running sums" if nested else "masks", chunk, f"{head_bytes / 2**30:.2f}",
+    whole = lowered_memory_bytes(pruning.lower_sweep(model, variables, info.name, x, y,
+                                                     removal_orders(variables, info.name)))
+    rows.append([info.name, info.units, "running sums" if nested else "masks", chunk, f"{head_bytes / 2**30:.2f}",
                  f"{whole / 2**30:.2f}"])
   return rows
 

@@ -36,7 +36,7 @@ from absl import app, flags
 
 from benchmarks.common import record, table
 from redundancy_jax.analyses import spectral
-from redundancy_jax.models import create_model, init_variables
+from redundancy_jax.models import create_model, topology
 from redundancy_jax.analyses.units import unit_matrix
 
 flags.DEFINE_integer("repeats", 5, "Timed runs of every contender (the median is reported).", lower_bound=1)
@@ -49,8 +49,8 @@ TOLERANCE = 1e-4  # relative, on the top 90% of each spectrum
 def vgg19_matrices(seed: int = 0) -> dict[str, np.ndarray]:
   """The unit matrix of every VGG19 layer at a Glorot initialisation."""
   model = create_model("vgg19")
-  params = init_variables(model, jax.random.key(seed), (32, 32, 3))["params"]
-  return {layer.name: np.asarray(unit_matrix(params, layer.name)) for layer in model.plan}
+  params = model.init(jax.random.key(seed), (32, 32, 3))["params"]
+  return {name: np.asarray(unit_matrix(params, name)) for name in topology.kernel_layers(params)}
 
 
 @jax.jit

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from redundancy_jax.core import config, data
-from redundancy_jax.models import create_model, layer_names
+from redundancy_jax.models import create_model, topology
 
 MISSING = "PyTorch is not installed (pip install -e \".[bench]\"): no anchor"
 ANCHORED = ("lenet", "conv2", "conv6")
@@ -155,7 +155,7 @@ def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mea
   model = _model(torch, name, x.shape[1:], mean, std)
   params = variables["params"]
   linear = [m for m in model if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-  names = layer_names(create_model(name))
+  names = topology.names(create_model(name, image_shape=tuple(x.shape[1:])))
   with torch.no_grad():
     for index, (module, layer_name) in enumerate(zip(linear, names)):
       kernel = np.asarray(params[layer_name]["kernel"])

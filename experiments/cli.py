@@ -26,7 +26,7 @@ from typing import Any, Callable
 from absl import app, flags, logging
 
 from redundancy_jax.core import config, console, errors, parallel
-from redundancy_jax.models import MODELS, create_model, layer_names, prunable_layers
+from redundancy_jax.models import MODELS, create_model, topology
 
 
 HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
@@ -69,9 +69,22 @@ def _get(cfg, path: tuple[str, ...]):
   return functools.reduce(getattr, path, cfg)
 
 
+@functools.cache
+def kernel_layers(model: str) -> tuple[str, ...]:
+  """A registered model's Dense and Conv layers, read off the shapes of its variables in the natural order
+  of their numbered names (no trace: --help stays fast; `models.topology` finds the same in call order,
+  tests/test_cli.py checks it)."""
+  import jax
+
+  net = create_model(model)
+  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), net.image_shape))
+  natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # conv2 before conv10
+  return tuple(sorted(topology.kernel_layers(shapes), key=natural))
+
+
 def _layers(names_of: Callable) -> str:
   """Each model's layers, from the model registry: "lenet: fc1, fc2; conv2: conv1, conv2, fc1, fc2; ..."."""
-  return "; ".join(f"{m}: {_compact(names_of(create_model(m)))}" for m in MODELS)
+  return "; ".join(f"{m}: {_compact(names_of(m))}" for m in MODELS)
 
 
 def _compact(names) -> str:
@@ -92,7 +105,7 @@ def _help(o: config.Option, quick: Any) -> str:
   the default this command sets (in place of a default the text states for the unset case), the value
   under --quick where it differs, and a list's valid values."""
   text = o.help
-  for placeholder, names_of in (("{layers}", layer_names), ("{prunable_layers}", prunable_layers)):
+  for placeholder, names_of in (("{layers}", kernel_layers), ("{prunable_layers}", lambda m: kernel_layers(m)[:-1])):
     if placeholder in text:
       text = text.replace(placeholder, _layers(names_of))
   values = []

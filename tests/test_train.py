@@ -95,7 +95,7 @@ def test_stop_by_max_epochs_checkpoints_with_the_default_interval(tmp_path):
 def test_learning_rate_drops_tenfold_at_the_given_fractions(optimizer):
   lr, g = 0.5, 2.0
   cfg = config.TrainConfig(model="lenet", optimizer=optimizer, learning_rate=lr, lr_drops=(0.5, 0.75), steps=8)
-  tx = config.make_optimizer(cfg.resolve())
+  tx = optim.make_optimizer(cfg.resolve())
   p, updates = jnp.float32(1.0), []
   opt_state = tx.init(p)
   for _ in range(8):
@@ -109,7 +109,7 @@ def test_learning_rate_drops_tenfold_at_the_given_fractions(optimizer):
 
 
 def test_vgg19_recipe_drops_the_learning_rate_at_half_and_three_quarters_of_112k_steps():
-  tx = config.make_optimizer(config.TrainConfig(model="vgg19").resolve())
+  tx = optim.make_optimizer(config.TrainConfig(model="vgg19").resolve())
   p = jnp.float32(0.0)  # no weight decay term; a fresh momentum trace: the update is -lr * gradient
   for count, lr in [(0, 0.1), (55_999, 0.1), (56_000, 0.01), (83_999, 0.01), (84_000, 0.001), (111_999, 0.001)]:
     opt_state = optax.tree_utils.tree_set(tx.init(p), count=jnp.int32(count))
@@ -129,7 +129,7 @@ def test_vgg19_recipe_drops_the_learning_rate_at_half_and_three_quarters_of_112k
   ],
 )
 def test_weight_decay_shrinks_parameters_by_lr_times_decay(cfg, expected):
-  tx = config.make_optimizer(cfg.resolve())
+  tx = optim.make_optimizer(cfg.resolve())
   params = {"a": jnp.array([1.0, -2.0, 4.0]), "b": jnp.float32(3.0)}
   zero = jax.tree.map(jnp.zeros_like, params)
   new = optax.apply_updates(params, tx.update(zero, tx.init(params), params)[0])

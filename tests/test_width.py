@@ -107,7 +107,7 @@ def test_script_quick_and_bad_input(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   rows = results["rows"]
   assert [r["width"] for r in rows] == [8, 16, 64]
-  ds = config.load_data(cfg.training(8).resolve())
+  ds = data_lib.from_config(cfg.training(8).resolve())
   n = len(ds.test_y)
   for r in rows:
     hand = _by_hand(str(tmp_path / f"h{r['width']}"), ds)

@@ -24,11 +24,12 @@ import numpy as np
 from redundancy_jax.analyses.spectral import elbow, glorot_variance, residuals, summarize
 from redundancy_jax.analyses.subspace import chosen_layers, rank_sweep
 from redundancy_jax.analyses.units import unit_matrix
-from redundancy_jax.core import config, data, storage
-from redundancy_jax.core.config import RECIPES, TrainConfig, option
+from redundancy_jax.core import config, data, data as data_lib, storage, train
+from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run
 from redundancy_jax.core.verdicts import Verdict, beyond_control, count_spread
-from redundancy_jax.models import layer_of
+from redundancy_jax import models
+from redundancy_jax.models import topology
 
 RANKS = ("C-1", "C", "C+1", "2C", "elbow")  # the ranks k whose replacements are measured
 STATISTICS = {"spikes": "outliers above the fitted λ+", "spikes_tw": "outliers above the Tracy-Widom margin",
@@ -68,7 +69,7 @@ def training_config(cfg: ClassesConfig) -> TrainConfig:
   dataset = t.dataset or ("fashion_mnist" if data.available("fashion_mnist", t.data_dir) else "mnist")
   steps = t.steps
   if steps is None and model not in ("lenet", "mlp") and jax.default_backend() == "cpu":
-    steps = RECIPES[model].steps // CPU_REDUCTION
+    steps = config.recipe(model).steps // CPU_REDUCTION
   classes = tuple(c for c in sorted(set(cfg.counts)) for _ in range(cfg.seeds_per_count))
   snapshot_every = t.snapshot_every or ONLY_FIRST_AND_LAST  # the analysis reads the initialisation only
   return dataclasses.replace(t, model=model, dataset=dataset, steps=steps, classes=classes,
@@ -77,7 +78,7 @@ def training_config(cfg: ClassesConfig) -> TrainConfig:
 
 def steps_note(cfg: TrainConfig) -> str:
   """"20,000 steps (the recipe's)" or "2,000 steps (the recipe's 20,000 reduced on CPU)"."""
-  recipe = RECIPES[cfg.model].steps
+  recipe = config.recipe(cfg.model).steps
   return f"{cfg.steps:,} steps " + ("(the recipe's)" if cfg.steps == recipe else f"(of the recipe's {recipe:,})")
 
 
@@ -92,8 +93,8 @@ def sliced(tree: dict, classifier: str, num_classes: int) -> dict:
   """Parameters (or {"params": ...}) with the classifier cut to its first `num_classes` outputs: a
   class-subset replica as the plain C-output network it is (the masked outputs never counted)."""
   params = tree.get("params", tree)
-  cut = {k: v[..., :num_classes] for k, v in params[classifier].items()}
-  params = {**params, classifier: cut}
+  path = classifier.split("/")
+  params = topology.replace(params, path, {k: v[..., :num_classes] for k, v in topology.get(params, path).items()})
   return {**tree, "params": params} if "params" in tree else params
 
 
@@ -133,10 +134,10 @@ def analyse_run(run_: Run, dataset: data.Dataset, cfg: ClassesConfig, layers: Se
   replicas = []
   for r, label_map in enumerate(maps):
     begin, C = time.time(), int(label_map.max()) + 1
-    model = config.build_model(trained_cfg, dataset, num_classes=C)
+    model = models.from_config(trained_cfg, dataset, num_classes=C)
     full = replica(trained, r)
-    shapes = {l: np.shape(full["params"][l]["kernel"]) for l in layers}
-    classifier = model.plan[-1].name
+    shapes = {l: np.shape(topology.kernel(full, l)) for l in layers}
+    classifier = topology.classifier(model)
     variables, init = sliced(full, classifier, C), sliced(replica(initial, r), classifier, C)
     x, y = subset_split(dataset.test_x, dataset.test_y, label_map, cfg.max_examples)
     out = {l: analyse_layer(model, variables, init, l, x, y, C, shapes[l], data_chunk=cfg.eval_chunk) for l in layers}
@@ -266,25 +267,25 @@ def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
   config.check_choices(cfg)
   train_cfg = training_config(cfg)
   run_ = Run(cfg.workdir or os.path.join("runs", f"classes_{train_cfg.model}"))
-  planned = run_.planned_config(train_cfg)
-  module = config.build_model(planned)
-  names = chosen_layers(module, cfg.layer) if cfg.layer != ("all",) else [
-    l.name for l in module.plan if l.kind in ("dense", "conv")]
+  planned = run_.resolve(train_cfg)
+  module = models.from_config(planned)
+  names = chosen_layers(module, cfg.layer)
   with run_.lock():
-    trained_cfg = run_.ensure_trained(train_cfg, log)
+    train.find_or_train(run_, train_cfg, log)
+    trained_cfg = run_.config()
     log(f"analysing {len(trained_cfg.classes)} replicas, layers {', '.join(names)}")
-    ds = config.load_data(trained_cfg)
+    ds = data_lib.from_config(trained_cfg)
     dataset = ds.describe()
     replicas = analyse_run(run_, ds, cfg, names, log)
     summary = summarize_replicas(replicas, names)
-    dense = [n for n in names if layer_of(module, n).kind == "dense"]
+    dense = [n for n in names if topology.check(module, n).kind == "dense"]
     first_dense = dense[0] if dense else names[0]
     found = verdicts(replicas, summary, first_dense)
     width = f" (width {trained_cfg.width:g})" if trained_cfg.width != 1.0 else ""
     title = (f"{trained_cfg.model}{width} on C-class subsets of {data.label(dataset)}, {steps_note(trained_cfg)}, "
              f"{cfg.seeds_per_count} seeds per C")
     results = {"experiment": "classes", "config": config.to_json(cfg), "training": trained_cfg.to_json(),
-               "title": title, "steps": trained_cfg.steps, "recipe_steps": RECIPES[trained_cfg.model].steps,
+               "title": title, "steps": trained_cfg.steps, "recipe_steps": config.recipe(trained_cfg.model).steps,
                "dataset": dataset, "layers": names, "verdict_layer": first_dense, "replicas": replicas,
                "summary": summary, "headlines": [v.to_json() for v in found], "settings": title}
     out_dir = run_.path("classes")

@@ -30,7 +30,7 @@ from redundancy_jax.analyses import force_layout, pruning
 from redundancy_jax.analyses.units import cosine_similarity, init_draws, mean_pairwise_cosine, unit_matrix, unit_norms
 from redundancy_jax.core import variants
 from redundancy_jax.core.config import option
-from redundancy_jax.models import check_layer
+from redundancy_jax.models import topology
 from redundancy_jax.core.errors import BadOption
 
 PERMUTATIONS = 200  # random unit sets of the movement control (`summary`)
@@ -159,11 +159,6 @@ def _correlation(a: jax.Array) -> jax.Array:
   return cov * inv[:, None] * inv[None, :]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layer"))
-def _layer_activations(model, variables, x, *, layer):
-  return model.apply(variables, x, stop=layer)
-
-
 def removable_units(
   model,
   variables: Mapping,
@@ -180,7 +175,7 @@ def removable_units(
   Batched with `pruning.sweep`: its labels are the unpruned network's predictions, so its accuracy
   is the agreement. Returns {"fractions", "agreement" (seeds, F), "mean" (F,), "std" (F,)}.
   """
-  check_layer(model, layer, prunable=True, error=DynamicsError)
+  topology.check(model, layer, prunable=True, error=DynamicsError)
   fractions = np.asarray(fractions, np.float64)
   if fractions.ndim != 1 or len(fractions) == 0 or fractions.min() < 0 or fractions.max() > 1:
     raise DynamicsError("fractions must be a non-empty list of numbers in [0, 1]")
@@ -244,7 +239,7 @@ def analyse(
   numpy arrays (`storage.jsonable` turns it into JSON).
   """
   cfg.check()
-  check_layer(model, cfg.layer, prunable=True, error=DynamicsError)
+  topology.check(model, cfg.layer, prunable=True, error=DynamicsError)
   epochs = sorted(snapshots)
   Ws = [np.asarray(unit_matrix(snapshots[e], cfg.layer), np.float64) for e in epochs]
   m = Ws[0].shape[0]
@@ -265,7 +260,7 @@ def analyse(
     graphs = [cap_edges(A, cap) for A in graphs]
   log(f"laying out {len(epochs)} graphs of {m} units ({sum(np.count_nonzero(A) // 2 for A in graphs)} edges in all)")
   positions = np.asarray(force_layout.layout_sequence(graphs, cfg.layout), np.float64)
-  use_data = x is not None and not getattr(model, "batch_norm", False)
+  use_data = x is not None and not any(l.norm for l in topology.of(model))
   x_device = jnp.asarray(x) if use_data else None  # moved to the device once, not once per epoch
   key = jax.random.key(cfg.order_seed)
   frames, begin = [], time.time()
@@ -275,7 +270,7 @@ def analyse(
     frame["stats"] = graph_statistics(W, Ws[0], A)
     if use_data:
       variables = {"params": snapshots[epoch]}
-      acts = _layer_activations(model, variables, x_device, layer=cfg.layer)
+      acts = topology.activations(model, variables, x_device, cfg.layer)
       counts, _ = repeated_units(acts, threshold=cfg.repeat_threshold)
       frame["repeats"] = counts
       frame["stats"]["repeated_units"] = int(np.count_nonzero(counts))

@@ -20,10 +20,11 @@ import numpy as np
 
 from redundancy_jax.analyses import dynamics
 from redundancy_jax.analyses.units import unit_matrix
-from redundancy_jax.core import config, storage
+from redundancy_jax.core import config, storage, train
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
-from redundancy_jax.models import check_layer
+from redundancy_jax import models
+from redundancy_jax.models import topology
 from redundancy_jax.core.errors import BadOption, MissingFile
 
 
@@ -85,8 +86,8 @@ def run(cfg: DynamicsRunConfig, log: Callable[[str], None] = print) -> dict:
   main = Run(cfg.workdir or default_workdir(cfg.train))
   runs = [main] + ([Run(cfg.compare_workdir)] if cfg.compare_workdir else [])
   for r in runs:  # every layer and run checked before anything is trained or written
-    planned = r.planned_config(cfg.train if r is main else TrainConfig())
-    check_layer(config.build_model(planned), graph.layer, prunable=True, error=dynamics.DynamicsError)
+    planned = r.resolve(cfg.train if r is main else TrainConfig())
+    topology.check(models.from_config(planned), graph.layer, prunable=True, error=dynamics.DynamicsError)
     if r.is_trained() and not r.snapshot_epochs():
       raise _no_snapshots(r.workdir, planned.model)
   same = cfg.compare_workdir and os.path.abspath(cfg.compare_workdir) == os.path.abspath(main.workdir)
@@ -94,7 +95,7 @@ def run(cfg: DynamicsRunConfig, log: Callable[[str], None] = print) -> dict:
     raise MissingFile(f"--compare_workdir={cfg.compare_workdir} holds no trained run")
   outdir = cfg.outdir or main.path(f"dynamics_{graph.layer}")
   with main.lock():
-    main.ensure_trained(cfg.train, log)
+    train.find_or_train(main, cfg.train, log)
     analysed = []
     for r in runs:
       begin = time.time()

@@ -20,10 +20,11 @@ import numpy as np
 
 from redundancy_jax.analyses import pruning
 from redundancy_jax.analyses.units import unit_matrix
-from redundancy_jax.core import config, data, storage, variants
+from redundancy_jax.core import config, data, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
-from redundancy_jax.models import PlanNet, check_layer, prunable_layers
+from redundancy_jax import models
+from redundancy_jax.models import Network, topology
 from redundancy_jax.core.errors import BadOption, MissingFile
 
 SPLITS = ("test", "validation")
@@ -45,6 +46,9 @@ class PruneSweepConfig:
   split: str = option("test", "Data split the accuracy is measured on.", choices=SPLITS)
   max_examples: int | None = option(None, "Use at most this many examples of the split.")
   level_step: int = option(1, "Sweep every level_step-th level (always including 0 and m).")
+  variables: str | None = option(None, "Prune these trained variables instead of training: an orbax checkpoint "
+                                       "folder, a flax.serialization msgpack file or an .npz of '/'-joined paths "
+                                       "(of the --model's variables).")
 
 
 def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
@@ -56,20 +60,20 @@ def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
   source = Run(cfg.checkpoint or workdir)
   if cfg.checkpoint and not source.is_trained():
     raise MissingFile(f"--checkpoint={cfg.checkpoint} holds no trained model (no results.json)")
-  layers = chosen_layers(config.build_model(source.planned_config(cfg.train)), cfg.layer)  # before anything runs
+  planned = cfg.train.resolve() if cfg.variables else source.resolve(cfg.train)
+  layers = chosen_layers(models.from_config(planned), cfg.layer)  # before anything runs
   with Run(workdir).lock(), source.lock():
-    source.ensure_trained(cfg.train, log)
-    model, variables, ds, trained_cfg = source.trained()
+    trained = train.find_or_train(source, cfg.train, log, variables=cfg.variables)
+    model, variables, ds, trained_cfg = trained.model, trained.variables, trained.dataset, trained.config
     x, y = (ds.test_x, ds.test_y) if cfg.split == "test" else (ds.val_x, ds.val_y)
     x, y = x[: cfg.max_examples], y[: cfg.max_examples]
-    trained = source.results()
     results = {
       "experiment": "prune_sweep",
       "config": {**trained_cfg.to_json(), "layer": list(cfg.layer), "criteria": list(cfg.criteria),
                  "random_seeds": cfg.random_seeds, "split": cfg.split, "examples": int(len(y)),
-                 "checkpoint": source.workdir},
+                 "checkpoint": source.workdir if cfg.variables is None else None, "variables": cfg.variables},
       "dataset": ds.describe(),
-      "trained": {k: trained[k] for k in ("best_step", "best_val_loss", "test_accuracy")},
+      "trained": train.provenance(source, cfg.variables),
       "layers": {},
     }
     results["layers"], orders = sweep_layers(model, variables, layers, x, y, cfg, trained_cfg.seed, log)
@@ -78,11 +82,12 @@ def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
   return results
 
 
-def chosen_layers(model: PlanNet, names) -> list[str]:
-  """The layers `names` selects ('all': every prunable layer), each checked to be prunable."""
-  layers = list(prunable_layers(model)) if tuple(names) == ("all",) else list(names)
+def chosen_layers(net: Network, names) -> list[str]:
+  """The layers `names` selects ('all': every prunable layer), each checked to be prunable (an error gives
+  the reason when it is not)."""
+  layers = list(topology.names(net, prunable=True)) if tuple(names) == ("all",) else list(names)
   for layer in layers:
-    check_layer(model, layer, prunable=True, error=pruning.PruningError)
+    pruning.check_prunable(net, layer)
   return layers
 
 
@@ -91,7 +96,7 @@ def sweep_layers(model, variables, layers, x, y, cfg: PruneSweepConfig, seed: in
   ({layer: result with its time}, {"layer/criterion": order})."""
   out, orders = {}, {}
   for layer in layers:
-    m = variables["params"][layer]["kernel"].shape[-1]
+    m = topology.kernel(variables, layer).shape[-1]
     begin = time.time()
     r = compare_criteria(model, variables, layer, x, y, criteria=cfg.criteria, levels=pruning.levels(m, cfg.level_step),
                          random_seeds=cfg.random_seeds, seed=seed)
@@ -148,7 +153,7 @@ def summary(results: dict) -> str:
 
 
 def compare_criteria(
-  model: PlanNet,
+  model: Network,
   variables: Mapping,
   layer: str,
   x,

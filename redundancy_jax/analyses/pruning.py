@@ -1,16 +1,19 @@
-"""Structured pruning (DEFINITIONS.md section 2): scores -> removal order -> nested masks -> exact removal
--> sweep.
+"""Structured pruning (DEFINITIONS.md sections 2 and 8): scores -> removal order -> nested masks -> exact
+removal -> sweep, on any network (`models.Network`).
 
 Every piece is a pure function of arrays or parameter pytrees:
 
-  W = unit_matrix(params, "fc1")                        # (m, n): one row per unit
+  W = unit_matrix(variables, "fc1")                     # (m, n): one row per unit
   order = removal_order(W, "max_fp")                     # int32[m], first removed first
   keep = level_masks(order, jnp.arange(m + 1))           # bool[m + 1, m], True = kept
-  pruned = jax.vmap(lambda k: remove_units(model, variables, "fc1", k))(keep)
-  results = sweep(model, variables, "fc1", x, y, {"max_fp": order, ...})
+  pruned = jax.vmap(lambda k: remove_units(net, variables, "fc1", k))(keep)
+  results = sweep(net, variables, "fc1", x, y, {"max_fp": order, ...})
 
-Removal is exact: a removed unit's slice of the *next* layer's input weights is zeroed, so neither its
-ReLU(bias) nor a BatchNorm shift reaches the rest of the network.
+Removal is exact: a removed unit's output is zero wherever it is consumed. `remove_units` masks the
+parameter pytree (the kernel's output slice, the bias, and the scale and offset of the BatchNorm that
+follows); `sweep` computes the same networks without forming them: it multiplies the layer's output
+(after that BatchNorm) by the mask, or, when one Dense layer reads the units, builds that layer's
+pre-activation as running sums over the removal order (`models/topology.py` says which applies).
 
 Orders are computed on the host in float64 from the stored weights, so they do not depend on the
 accelerator's matmul precision (TF32/bf16) and ties are decided on values, not on rounding noise.
@@ -19,7 +22,7 @@ accelerator's matmul precision (TF32/bf16) and ties are decided on values, not o
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from typing import Mapping
 
 import jax
@@ -28,7 +31,7 @@ import numpy as np
 
 from redundancy_jax.analyses.units import cosine_similarity, unit_norms
 from redundancy_jax.core import variants
-from redundancy_jax.models import PlanNet, check_layer, input_of, layer_of, next_layer
+from redundancy_jax.models import Network, topology
 from redundancy_jax.core.errors import BadOption
 
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
@@ -63,9 +66,10 @@ def check_finite(W, layer: str) -> None:
     raise PruningError(f"layer {layer!r} has non-finite weights (NaN or inf); was training diverging?")
 
 
-def check_prunable(model: PlanNet, layer: str) -> None:
-  """Raises for an unknown layer or the output layer, listing the prunable layers."""
-  check_layer(model, layer, prunable=True, error=PruningError)
+def check_prunable(net: Network, layer: str) -> topology.LayerInfo:
+  """The layer's info; an error listing the prunable layers for an unknown layer, or giving the reason when
+  its units cannot be removed exactly (the classifier, a LayerNorm after it, ...)."""
+  return topology.check(net, layer, prunable=True, error=PruningError)
 
 
 # ----------------------------------------------------------------------------- orders
@@ -147,96 +151,60 @@ def level_masks(order, levels) -> jax.Array:
 # ----------------------------------------------------------------------------- removal
 
 
-def _input_mask(keep, rows: int):
-  """The next layer's input rows that belong to kept units. A conv's channels repeat once per spatial
-  position when flattened (channel last), so the unit mask is tiled; after a global average pool there
-  is one row per channel."""
-  m = keep.shape[0]
-  if rows % m:
-    raise PruningError(f"next layer has {rows} inputs, not a multiple of the {m} pruned units")
-  return jnp.tile(keep, rows // m) if isinstance(keep, jax.Array) else np.tile(keep, rows // m)
-
-
-def remove_units(model: PlanNet, variables: Mapping, layer: str, keep: jax.Array) -> dict:
-  """Exactly removes the units of `layer` where `keep` is False, by zeroing their outgoing weights.
-
-  `variables` is {"params", "batch_stats"?}; batch stats pass through. Pure and vmappable over `keep`.
-  """
-  check_prunable(model, layer)
-  nxt = next_layer(model, layer)
+def remove_units(net: Network, variables: Mapping, layer: str, keep: jax.Array) -> dict:
+  """Exactly removes the units of `layer` where `keep` is False, by masking the parameter pytree: the
+  kernel's output slice, the bias, and the scale and offset of the BatchNorm that directly follows (so
+  that the unit's output is zero after it). Its batch statistics pass through. Pure and vmappable over
+  `keep`."""
+  info = check_prunable(net, layer)
   params = variables["params"]
-  kernel = params[nxt]["kernel"]
-  keep = jnp.asarray(keep).astype(kernel.dtype)
-  if kernel.ndim == 4:  # conv: (kh, kw, c_in, c_out)
-    kernel = kernel * keep[None, None, :, None]
-  else:
-    kernel = kernel * _input_mask(keep, kernel.shape[0])[:, None]
-  return {**variables, "params": {**params, nxt: {**params[nxt], "kernel": kernel}}}
-
-
-def shrink(model: PlanNet, variables: Mapping, layer: str, keep) -> dict:
-  """The physically smaller network: `layer`'s kept units only (kernel, bias, BatchNorm scale, shift
-  and statistics) and the matching slice of the next layer. `keep` must be concrete. Use `resize` for
-  the model that matches the result."""
-  check_prunable(model, layer)
-  nxt = next_layer(model, layer)
-  keep = np.asarray(keep, bool)
-  select = lambda group: {k: (v[..., keep] if k == "kernel" else v[keep]) for k, v in group.items()}
-  params = dict(variables["params"])
-  params[layer] = select(params[layer])
-  if f"{layer}_bn" in params:
-    params[f"{layer}_bn"] = select(params[f"{layer}_bn"])
-  kernel = np.asarray(params[nxt]["kernel"])
-  kernel = kernel[:, :, keep, :] if kernel.ndim == 4 else kernel[_input_mask(keep, kernel.shape[0])]
-  params[nxt] = {**params[nxt], "kernel": kernel}
-  out = {**variables, "params": params}
-  if f"{layer}_bn" in variables.get("batch_stats", {}):
-    out["batch_stats"] = {**variables["batch_stats"], f"{layer}_bn": select(variables["batch_stats"][f"{layer}_bn"])}
-  return out
-
-
-def resize(model: PlanNet, params: Mapping) -> PlanNet:
-  """`model` with every layer's width read from `params` (e.g. after `shrink`)."""
-  params = params.get("params", params)
-  plan = tuple(dataclasses.replace(l, features=int(params[l.name]["kernel"].shape[-1])) for l in model.plan)
-  return model.clone(plan=plan)
+  path = layer.split("/")
+  group = topology.get(params, path)
+  keep = jnp.asarray(keep)
+  masked = {k: v * keep.astype(v.dtype) if k in ("kernel", "bias") else v for k, v in group.items()}
+  params = topology.replace(params, path, masked)
+  if info.norm is not None:
+    norm_path = info.norm.split("/")
+    norm = topology.get(params, norm_path)
+    params = topology.replace(params, norm_path, {k: v * keep.astype(v.dtype) if k in ("scale", "bias") else v
+                                                  for k, v in norm.items()})
+  return {**variables, "params": params}
 
 
 # ----------------------------------------------------------------------------- the sweep
 
 
-def _unit_contributions(model, layer, variables, aux, h):
-  """`prepare` of the running sums: what each of `layer`'s units adds to the next (dense) layer's
-  pre-activation. Dense before dense: (activations N x m, kernel m x out), products formed when needed;
-  flattened conv channels: contracted over positions once for all units, (m, N, out)."""
-  del aux
-  nxt = next_layer(model, layer)
-  h = input_of(model, layer, nxt, h)
-  m = h.shape[-1]
-  inputs_NxPxM = h.reshape(h.shape[0], -1, m)
-  kernel = variables["params"][nxt]["kernel"]
+def _unit_contributions(net, cut, variables, aux, captured):
+  """`prepare` of the running sums: what each of the pruned layer's units adds to the pre-activation of
+  the one Dense layer reading them (its input: rows x (positions x units), channel last). One position
+  per unit: (activations rows x m, kernel m x out), products formed when needed; several (flattened conv
+  channels): contracted over positions once for all units, (m, rows, out)."""
+  m = topology.kernel(variables, cut.source).shape[-1]
+  h = captured[0]
+  inputs_RxPxM = h.reshape(-1, h.shape[-1] // m, m)
+  kernel = topology.kernel(variables, cut.layer)
   kernel_PxMxO = kernel.reshape(-1, m, kernel.shape[-1])
-  if inputs_NxPxM.shape[1] == 1:
-    return {"acts": inputs_NxPxM[:, 0], "kernel": kernel_PxMxO[0]}
-  return {"per_unit": jnp.einsum("npm,pmo->mno", inputs_NxPxM, kernel_PxMxO)}
+  if inputs_RxPxM.shape[1] == 1:
+    return {"acts": inputs_RxPxM[:, 0], "kernel": kernel_PxMxO[0], "rows": h.shape[:-1]}
+  return {"per_unit": jnp.einsum("npm,pmo->mno", inputs_RxPxM, kernel_PxMxO), "rows": h.shape[:-1]}
 
 
-def _running_sums(model, layer, variables, levels, inputs, y, order):
+def _running_sums(net, cut, variables, aux, inputs, y, order, tail):
   """`score` of one removal order at every level: walking the order backwards from level m (nothing
-  kept) to level 0, each level's pre-activation of the next layer is the previous one plus one unit's
-  contribution; the network after the next layer runs once per level."""
-  nxt = next_layer(model, layer)
+  kept) to level 0, each level's pre-activation of the reading layer is the previous one plus one unit's
+  contribution; the network after that layer runs once per level (`tail`)."""
   if "per_unit" in inputs:
     contribution = lambda u: inputs["per_unit"][u]
   else:
     contribution = lambda u: inputs["acts"][:, u, None] * inputs["kernel"][u][None, :]
-  bias = variables["params"][nxt]["bias"]
-  output = layer_of(model, nxt).output
-  n, m = y.shape[0], order.shape[0]
+  group = topology.get(variables["params"], cut.layer.split("/"))
+  out = topology.kernel(variables, cut.layer).shape[-1]
+  bias = group["bias"] if "bias" in group else jnp.zeros((out,), jnp.float32)
+  rows, m = inputs["rows"], order.shape[0]
+  n = math.prod(rows)
 
-  def evaluate(z_NxO):
-    logits = z_NxO if output else model.apply(variables, jax.nn.relu(z_NxO), start=nxt)
-    return variants.loss_and_correct(logits, y)
+  def evaluate(z_RxO):
+    return variants.loss_and_correct(tail(z_RxO.reshape(*rows, out)), y)
 
   def add_unit(z, p):  # level p keeps order[p:], so it adds order[p] to level p + 1
     z = z + contribution(order[p])
@@ -245,44 +213,48 @@ def _running_sums(model, layer, variables, levels, inputs, y, order):
   z_top = jnp.broadcast_to(bias, (n, bias.shape[0]))
   _, (loss, correct) = jax.lax.scan(add_unit, z_top, jnp.arange(m - 1, -1, -1))
   top_loss, top_correct = evaluate(z_top)
+  levels = aux["levels"]
   loss = jnp.concatenate([loss[::-1], top_loss[None]])[levels]  # back to level order 0..m
   correct = jnp.concatenate([correct[::-1], top_correct[None]])[levels]
   return loss, correct
 
 
-def _masked_rest(model, layer, variables, aux, h, y, mask):
-  """`score` of one unit mask: the network after `layer` with the mask on its activation."""
-  del aux
-  return variants.loss_and_correct(model.apply(variables, h, start=layer, masks={layer: mask}), y)
+def _masked_rest(net, cut, variables, aux, inputs, y, mask, tail):
+  """`score` of one unit mask: the network with the layer's output (after its BatchNorm) masked."""
+  del net, cut, variables, aux, inputs
+  return variants.loss_and_correct(tail(mask), y)
 
 
-def _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested):
+def _sweep_pass(net, layer, orders, levels, data_chunk, mask_chunk, nested):
   """(levels, the `variants.Pass`, its variants, aux) of a sweep: one removal order per variant for the
   running sums (aux: the levels), one (order, level) mask per variant otherwise."""
-  check_prunable(model, layer)
-  nxt = next_layer(model, layer)
-  m = layer_of(model, layer).features
+  info = check_prunable(net, layer)
+  m = info.units
   levels = check_levels(np.arange(m + 1) if levels is None else levels, m)
   orders_CxM = jnp.stack([jnp.asarray(o, jnp.int32) for o in orders.values()])
   if nested is None:
-    nested = layer_of(model, nxt).kind == "dense"
+    nested = info.consumer_kind == "dense"
+  if nested and info.consumer_kind != "dense":
+    raise PruningError(f"layer {layer!r}: running sums need one Dense layer reading its units, and it has none")
   if nested:  # the orders in vmapped batches of at most 16, evenly (no padding order): 1.4x faster on CPU
     batch = -(-len(orders_CxM) // -(-len(orders_CxM) // 16))
-    spec = variants.Pass(layer, layer, _unit_contributions, _running_sums, batch, data_chunk or 2048)
-    return levels, spec, orders_CxM, jnp.asarray(levels)
+    cut = variants.Cut("output", info.consumer, capture=(info.consumer,), source=layer)
+    spec = variants.Pass(cut, _unit_contributions, _running_sums, batch, data_chunk or 2048)
+    return levels, spec, orders_CxM, {"levels": jnp.asarray(levels)}
   masks = jax.vmap(lambda o: level_masks(o, levels))(orders_CxM).reshape(-1, m)  # order-major
-  return levels, variants.Pass(layer, layer, variants.keep_inputs, _masked_rest, mask_chunk, data_chunk or 250), masks, None
+  cut = variants.Cut("mask", layer, at=info.norm or layer)
+  return levels, variants.Pass(cut, variants.keep_inputs, _masked_rest, mask_chunk, data_chunk or 250), masks, None
 
 
-def lower_sweep(model: PlanNet, variables: Mapping, layer: str, x, y, orders, levels=None, *, data_chunk=None,
+def lower_sweep(net: Network, variables: Mapping, layer: str, x, y, orders, levels=None, *, data_chunk=None,
                 mask_chunk: int = 16, nested: bool | None = None):
   """`sweep` as the one program of the accelerator form, lowered, not run (see `variants.lower`)."""
-  _, spec, variants_V, aux = _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested)
-  return variants.lower(model, variables, x, y, spec, variants_V, aux)
+  _, spec, variants_V, aux = _sweep_pass(net, layer, orders, levels, data_chunk, mask_chunk, nested)
+  return variants.lower(net, variables, x, y, spec, variants_V, aux)
 
 
 def sweep(
-  model: PlanNet,
+  net: Network,
   variables: Mapping,
   layer: str,
   x,
@@ -296,14 +268,14 @@ def sweep(
 ) -> dict[str, dict[str, np.ndarray]]:
   """Accuracy and mean loss on (x, y) for every order in `orders` and every level (default 0..m).
 
-  One batched computation through `variants.evaluate`: per data chunk the network up to `layer` runs
-  once; when the next layer is dense (`nested`, default automatic) the nested masks turn its
-  pre-activation into running sums, for a batch of orders at a time; otherwise the rest of the network runs
-  vmapped over batches of `mask_chunk` masks. Memory is bounded by `data_chunk` images (default 2,048
-  for the running sums, 250 when masks are batched) times the batch.
+  One batched computation through `variants.evaluate`: per data chunk the network up to `layer` (and the
+  paths around it) runs once; when one Dense layer reads its units (`nested`, default automatic) the
+  nested masks turn its pre-activation into running sums, for a batch of orders at a time; otherwise the
+  rest of the network runs vmapped over batches of `mask_chunk` masks. Memory is bounded by `data_chunk`
+  images (default 2,048 for the running sums, 250 when masks are batched) times the batch.
   """
-  levels, spec, variants_V, aux = _sweep_pass(model, layer, orders, levels, data_chunk, mask_chunk, nested)
-  totals = variants.evaluate(model, variables, x, y, spec, variants_V, aux)
+  levels, spec, variants_V, aux = _sweep_pass(net, layer, orders, levels, data_chunk, mask_chunk, nested)
+  totals = variants.evaluate(net, variables, x, y, spec, variants_V, aux)
   loss, correct = (a.reshape(len(orders), len(levels)) for a in totals)
   names = list(orders)
   n = len(y)

@@ -24,10 +24,11 @@ from redundancy_jax.analyses.spectral import (
   SpectralError, check_matrix, check_rank, elbow, glorot_variance, kept_norm, residuals, summarize, truncate,
 )
 from redundancy_jax.analyses.units import init_draws, kernel_from_units, unit_matrix
-from redundancy_jax.core import config, data, storage, variants
+from redundancy_jax.core import config, data, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, default_workdir
-from redundancy_jax.models import MODELS, PlanNet, check_layer, dense_input, layer_of, previous_layer
+from redundancy_jax import models
+from redundancy_jax.models import MODELS, Network, topology
 from redundancy_jax.core.errors import BadOption
 
 
@@ -43,39 +44,39 @@ def rank_grid(p: int, num: int = 48, include: Sequence[int] = ()) -> np.ndarray:
   return np.unique(np.concatenate([grid, np.asarray(include, int)])).astype(np.int32)
 
 
-def _factor_inputs(model, layer, variables, factors, h):
+def _factor_inputs(net, cut, variables, factors, captured):
   """`prepare` of a dense layer: per mode, its pre-activation with the base weights (x base^T + b) and
   its input on the right singular vectors (x Vt^T), computed once per data chunk and shared by every k."""
-  x = dense_input(model, previous_layer(model, layer), layer, h)
-  bias = variables["params"][layer]["bias"]
-  return jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"])
+  x = captured[0]
+  x = x.reshape(-1, x.shape[-1])
+  group = topology.get(variables["params"], cut.layer.split("/"))
+  bias = group["bias"] if "bias" in group else 0.0
+  return (jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"]),
+          captured[0].shape[:-1])
 
 
-def _factorized_rank(model, layer, variables, factors, inputs, y, variant):
-  """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T, then the layers
-  after this one. W_k is never formed."""
+def _factorized_rank(net, cut, variables, factors, inputs, y, variant, tail):
+  """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T as the layer's
+  output, then the rest of the network (`tail`). W_k is never formed."""
   mode, k = variant
-  z0, A = inputs[0][mode], inputs[1][mode]
+  z0, A, rows = inputs[0][mode], inputs[1][mode], inputs[2]
   s = factors["s"][mode]
   z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ factors["U"][mode].T
-  logits = z if layer_of(model, layer).output else model.apply(variables, jax.nn.relu(z), start=layer)
-  return variants.loss_and_correct(logits, y)
+  return variants.loss_and_correct(tail(z.reshape(*rows, z.shape[-1])), y)
 
 
-def _replaced_rank(model, layer, variables, factors, h, y, variant):
+def _replaced_rank(net, cut, variables, factors, inputs, y, variant, tail):
   """`score` of (mode, k) for any layer: its kernel replaced by base + truncate(U, s, Vt, k), and the
-  network run on from the previous layer's activation `h` (from the input when there is none)."""
+  network run on from what reads the kernel (`tail`)."""
+  del net, inputs
   mode, k = variant
-  params = variables["params"]
-  kernel = params[layer]["kernel"]
+  kernel = topology.kernel(variables, cut.layer)
   W = factors["base"][mode] + truncate(factors["U"][mode], factors["s"][mode], factors["Vt"][mode], k)
-  v = {**variables, "params": {**params, layer: {**params[layer], "kernel": kernel_from_units(W, kernel.shape)}}}
-  prev = previous_layer(model, layer)
-  return variants.loss_and_correct(model.apply(v, h) if prev is None else model.apply(v, h, start=prev), y)
+  return variants.loss_and_correct(tail(kernel_from_units(W, kernel.shape)), y)
 
 
 def rank_sweep(
-  model: PlanNet,
+  model: Network,
   variables: Mapping,
   layer: str,
   x,
@@ -95,7 +96,7 @@ def rank_sweep(
   (`factorized`, default automatic) W_k is never formed: its input is projected on the right singular
   vectors once and each k only masks singular values.
   """
-  check_layer(model, layer, error=SpectralError)
+  info = topology.check(model, layer, error=SpectralError)
   W = check_matrix(unit_matrix(variables, layer), layer)
   ks = np.asarray(ks)
   check_rank(ks, W.shape, layer)
@@ -106,9 +107,12 @@ def rank_sweep(
     modes["project_update"] = (W0, *jnp.linalg.svd(update, full_matrices=False))
   factors = {name: jnp.stack([f[i] for f in modes.values()]) for i, name in enumerate(("base", "U", "s", "Vt"))}
   if factorized is None:
-    factorized = layer_of(model, layer).kind == "dense"
-  prepare, score = (_factor_inputs, _factorized_rank) if factorized else (variants.keep_inputs, _replaced_rank)
-  spec = variants.Pass(layer, previous_layer(model, layer), prepare, score, k_chunk, data_chunk)
+    factorized = info.kind == "dense"
+  if factorized:
+    spec = variants.Pass(variants.Cut("output", layer, capture=(layer,)), _factor_inputs, _factorized_rank, k_chunk,
+                         data_chunk)
+  else:
+    spec = variants.Pass(variants.Cut("kernel", layer), variants.keep_inputs, _replaced_rank, k_chunk, data_chunk)
   mode_V = np.repeat(np.arange(len(modes), dtype=np.int32), len(ks))
   k_V = np.tile(ks.astype(np.int32), len(modes))
   _, correct = variants.evaluate(model, variables, x, y, spec, (mode_V, k_V), factors)
@@ -118,7 +122,7 @@ def rank_sweep(
 
 
 def analyze_layer(
-  model: PlanNet,
+  model: Network,
   variables: Mapping,
   init_params: Mapping,
   layer: str,
@@ -131,17 +135,26 @@ def analyze_layer(
   """One layer's subspace analysis, JSON-ready: spectra of the initial and the trained W against
   Marchenko-Pastur, the residual curves of W and of the update W - W0 with their elbows, and the
   accuracy on (x, y) for a grid of ranks (`rank_grid(p, num_ranks)` plus both elbows) with W -> W_k
-  and W -> W0 + P_k(W - W0).
+  and W -> W0 + P_k(W - W0). Without `init_params` (variables loaded from a file): W's spectrum, elbow
+  and W -> W_k only.
 
   `a` is the unchanged network's accuracy, `a_proj` and `a_project_update` those at W's elbow k, and
   `a_project_update_at_update_elbow` Nagarajan-Kolter's at the update's own elbow.
   """
-  kernel_shape = np.shape(variables["params"][layer]["kernel"])
+  kernel_shape = np.shape(topology.kernel(variables, layer))
   var = glorot_variance(kernel_shape)
-  W, W0 = unit_matrix(variables, layer), unit_matrix(init_params, layer)
+  W = unit_matrix(variables, layer)
   trained = summarize(W, init_var=var, layer=layer)
-  init = summarize(W0, init_var=var, layer=f"{layer} at initialisation")
-  out = {"layer": layer, "kernel_shape": list(kernel_shape), "trained": trained, "init": init}
+  out = {"layer": layer, "kernel_shape": list(kernel_shape), "trained": trained}
+  if init_params is None:  # trained variables loaded without their initialisation: no update W - W0
+    if "elbow" in trained:
+      ks = rank_grid(min(W.shape), num_ranks, include=[trained["elbow"]])
+      sweep = rank_sweep(model, variables, layer, x, y, ks, **sweep_options)
+      out["sweep"] = jax.tree.map(lambda a: np.asarray(a).tolist(), sweep)
+      out.update(a=sweep["full"], a_proj=float(sweep["low_rank"][int(np.searchsorted(ks, trained["elbow"]))]))
+    return out
+  W0 = unit_matrix(init_params, layer)
+  out["init"] = summarize(W0, init_var=var, layer=f"{layer} at initialisation")
   if "elbow" not in trained:
     return out  # a single unit or input: no rank to choose
   r_update = residuals(jnp.asarray(W) - jnp.asarray(W0), layer=f"{layer} update W - W0")
@@ -169,7 +182,7 @@ def init_control(kernel_shape, draws: int = 16) -> dict:
   return {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items()}
 
 
-def low_rank_replacement(model: PlanNet, variables: Mapping, init_params: Mapping, layer: str, x, y,
+def low_rank_replacement(model: Network, variables: Mapping, init_params: Mapping, layer: str, x, y,
                          **sweep_options) -> dict:
   """One trained replica's entry of the report's Figure 8: k = the elbow of W's residual curve,
   100 ||W_k||_F / ||W||_F, the accuracy a, a_proj (W -> W_k) and a_NK (W -> W0 + P_k(W - W0)) with the
@@ -263,6 +276,9 @@ class SubspaceConfig:
   num_ranks: int = option(48, "Ranks k in the accuracy curve (geometric grid plus the elbow); 0: every k.")
   eval_chunk: int = option(500, "Test images per batched evaluation step.")
   rank_chunk: int = option(16, "Ranks evaluated together (vmapped) per step.")
+  variables: str | None = option(None, "Analyse these trained variables instead of training: an orbax checkpoint "
+                                       "folder, a flax.serialization msgpack file or an .npz of '/'-joined paths "
+                                       "(without their initialisation: no update W - W0).")
 
 
 def run(cfg: SubspaceConfig, log: Callable[[str], None] = print) -> dict:
@@ -270,13 +286,14 @@ def run(cfg: SubspaceConfig, log: Callable[[str], None] = print) -> dict:
   from redundancy_jax.plots import spectral as plots  # matplotlib: only where figures are drawn
 
   run_ = Run(cfg.workdir or default_workdir(cfg.train))
-  planned = run_.planned_config(cfg.train)
-  layers = chosen_layers(config.build_model(planned), cfg.layer)  # before anything trains
+  planned = cfg.train.resolve() if cfg.variables else run_.resolve(cfg.train)
+  layers = chosen_layers(models.from_config(planned), cfg.layer)  # before anything trains
   if not 0 <= cfg.replica < planned.num_seeds:
     raise BadOption(f"--replica={cfg.replica} is outside 0..{planned.num_seeds - 1} ({planned.num_seeds} trained)")
   with run_.lock():
-    run_.ensure_trained(cfg.train, log)
-    model, variables, dataset, trained_cfg = run_.trained(cfg.replica)
+    model, variables, dataset, trained_cfg = train.find_or_train(run_, cfg.train, log, variables=cfg.variables)
+    if cfg.replica and cfg.variables is None:
+      model, variables, dataset, trained_cfg = run_.trained(cfg.replica, dataset)
     out_dir = run_.path("subspace", ",".join(cfg.layer))
     settings = {"layer": list(cfg.layer), "replica": cfg.replica, "num_ranks": cfg.num_ranks,
                 "examples": len(dataset.test_y[: cfg.max_examples]), "eval_chunk": cfg.eval_chunk,
@@ -288,29 +305,29 @@ def run(cfg: SubspaceConfig, log: Callable[[str], None] = print) -> dict:
     storage.write_json(os.path.join(out_dir, "results.json"), results)
     ncols = 2 if len(layers) == 1 else 4
     title = f"{trained_cfg.model} (replica {cfg.replica}) on {data.label(results['dataset'])}"
-    plots.save(plots.esd_figure([(l, a["init"], a["trained"]) for l, a in analyses.items()], ncols, title),
+    plots.save(plots.esd_figure([(l, a.get("init"), a["trained"]) for l, a in analyses.items()], ncols, title),
                os.path.join(out_dir, "esd"))
     ranked = [(l, a) for l, a in analyses.items() if "sweep" in a]  # layers with a rank to choose
     if ranked:
-      residuals_ = [(l, a["trained"], a["init"], a["update"]) for l, a in ranked]
+      residuals_ = [(l, a["trained"], a.get("init"), a.get("update")) for l, a in ranked]
       plots.save(plots.residuals_figure(residuals_, ncols, title), os.path.join(out_dir, "residuals"))
-      accuracy = [(l, a["sweep"], a["trained"]["elbow"], a["update"]["elbow"]) for l, a in ranked]
+      accuracy = [(l, a["sweep"], a["trained"]["elbow"], a.get("update", {}).get("elbow")) for l, a in ranked]
       plots.save(plots.accuracy_figure(accuracy, ncols, f"{title}: test accuracy"), os.path.join(out_dir, "accuracy"))
     log(f"wrote {out_dir}/results.json and esd, residuals, accuracy (.png, .pdf)")
   return results
 
 
-def chosen_layers(model: PlanNet, names) -> list[str]:
-  """The layers `names` selects ('all': every layer), each checked to exist."""
-  layers = [layer.name for layer in model.plan] if tuple(names) == ("all",) else list(names)
+def chosen_layers(net: Network, names) -> list[str]:
+  """The layers `names` selects ('all': every Dense and Conv layer), each checked to exist."""
+  layers = list(topology.names(net)) if tuple(names) == ("all",) else list(names)
   for layer in layers:
-    check_layer(model, layer, error=SpectralError)
+    topology.check(net, layer, error=SpectralError)
   return layers
 
 
 def analyze_layers(run_: Run, model, variables, dataset, layers, cfg: SubspaceConfig, log=print) -> dict:
   """`analyze_layer` of each layer of replica `cfg.replica` on the first `cfg.max_examples` test images."""
-  init_params = run_.snapshot(0, replica=cfg.replica)
+  init_params = None if cfg.variables else run_.snapshot(0, replica=cfg.replica)
   x, y = dataset.test_x[: cfg.max_examples], dataset.test_y[: cfg.max_examples]
   analyses = {}
   for index, layer in enumerate(layers):
@@ -320,7 +337,9 @@ def analyze_layers(run_: Run, model, variables, dataset, layers, cfg: SubspaceCo
     t = a["trained"]
     line = f"[{index + 1}/{len(layers)}] {layer}: m={t['m']} n={t['n']} Q={t['Q']:.3g}"
     line += f" spikes {t['fit']['spikes']} (TW {t['fit']['spikes_tw']})"
-    if "elbow" in t:
+    if "elbow" in t and "update" not in a:
+      line += f" elbow k={t['elbow']} ||W_k||/||W||={t['kept_norm_percent']:.2f}% a={100 * a['a']:.2f}% a_proj={100 * a['a_proj']:.2f}%"
+    elif "elbow" in t:
       line += (f" elbow k={t['elbow']} ||W_k||/||W||={t['kept_norm_percent']:.2f}% "
                f"a={100 * a['a']:.2f}% a_proj={100 * a['a_proj']:.2f}% a_NK={100 * a['a_project_update']:.2f}%; "
                f"update elbow k={a['update']['elbow']} a_NK={100 * a['a_project_update_at_update_elbow']:.2f}%")
@@ -360,13 +379,13 @@ def run_table(cfg: SubspaceTableConfig, log: Callable[[str], None] = print) -> l
     raise BadOption(f"--models names no model; valid models: {', '.join(MODELS)}")
   trains = {m: dataclasses.replace(cfg.train, model=m) for m in cfg.models}
   for m, t in trains.items():  # every name checked before anything trains
-    check_layer(config.build_model(Run(table_workdir(cfg, m)).planned_config(t)), cfg.layer, error=SpectralError)
+    topology.check(models.from_config(Run(table_workdir(cfg, m)).resolve(t)), cfg.layer, error=SpectralError)
   rows = []
   for m, t in trains.items():
     begin = time.time()
     run_ = Run(table_workdir(cfg, m))
     with run_.lock():
-      run_.ensure_trained(t, log)
+      train.find_or_train(run_, t, log)
       rows.append(_table_row(run_, cfg, log))
     log(f"{m}: done in {time.time() - begin:.0f}s")
   out = cfg.out or os.path.join(cfg.workdir_root, "subspace_table")

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
+from redundancy_jax.models import topology
 from redundancy_jax.models.common import KERNEL_INIT
 from redundancy_jax.core.errors import BadOption
 
@@ -20,17 +21,13 @@ class UnitError(BadOption):
   """A layer that does not exist in the parameters."""
 
 
-def _params(tree: Mapping) -> Mapping:
-  return tree["params"] if "params" in tree else tree
-
-
 def unit_matrix(params: Mapping, layer: str) -> jax.Array:
   """The layer's units as rows: Dense kernel (n, m) -> (m, n); Conv (kh, kw, c, m) -> (m, kh*kw*c).
-  `params` is a parameter pytree or {"params": ...}."""
-  params = _params(params)
-  if layer not in params:
-    raise UnitError(f"unknown layer {layer!r}; layers: {', '.join(sorted(params))}")
-  kernel = params[layer]["kernel"]
+  `params` is a parameter pytree or {"params": ...}; `layer` a "/"-joined path ("fc1", "block1/conv2")."""
+  try:
+    kernel = topology.kernel(params, layer)
+  except (KeyError, TypeError):
+    raise UnitError(f"unknown layer {layer!r}; layers with a kernel: {', '.join(topology.kernel_layers(params))}") from None
   return kernel.reshape(-1, kernel.shape[-1]).T
 
 

@@ -6,7 +6,8 @@ them (experiments/cli.py) and tests and notebooks build them directly:
 
 A field holding another config (an experiment's `train: TrainConfig`) contributes that config's fields
 under their own names, so `--steps` sets `cfg.train.steps`. Also here: the report's training recipes
-(DEFINITIONS.md section 1), the run's `TrainConfig` and the optimizer and model it builds.
+(DEFINITIONS.md section 1) and the run's `TrainConfig`; the network, data and optimizer it describes are
+built by their owners (`models.from_config`, `data.from_config`, `optim.make_optimizer`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ import types
 import typing
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import optax
-
 from redundancy_jax.core import data as data_lib
-from redundancy_jax.models import DEFAULT_DATASET, MODELS, PlanNet, create_model
+from redundancy_jax.core.optim import OPTIMIZERS
+from redundancy_jax.models import DEFAULT_DATASET, MODELS, check_model, is_factory_spec
 from redundancy_jax.core.errors import BadOption
 
 _UNSET = object()
@@ -163,9 +161,6 @@ def from_json(cls, obj: dict):
 # ----------------------------------------------------------------------------- training
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
-
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """One row of the training table (DEFINITIONS.md section 1)."""
@@ -188,6 +183,14 @@ RECIPES = {
   # Neyshabur et al.'s one-hidden-layer networks, run to a training-loss target; `steps` is the cap.
   "mlp": Recipe(100_000, 64, "momentum", 0.01),
 }
+# A model without a recipe (a user's own, --model=FILE.py:FACTORY) trains with this unless the flags say
+# otherwise: Adam 1e-3, 10,000 steps of 64.
+DEFAULT_RECIPE = Recipe(10_000, 64, "adam", 1e-3)
+
+
+def recipe(model: str) -> Recipe:
+  """The model's recipe, `DEFAULT_RECIPE` for a model without one."""
+  return RECIPES.get(model, DEFAULT_RECIPE)
 # What an unset (None) field of TrainConfig becomes, besides the recipe's fields.
 DEFAULTS = {"model": "lenet", "data_source": "auto", "width": 1.0, "eval_every": 100, "val_size": 5000, "seed": 0,
             "num_seeds": 1, "snapshot_every": 0}
@@ -201,7 +204,10 @@ class TrainConfig:
   `DEFAULTS` by `resolve`; a workdir's config.json holds the resolved config, and an analysis reusing
   that run compares only the fields that are set."""
 
-  model: str | None = option(None, "Model (default lenet).", choices=MODELS)
+  model: str | None = option(None, f"Model: a registered one ({', '.join(MODELS)}; default lenet), or your own Flax "
+                                  "model as FILE.py:FACTORY or MODULE:FACTORY, a callable factory(num_classes) "
+                                  "returning a flax.linen or flax.nnx Module (trained by default with Adam 1e-3, "
+                                  "10,000 steps of 64, on mnist).")
   dataset: str | None = option(None, "Dataset (default: the model's, mnist for lenet and mlp, cifar10 for the "
                                      "others).", choices=data_lib.DATASETS)
   data_dir: str | None = option(None, "Folder with the dataset's binary files, or a tfds data_dir.")
@@ -237,14 +243,16 @@ class TrainConfig:
     """Every None filled from the model's recipe and `DEFAULTS`; names checked (the error lists the
     valid ones)."""
     check_choices(self)
-    model = self.model or DEFAULTS["model"]
-    recipe = RECIPES[model]
+    model = check_model(self.model or DEFAULTS["model"])
+    recipe_ = recipe(model)
     filled = {k: v for k, v in DEFAULTS.items() if getattr(self, k) is None}
-    filled.update({f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe) if getattr(self, f.name) is None})
+    filled.update({f.name: getattr(recipe_, f.name) for f in dataclasses.fields(Recipe) if getattr(self, f.name) is None})
     if self.dataset is None:
-      filled["dataset"] = DEFAULT_DATASET[model]
-    if self.batch_norm is None:
+      filled["dataset"] = DEFAULT_DATASET.get(model, "mnist")
+    if self.batch_norm is None and not is_factory_spec(model):
       filled["batch_norm"] = model == "vgg19"
+    if is_factory_spec(model) and (self.width not in (None, 1.0) or self.batch_norm is not None):
+      raise BadOption(f"--width and --batch_norm build the registered models; {model} builds itself (drop them)")
     if self.classes is not None and self.num_seeds is None:
       filled["num_seeds"] = len(self.classes)
     cfg = dataclasses.replace(self, **filled)
@@ -267,69 +275,3 @@ class TrainConfig:
 
   def to_json(self) -> dict:
     return to_json(self)
-
-
-def build_model(cfg: TrainConfig, dataset: data_lib.Dataset | None = None, num_classes: int | None = None) -> PlanNet:
-  """The module a resolved config trains, standardising its input by the dataset's mean and std (without
-  a dataset: 10 classes and no standardisation, enough to read the plan's layers); `num_classes`
-  overrides the dataset's (a replica of a class-subset run as the plain C-output network it is)."""
-  options_ = {"width": cfg.width} | ({} if cfg.model in ("lenet", "mlp") else {"batch_norm": cfg.batch_norm})
-  if dataset is None:
-    return create_model(cfg.model, **options_)
-  return create_model(cfg.model, num_classes=num_classes or dataset.num_classes, mean=dataset.mean, std=dataset.std,
-                      **options_)
-
-
-def load_data(cfg: TrainConfig) -> data_lib.Dataset:
-  """The dataset a resolved config trains on, with its seeded validation split."""
-  return data_lib.load_dataset(
-    cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size
-  )
-
-
-def make_optimizer(cfg: TrainConfig, *, masked: bool = False) -> optax.GradientTransformation:
-  """The recipe's optimizer: SGD, SGD with momentum 0.9, or Adam; step drops; L2 weight decay. With
-  `masked`, wrapped by `keep_masked` (lottery tickets)."""
-  schedule = optax.piecewise_constant_schedule(
-    cfg.learning_rate, {int(cfg.steps * f): 0.1 for f in cfg.lr_drops}
-  )
-  if cfg.optimizer == "adam":
-    tx = optax.adam(schedule)
-  else:
-    tx = optax.sgd(schedule, momentum=0.9 if cfg.optimizer == "momentum" else None)
-  if cfg.weight_decay:
-    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
-  return keep_masked(tx) if masked else tx
-
-
-class MaskedState(typing.NamedTuple):
-  masks: Any  # {layer: bool array shaped like its kernel}
-  inner: Any
-
-
-def apply_masks(tree, masks):
-  """`tree` (parameters, gradients or updates) with each masked layer's kernel multiplied by its mask;
-  layers without a mask, and every bias, unchanged."""
-  return {name: {**value, "kernel": value["kernel"] * masks[name].astype(value["kernel"].dtype)} if name in masks
-          else value for name, value in tree.items()}
-
-
-def keep_masked(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-  """`tx` whose updates are zero wherever the mask in its state is False (jaxpruner's way: the masks live
-  in the optimizer state, so the step and the data know nothing of them, and checkpoints keep them). A
-  masked weight that starts at zero stays exactly zero, also under Adam and weight decay. `init` masks
-  nothing; `set_masks` puts a run's masks in."""
-
-  def init(params):
-    return MaskedState({name: jnp.ones(jnp.shape(p["kernel"]), bool) for name, p in params.items() if "kernel" in p},
-                       tx.init(params))
-
-  def update(updates, state, params=None):
-    inner_updates, inner = tx.update(updates, state.inner, params)  # elementwise: the kept weights' as without masks
-    return apply_masks(inner_updates, state.masks), MaskedState(state.masks, inner)
-
-  return optax.GradientTransformation(init, update)
-
-
-def set_masks(opt_state: MaskedState, masks) -> MaskedState:
-  return MaskedState(jax.tree.map(lambda m: jnp.asarray(m, bool), masks), opt_state.inner)

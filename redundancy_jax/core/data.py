@@ -31,6 +31,9 @@ import numpy as np
 from redundancy_jax.core.errors import BadOption
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "xord", "random_images")
+# One image's shape (H, W, C) per dataset: what a network is traced with before any data is read.
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "xord": (1, 8, 1),
+                "random_images": (32, 32, 3)}
 SOURCES = ("auto", "files", "tfds", "bundled")
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "data_files", "mnist")
 BUNDLED_SPLIT = {"train": 8000, "validation": 1000, "test": 1000}
@@ -235,6 +238,11 @@ def _warn_once(message: str) -> None:
   if message not in _WARNED:
     _WARNED.add(message)
     logging.warning("!!! %s", message)
+
+
+def from_config(cfg) -> Dataset:
+  """The dataset a resolved `TrainConfig` trains on, with its seeded validation split."""
+  return load_dataset(cfg.dataset, data_dir=cfg.data_dir, source=cfg.data_source, seed=cfg.seed, val_size=cfg.val_size)
 
 
 def load_dataset(

@@ -3,8 +3,8 @@ what it holds, the reuse check, find-or-train, its orbax checkpoints, and an exc
 
   run = Run("runs/lenet")
   with run.lock():                                   # a second process gets WorkdirInUse at once
-    cfg = run.ensure_trained(TrainConfig(model="lenet"))
-    trained = run.trained(replica=0)                 # (model, variables, dataset, config)
+    cfg = run.resolve(TrainConfig(model="lenet"))   # the one reuse rule (train.find_or_train trains)
+    trained = run.trained(replica=0)                 # (network, variables, dataset, config)
 
 Layout: config.json (the resolved TrainConfig), metrics.jsonl, snapshots/epoch_*.npz, checkpoints/
 (orbax), trained_variables.npz, results.json, masks.npz (lottery tickets), .lock.
@@ -19,16 +19,17 @@ import json
 import os
 import re
 import threading
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from redundancy_jax import models
 from redundancy_jax.core import config as config_lib, parallel, storage
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.data import Dataset
-from redundancy_jax.models import PlanNet
+from redundancy_jax.models import Network
 from redundancy_jax.core.errors import BadOption, DamagedFile, MissingFile, UserError
 
 
@@ -43,7 +44,7 @@ class WorkdirInUse(UserError, RuntimeError):
 class Trained(NamedTuple):
   """A trained replica with what it needs: the module, its variables, the dataset and the config."""
 
-  model: PlanNet
+  model: Network
   variables: dict
   dataset: Dataset
   config: TrainConfig
@@ -108,8 +109,17 @@ def folder_lock(folder: str) -> Iterator[None]:
 
 
 def default_workdir(cfg: TrainConfig) -> str:
-  """runs/<model>: where a command trains, or finds, its model when no --workdir is given."""
-  return os.path.join("runs", cfg.model or config_lib.DEFAULTS["model"])
+  """runs/<model> (runs/FILE_FACTORY for a user's model): where a command trains, or finds, its model when
+  no --workdir is given."""
+  return os.path.join("runs", run_name(cfg.model or config_lib.DEFAULTS["model"]))
+
+
+def run_name(model: str) -> str:
+  """A folder name for a model: its registered name, or FILE_FACTORY for path/to/FILE.py:FACTORY."""
+  if not models.is_factory_spec(model):
+    return model
+  where, _, factory = model.rpartition(":")
+  return f"{os.path.splitext(os.path.basename(where))[0].replace('.', '_')}_{factory}"
 
 
 class Run:
@@ -180,10 +190,12 @@ class Run:
     return tree if replica is None else self._replica(tree, replica)
 
   def trained(self, replica: int = 0, dataset: Dataset | None = None) -> Trained:
-    """Replica `replica` of the trained model with its module, dataset (loaded unless given) and config."""
+    """Replica `replica` of the trained model with its network, dataset (loaded unless given) and config."""
+    from redundancy_jax.core import data as data_lib
+
     cfg = self.config()
-    dataset = config_lib.load_data(cfg) if dataset is None else dataset
-    return Trained(config_lib.build_model(cfg, dataset), self.trained_variables(replica), dataset, cfg)
+    dataset = data_lib.from_config(cfg) if dataset is None else dataset
+    return Trained(models.from_config(cfg, dataset), self.trained_variables(replica), dataset, cfg)
 
   def _replica(self, tree: dict, replica: int) -> dict:
     k = jax.tree.leaves(tree)[0].shape[0]
@@ -193,12 +205,17 @@ class Run:
 
   # --- the config checks
 
-  def check_reuse(self, cfg: TrainConfig) -> TrainConfig:
+  def check_reuse(self, cfg: TrainConfig, dataset: Dataset | None = None) -> TrainConfig:
     """The stored config, or an error when a field set in `cfg` (the training options given) differs
-    from it: a result must never be computed for, or attributed to, settings other than the model's."""
+    from it: a result must never be computed for, or attributed to, settings other than the model's.
+    `val_size` is compared as the split the data gives for it (the bundled MNIST always holds out 1,000),
+    so only once the data is known."""
     stored = self.config()
     recorded = stored.to_json()
-    diffs = {k: v for k, v in cfg.given().items() if recorded.get(k) != v}
+    given = cfg.given()
+    if "val_size" in given:
+      given.pop("val_size") if dataset is None else given.update(val_size=len(dataset.val_y))
+    diffs = {k: v for k, v in given.items() if recorded.get(k) != v}
     if diffs:
       lines = [f"  --{k}: the trained model used {recorded.get(k)!r}, the flags ask {v!r}" for k, v in diffs.items()]
       same = " ".join(f"--{k}={_flag(recorded.get(k))}" for k in diffs)
@@ -209,43 +226,17 @@ class Run:
       )
     return stored
 
-  def check_config(self, cfg: TrainConfig, *, write: bool, fresh: bool) -> None:
-    """An error listing the differences when the folder holds a run of another resolved `cfg`; with
-    `write`, records `cfg` when it holds none or is `fresh` (a config.json left by an attempt that failed
-    before its first checkpoint or metrics line)."""
-    new = cfg.to_json()
-    if fresh or not os.path.exists(self.config_path):
-      if write:
-        storage.write_json(self.config_path, new)
-      return
-    old = storage.read_json(self.config_path, self._config_fix())
-    diffs = [f"  {k}: workdir has {old.get(k)!r}, this run asks {v!r}"
-             for k, v in new.items() if old.get(k) != v and k not in config_lib.NOT_IDENTITY]
-    if diffs:
-      raise ConfigMismatch(
-        f"{self.workdir} holds a run with another config; use a new --workdir or the same flags:\n" + "\n".join(diffs))
+  def started(self) -> bool:
+    """Whether a run has started here: a checkpoint, a metrics line or a trained model (a config.json
+    alone is left by an attempt that failed before its first epoch, and is replaced)."""
+    return (self.is_trained() or os.path.exists(self.metrics_path)
+            or bool(glob.glob(self.path("checkpoints", "[0-9]*"))))
 
-  def planned_config(self, cfg: TrainConfig) -> TrainConfig:
-    """The resolved config of the model a command will use here: the trained one (checked against the
-    fields set in `cfg`), or `cfg` resolved when there is none yet. Reads no data: for validating a
-    command's options before it trains or loads anything."""
-    return self.check_reuse(cfg) if self.is_trained() else cfg.resolve()
-
-  def ensure_trained(self, cfg: TrainConfig, log: Callable[[str], None] = print, **train_options) -> TrainConfig:
-    """The config of the trained model here, training `cfg` first when there is none; a trained model is
-    reused only when the fields set in `cfg` agree with it (`check_reuse`)."""
-    cfg.resolve()  # an unknown name fails here, before anything is printed or trained
-    if self.is_trained():
-      stored = self.check_reuse(cfg)
-      log(f"reusing the {stored.model} trained in {self.workdir} on {stored.dataset} (its config.json)")
-      return stored
-    from redundancy_jax.core import train  # train writes into a Run: imported when a run must be trained
-
-    resolved = cfg.resolve()
-    dataset = train_options.pop("dataset", None) or config_lib.load_data(resolved)  # a missing dataset fails first
-    log(f"no trained model in {self.workdir}: training {resolved.model} now")
-    train.train(cfg, self.workdir, log=log, dataset=dataset, **train_options)
-    return self.config()
+  def resolve(self, cfg: TrainConfig, dataset: Dataset | None = None) -> TrainConfig:
+    """The one reuse rule of every command: the config of the run started here, when every field set in
+    `cfg` agrees with it (`check_reuse`; flags not given are taken from the run), or `cfg` resolved when
+    none has started. Reads no data: commands validate their options with it before anything runs."""
+    return self.check_reuse(cfg, dataset) if self.started() else cfg.resolve()
 
   # --- checkpoints (orbax) and metrics
 

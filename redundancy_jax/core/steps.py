@@ -25,10 +25,11 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from redundancy_jax.core import config, data as data_lib, parallel, variants
+from redundancy_jax import models
+from redundancy_jax.core import data as data_lib, optim, parallel, variants
 from redundancy_jax.core.config import TrainConfig
-from redundancy_jax.models import PlanNet, init_variables
 from redundancy_jax.core.errors import BadOption
+from redundancy_jax.models import Network, topology
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -53,11 +54,12 @@ class Setup(NamedTuple):
   """What the compiled step depends on besides its arguments (hashable: a static argument)."""
 
   cfg: TrainConfig
-  model: PlanNet
+  model: Network
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
   n_train: int  # examples per epoch: the training split, or the smallest replica's class subset of it
   label_maps: tuple | None = None  # class subsets: (K, classes) new labels, -1 left out (`data.class_subsets`)
+  host_loop: bool = False  # the backend policy `variants.host_loop` (CPU and convolutions)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -70,8 +72,9 @@ class Setup(NamedTuple):
 
 def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = False) -> Setup:
   """The model (standardising by the dataset's mean and std), optimizer (with `masked`, keeping the
-  lottery masks of its state, `config.keep_masked`) and mesh of a resolved config."""
-  model = config.build_model(cfg, dataset)
+  lottery masks of its state, `optim.keep_masked`) and mesh of a resolved config."""
+  model = models.from_config(cfg, dataset)
+  shapes = jax.eval_shape(lambda key: model.init(key, dataset.image_shape), jax.random.key(0))
   mesh = parallel.mesh(cfg.num_seeds, cfg.batch_size, num_devices=cfg.num_devices,
                        replica_devices=cfg.replica_devices)
   n_train, maps = len(dataset.train_y), None
@@ -81,7 +84,7 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
     maps = tuple(map(tuple, maps_KxC.tolist()))
   if n_train < cfg.batch_size:
     raise BadOption(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-  return Setup(cfg, model, config.make_optimizer(cfg, masked=masked), mesh, n_train, maps)
+  return Setup(cfg, model, optim.make_optimizer(cfg, masked=masked), mesh, n_train, maps, variants.host_loop(shapes))
 
 
 def _replica_keys(cfg: TrainConfig) -> jax.Array:
@@ -96,12 +99,12 @@ def place_state(state: TrainState, mesh) -> TrainState:
 
 def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
   """The K replicas' initial state, placed on the mesh (`place_state`)."""
-  init = lambda k: init_variables(setup.model, k, image_shape)
+  init = lambda k: setup.model.init(k, image_shape)
   variables = jax.vmap(init)(_replica_keys(setup.cfg))
   if setup.cfg.classifier_seed is not None:  # Figure 5: the same network, another classifier
-    classifier = setup.model.plan[-1].name
+    path = topology.classifier(setup.model).split("/")
     other = jax.vmap(init)(jax.random.split(jax.random.key(setup.cfg.classifier_seed), setup.cfg.num_seeds))
-    variables["params"] = {**variables["params"], classifier: other["params"][classifier]}
+    variables["params"] = topology.replace(variables["params"], path, topology.get(other["params"], path))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   k = setup.cfg.num_seeds
   state = TrainState(
@@ -149,20 +152,20 @@ def num_examples(setup: Setup, y: jax.Array) -> jax.Array:
   return jnp.sum(shared_labels(setup, y) >= 0, axis=tuple(range(-y.ndim, 0)))
 
 
-def forward(model, params, batch_stats, x, train: bool):
-  """Logits and updated batch statistics (unchanged when not training or without BatchNorm)."""
+def forward(net: Network, params, batch_stats, x, train: bool, rng=None):
+  """Logits and updated batch statistics (unchanged when not training or without BatchNorm); `rng` seeds a
+  training step's dropout."""
   variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-  if train and batch_stats:
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
-  return model.apply(variables, x, train=train), batch_stats
+  if train:
+    return net.apply_train(variables, x, rng=rng)
+  return net.apply(variables, x), batch_stats
 
 
 def over_replicas(setup: Setup, fn, *args):
   """`jax.vmap(fn)(*args)` over the leading replica axis; under the host-loop policy (XLA:CPU with
   convolutions, `variants.host_loop`) unrolled at trace time instead, because a vmapped convolution
   becomes a grouped one there, measured 7x slower per replica (BUILD_NOTES.md)."""
-  if not variants.host_loop(setup.model) or setup.mesh.shape["replicas"] > 1:  # sharded replicas: vmapped
+  if not setup.host_loop or setup.mesh.shape["replicas"] > 1:  # sharded replicas: vmapped
     return jax.vmap(fn)(*args)
   outs = [fn(*jax.tree.map(lambda a: a[r], args)) for r in range(setup.cfg.num_seeds)]
   return jax.tree.map(lambda *a: jnp.stack(a), *outs)
@@ -175,7 +178,7 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_c
     x = data_lib.augment_batch(x, key)
 
   def loss_fn(p):
-    logits, new_stats = forward(setup.model, p, batch_stats, x, train=True)
+    logits, new_stats = forward(setup.model, p, batch_stats, x, train=True, rng=jax.random.fold_in(key, 1))
     if num_classes is not None:
       logits = mask_logits(logits, num_classes)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -295,7 +298,7 @@ _epoch_indices_jit = jax.jit(epoch_indices, static_argnames="setup")
 def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
   """(loss_K, accuracy_K) on a split padded by `variants.pad_chunks`: one compiled scan, or (backend
   policy `variants.host_loop`) a loop of compiled chunks."""
-  if variants.host_loop(setup.model):
+  if setup.host_loop:
     sums = [parallel.one_at_a_time(_eval_sums_jit(setup, params, batch_stats, x, y), setup.mesh) for x, y in zip(*split)]
     loss, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
   else:
@@ -341,7 +344,7 @@ def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str 
   stop early when `pause()` turns true). Returns (state, metrics, whether the epoch finished)."""
   if loop not in ("auto", "scan", "python"):
     raise BadOption(f"unknown loop {loop!r}; valid: auto, scan, python")
-  python = variants.host_loop(setup.model) if loop == "auto" else loop == "python"
+  python = setup.host_loop if loop == "auto" else loop == "python"
   if python:
     return host_epoch(setup, state, train_data, val_split, pause)
   return (*_scan_epoch_jit(setup, state, train_data, val_split), True)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from redundancy_jax.core.errors import DamagedFile
+from redundancy_jax.core.errors import BadOption, DamagedFile, MissingFile
 
 REWRITE = "delete it and rerun the command that wrote it"  # the fix for a damaged file that is an output
 
@@ -119,16 +119,9 @@ def _jsonable(x):
   raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten(tree: dict) -> dict[str, np.ndarray]:
   """{"fc1": {"kernel": a}} -> {"fc1/kernel": a}."""
-  flat = {}
-  for name, value in tree.items():
-    key = f"{prefix}{name}"
-    if isinstance(value, dict):
-      flat.update(flatten(value, key + "/"))
-    else:
-      flat[key] = np.asarray(value)
-  return flat
+  return {k: np.asarray(v) for k, v in flatten_keys(tree).items()}
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
@@ -155,3 +148,83 @@ def load_tree(path: str, fix: str = REWRITE) -> dict:
       return unflatten({k: z[k] for k in z.files})
   except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError) as e:
     raise DamagedFile(path, fix, e) from None
+
+
+# ----------------------------------------------------------------------------- a user's trained variables
+
+VARIABLE_FORMATS = "an orbax checkpoint folder, a flax.serialization msgpack file (.msgpack) or an .npz of '/'-joined paths"
+
+
+def load_variables(path: str, like: dict) -> dict:
+  """Trained variables ({"params", "batch_stats"?}) for a network whose own have the structure and shapes
+  of `like` (e.g. `jax.eval_shape` of its init), from `path`: an orbax checkpoint folder (of the variables,
+  of their "params" alone, or a training state holding "params" and "batch_stats"), a flax.serialization
+  msgpack file or an .npz of "/"-joined paths (`save_tree`). Anything else, or another structure, is a
+  `BadOption` naming what differs."""
+  import jax
+
+  if not os.path.exists(path):
+    raise MissingFile(f"--variables={path}: no such file or folder; give {VARIABLE_FORMATS}")
+  if os.path.isdir(path):
+    import orbax.checkpoint as ocp
+
+    try:
+      tree = ocp.StandardCheckpointer().restore(os.path.abspath(path))
+    except Exception as e:
+      raise DamagedFile(path, f"it is not an orbax checkpoint folder that can be read; give {VARIABLE_FORMATS}",
+                        e) from None
+  elif path.endswith(".npz"):
+    tree = load_tree(path, f"give {VARIABLE_FORMATS}")
+  else:
+    from flax import serialization
+
+    try:
+      with open(path, "rb") as f:
+        tree = serialization.msgpack_restore(f.read())
+    except Exception as e:
+      raise DamagedFile(path, f"it is not a flax.serialization msgpack file; give {VARIABLE_FORMATS}", e) from None
+  tree = jax.tree.map(np.asarray, _string_keys(tree))
+  expected = _string_keys(jax.tree.map(lambda a: tuple(a.shape), like))
+  if "params" not in tree or not isinstance(tree["params"], dict):
+    tree = {"params": tree}
+  tree = {k: tree[k] for k in expected if k in tree}
+  got = jax.tree.map(lambda a: tuple(a.shape), tree)
+  if got != expected:
+    missing = sorted(set(flatten_keys(expected)) - set(flatten_keys(got)))
+    extra = sorted(set(flatten_keys(got)) - set(flatten_keys(expected)))
+    wrong = sorted(k for k, v in flatten_keys(got).items() if k in flatten_keys(expected) and
+                   flatten_keys(expected)[k] != v)
+    raise BadOption(f"--variables={path} does not hold this network's variables: missing {missing[:5] or 'none'}, "
+                    f"unexpected {extra[:5] or 'none'}, other shapes {wrong[:5] or 'none'}; they must be the "
+                    f"variables of the --model given ({VARIABLE_FORMATS})")
+  return tree
+
+
+def _string_keys(tree):
+  if isinstance(tree, dict):
+    return {str(k): _string_keys(v) for k, v in tree.items()}
+  return tree
+
+
+def flatten_keys(tree: dict, prefix: str = "") -> dict:
+  """{"a/b": leaf} of a nested dict (leaves of any type)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten_keys(value, f"{prefix}{key}/"))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def checksum(path: str) -> str:
+  """The SHA-256 of a file, or of a folder's files (names and contents, in sorted order)."""
+  import hashlib
+
+  h = hashlib.sha256()
+  files = [path] if os.path.isfile(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+  for name in files:
+    h.update(os.path.relpath(name, path).encode())
+    with open(name, "rb") as f:
+      h.update(f.read())
+  return h.hexdigest()

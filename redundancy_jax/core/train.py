@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax.core import config, console, data as data_lib, errors, parallel, storage
+from redundancy_jax.core import config, console, data as data_lib, errors, optim, parallel, storage
 from redundancy_jax.core.config import TrainConfig, option
-from redundancy_jax.core.runs import ConfigMismatch, Run, default_workdir, restore_state, save_state
+from redundancy_jax import models
+from redundancy_jax.core.runs import ConfigMismatch, Run, Trained, default_workdir, restore_state, save_state
 from redundancy_jax.core import steps
 from redundancy_jax.core.steps import (
   Setup, TrainState, best_variables, device_data, evaluate, init_state, make_setup, run_epoch,
@@ -63,21 +64,56 @@ def train(
   SIGINT or SIGTERM ends the current epoch, saves a checkpoint and raises `console.Interrupted`. `log`
   receives event lines, `progress` (default: stdout) the run's one progress line. `start` = (params,
   masks), both stacked over the replicas, replaces the initialisation and keeps the masked weights at
-  exactly zero (lottery tickets, through `config.keep_masked`); the masks are written to masks.npz, and a
+  exactly zero (lottery tickets, through `optim.keep_masked`); the masks are written to masks.npz, and a
   resumed run must pass the same ones.
   """
   run = Run(workdir)
-  cfg = cfg.resolve()
-  parallel.same_everywhere(json.dumps(cfg.to_json(), sort_keys=True), "training configuration")
+  parallel.same_everywhere(json.dumps(cfg.resolve().to_json(), sort_keys=True), "training configuration")
   with run.lock():
-    results = _train(run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progress, start)
+    planned = run.resolve(cfg)  # the run here, if the options given agree with it (else ConfigMismatch)
+    dataset = data_lib.from_config(planned) if dataset is None else dataset
+    resolved = dataclasses.replace(run.resolve(cfg, dataset), val_size=len(dataset.val_y))  # the real split
+    results = _train(run, resolved, dataset, checkpoint_every_secs, max_epochs, log, progress, start)
   parallel.barrier("trained")  # the files process 0 wrote are there for the others
   return results
 
 
+def find_or_train(run: Run, cfg: TrainConfig, log: Callable[[str], None] = print, **train_options) -> Trained:
+  """Replica 0 of the model trained in `run` (the one reuse rule, `Run.resolve`), training `cfg` there first
+  when it holds none; with `variables` (a path), that trained model instead (`load_variables`)."""
+  variables = train_options.pop("variables", None)
+  if variables is not None:
+    return load_trained(cfg, variables)
+  planned = run.resolve(cfg)  # an unknown name or a mismatch fails here, before anything is printed or trained
+  if run.is_trained():
+    log(f"reusing the {planned.model} trained in {run.workdir} on {planned.dataset} (its config.json)")
+    return run.trained()
+  dataset = train_options.pop("dataset", None) or data_lib.from_config(planned)  # a missing dataset fails first
+  log(f"no trained model in {run.workdir}: training {planned.model} now")
+  train(cfg, run.workdir, log=log, dataset=dataset, **train_options)
+  return run.trained(dataset=dataset)
+
+
+def load_trained(cfg: TrainConfig, path: str) -> Trained:
+  """The network `cfg` describes with the trained variables in `path` (`storage.load_variables`: an orbax
+  checkpoint folder, a flax.serialization msgpack file or an .npz), checked against the network's own."""
+  resolved = cfg.resolve()
+  dataset = data_lib.from_config(resolved)
+  net = models.from_config(resolved, dataset)
+  like = jax.eval_shape(lambda key: net.init(key, dataset.image_shape), jax.random.key(0))
+  return Trained(net, storage.load_variables(path, like), dataset, resolved)
+
+
+def provenance(run: Run, variables: str | None = None) -> dict:
+  """What an analysis records about the model it used: the training run's best step, validation loss and
+  test accuracy, or the variables file it loaded (with its checksum)."""
+  if variables is not None:
+    return {"variables": os.path.abspath(variables), "sha256": storage.checksum(variables)}
+  trained = run.results()
+  return {k: trained[k] for k in ("best_step", "best_val_loss", "test_accuracy")}
+
+
 def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progress, start) -> dict:
-  dataset = config.load_data(cfg) if dataset is None else dataset
-  cfg = dataclasses.replace(cfg, val_size=len(dataset.val_y))  # the real size (the bundled data: 1,000)
   mngr = run.checkpoints()
   try:
     return _train_with(run, cfg, dataset, mngr, checkpoint_every_secs, max_epochs, log, progress, start)
@@ -86,13 +122,13 @@ def _train(run: Run, cfg, dataset, checkpoint_every_secs, max_epochs, log, progr
 
 
 def _train_with(run: Run, cfg, dataset, mngr, checkpoint_every_secs, max_epochs, log, progress, start) -> dict:
-  started = run.is_trained() or mngr.latest_step() is not None or os.path.exists(run.metrics_path)
-  run.check_config(cfg, write=False, fresh=not started)
+  started = run.started()
   if run.is_trained():
     log(f"{run.workdir} already holds a trained model; delete results.json to retrain")
     return run.results()
   setup = make_setup(cfg, dataset, masked=start is not None)
-  run.check_config(cfg, write=True, fresh=not started)  # once data and model load
+  if not started:  # once data and model load
+    storage.write_json(run.config_path, cfg.to_json())
   train_data, val_split, test_split = device_data(setup, dataset)
   state = init_state(setup, dataset.image_shape)
   if start is not None:
@@ -157,8 +193,8 @@ def _start_from(setup: Setup, state: TrainState, params, masks, run: Run, starte
         np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(masks))):
       raise ConfigMismatch(f"{run.workdir} was started with other masks; use a new workdir")
   storage.save_tree(run.masks_path, masks)
-  params = config.apply_masks(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, masks))
-  opt_state = config.set_masks(jax.vmap(setup.tx.init)(params), masks)
+  params = optim.apply_masks(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, masks))
+  opt_state = optim.set_masks(jax.vmap(setup.tx.init)(params), masks)
   state = state.replace(params=params, opt_state=opt_state, best_params=jax.tree.map(jnp.copy, params))
   return steps.place_state(parallel.fetch(state), setup.mesh)
 

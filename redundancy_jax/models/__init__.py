@@ -1,22 +1,25 @@
-"""Model registry: `MODELS` names every model, `create_model` builds one.
+"""Model registry: `MODELS` names the report's models, `create_model` makes a `Network` of a registered name or of
+a user's factory (`FILE.py:NAME`, `MODULE:NAME`). Adding a model to the library is one file returning a
+Flax module and one entry in `_BUILDERS`.
 
->>> model = create_model("lenet")
->>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
->>> logits = model.apply(variables, images, train=False)
+>>> net = create_model("lenet", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
+>>> variables = net.init(jax.random.key(0), (28, 28, 1))
+>>> logits = net.apply(variables, images)
 """
 
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 
-from redundancy_jax.models.common import Layer, PlanNet, max_pool, normalize
+from redundancy_jax.core.data import IMAGE_SHAPES
+from redundancy_jax.core.errors import BadOption
+from redundancy_jax.models import topology
 from redundancy_jax.models.convnets import conv2, conv4, conv6
 from redundancy_jax.models.lenet import lenet, mlp
+from redundancy_jax.models.network import Network, build_user, from_module, is_factory_spec, normalize  # noqa: F401
 from redundancy_jax.models.vgg import vgg19
-from redundancy_jax.core.errors import BadOption
 
-_BUILDERS: dict[str, Callable[..., PlanNet]] = {
+_BUILDERS: dict[str, Callable[..., Any]] = {
   "lenet": lenet,
   "conv2": conv2,
   "conv4": conv4,
@@ -26,29 +29,40 @@ _BUILDERS: dict[str, Callable[..., PlanNet]] = {
 }
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
-# The dataset each model is trained on in the report (DEFINITIONS.md section 1).
-DEFAULT_DATASET = {"lenet": "mnist", "mlp": "mnist", "conv2": "cifar10", "conv4": "cifar10", "conv6": "cifar10", "vgg19": "cifar10"}
+# The dataset each model is trained on in the report (DEFINITIONS.md section 1); a user's model: mnist.
+DEFAULT_DATASET = {"lenet": "mnist", "mlp": "mnist", "conv2": "cifar10", "conv4": "cifar10", "conv6": "cifar10",
+                   "vgg19": "cifar10"}
+
+
+def check_model(spec: str) -> str:
+  """`spec` if it names a registered model or has the form of a factory, else an error naming both."""
+  if spec in _BUILDERS or is_factory_spec(spec):
+    return spec
+  raise BadOption(f"unknown model {spec!r}; valid: a registered model ({', '.join(MODELS)}) or your own Flax model "
+                  f"as FILE.py:FACTORY or MODULE:FACTORY (a callable factory(num_classes))")
 
 
 def create_model(
-  name: str,
+  spec: str,
   num_classes: int = 10,
   *,
   mean: Sequence[float] = (0.0,),
   std: Sequence[float] = (1.0,),
+  image_shape: Sequence[int] = (),
+  seed: int = 0,
   **options: Any,
-) -> PlanNet:
-  """Builds model `name` (one of `MODELS`) that standardises its input by `mean` and `std` (per channel,
-  of the training data). Options: `width` (multiplier), `batch_norm`."""
-  if name not in _BUILDERS:
-    raise BadOption(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-  model = _BUILDERS[name](num_classes=num_classes, **options)
-  return model.clone(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
-
-
-def init_variables(model: PlanNet, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
-  """Initial variables (params, and batch_stats where the model has BatchNorm) for one image shape."""
-  return dict(model.init(key, jnp.zeros((1, *image_shape), jnp.float32)))
+) -> Network:
+  """The network `spec` names, standardising its input by `mean` and `std` (per channel, of the training
+  data) and traced at `image_shape` (one input's H, W, C; a registered model's default: its dataset's). Options of the registered models: `width`
+  (multiplier), `batch_norm`; a user's factory is called as `factory(num_classes)` (with `rngs` when it
+  takes them: `network.build_user`)."""
+  check_model(spec)
+  if not image_shape and not is_factory_spec(spec):
+    image_shape = IMAGE_SHAPES[DEFAULT_DATASET[spec]]
+  if is_factory_spec(spec):
+    return build_user(spec, num_classes, mean=mean, std=std, image_shape=image_shape, seed=seed)
+  return from_module(spec, _BUILDERS[spec](num_classes=num_classes, **options), mean=mean, std=std,
+                     image_shape=image_shape)
 
 
 def count_params(params: Any) -> int:
@@ -56,71 +70,29 @@ def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-def activations(model: PlanNet, variables: dict, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Logits and every layer's activation (after ReLU, before pooling), keyed by layer name."""
-  logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
-  acts = {name[: -len("_act")]: value[0] for name, value in state["intermediates"].items()}
-  return logits, acts
+def from_config(cfg, dataset=None, num_classes: int | None = None) -> Network:
+  """The network a resolved `TrainConfig` trains, standardising by the dataset's mean and std (without a
+  dataset: its image shape, 10 classes and no standardisation, enough to find its layers before any data
+  is read); `num_classes` overrides the dataset's (a replica of a class-subset run as the C-output
+  network it is)."""
+  options = {} if is_factory_spec(cfg.model) else {"width": cfg.width} | (
+    {} if cfg.model in ("lenet", "mlp") else {"batch_norm": cfg.batch_norm})
+  if dataset is None:
+    return create_model(cfg.model, 10, image_shape=IMAGE_SHAPES[cfg.dataset], seed=cfg.seed, **options)
+  return create_model(cfg.model, num_classes or dataset.num_classes, mean=dataset.mean, std=dataset.std,
+                      image_shape=dataset.image_shape, seed=cfg.seed, **options)
 
 
-# ----------------------------------------------------------------------------- topology: the plan only
+def init_variables(net: Network, key, image_shape) -> dict:
+  """Initial variables ({"params"}, and "batch_stats" with BatchNorm) of `net` for one image shape."""
+  return net.init(key, image_shape)
 
 
-def layer_names(model: PlanNet) -> tuple[str, ...]:
-  """Every layer's name, in network order."""
-  return tuple(layer.name for layer in model.plan)
+def layer_names(net: Network) -> tuple[str, ...]:
+  """Every Dense and Conv layer's name, in call order (`topology.names`)."""
+  return topology.names(net)
 
 
-def prunable_layers(model: PlanNet) -> tuple[str, ...]:
-  """Names of the layers whose units may be removed: every layer but the classifier."""
-  return tuple(layer.name for layer in model.plan if not layer.output)
-
-
-def check_layer(model: PlanNet, name: str, *, prunable: bool = False, error: type = ValueError) -> Layer:
-  """The plan entry of layer `name`; `error` listing the valid layers when it does not exist or, with
-  `prunable`, when it is the output layer."""
-  valid = prunable_layers(model) if prunable else layer_names(model)
-  what = "prunable layers" if prunable else "layers"
-  for layer in model.plan:
-    if layer.name == name:
-      if prunable and layer.output:
-        raise error(f"layer {name!r} is the output layer, which is not prunable; {what}: {', '.join(valid)}")
-      return layer
-  raise error(f"unknown layer {name!r}; {what}: {', '.join(valid)}")
-
-
-def layer_of(model: PlanNet, name: str) -> Layer:
-  """The plan entry of layer `name`, with an error listing the layers when it does not exist."""
-  return check_layer(model, name)
-
-
-def next_layer(model: PlanNet, name: str) -> str:
-  """The layer that reads layer `name`'s units (`name` must be prunable)."""
-  names = layer_names(model)
-  return names[names.index(check_layer(model, name, prunable=True).name) + 1]
-
-
-def previous_layer(model: PlanNet, name: str) -> str | None:
-  """The layer whose activation layer `name` reads; None for the first layer (it reads the input)."""
-  names = layer_names(model)
-  index = names.index(check_layer(model, name).name)
-  return names[index - 1] if index else None
-
-
-def input_of(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.Array:
-  """Layer `prev`'s activation `h` as layer `layer` reads it, before any flatten: `prev`'s 2x2
-  max-pool, then `layer`'s global average pool. With `prev=None`, `h` is the raw network input, which
-  the model standardises first."""
-  if prev is None:
-    h = normalize(h, model.mean, model.std)
-  elif layer_of(model, prev).after == "pool":
-    h = max_pool(h)
-  if layer_of(model, layer).before == "gap":
-    h = jnp.mean(h, axis=(1, 2))
-  return h
-
-
-def dense_input(model: PlanNet, prev: str | None, layer: str, h: jax.Array) -> jax.Array:
-  """Dense `layer`'s input from the previous layer's activation `h`, flattened as `PlanNet` does."""
-  h = input_of(model, prev, layer, h)
-  return h.reshape(h.shape[0], -1)
+def prunable_layers(net: Network) -> tuple[str, ...]:
+  """The layers whose units can be removed exactly (`topology.names(prunable=True)`)."""
+  return topology.names(net, prunable=True)

@@ -1,12 +1,11 @@
 """A named-layer plan and the one Flax module that runs it.
 
 Every model of the report is a chain of layers (conv or dense, each followed by optional BatchNorm
-and ReLU, optionally by a 2x2 max-pool, a flatten or a global average pool). Writing that chain as a
-plan of `Layer`s lets one module run any contiguous part of it, which is what the pruning sweep needs:
-the network up to the pruned layer runs once, the rest runs for every mask.
+and ReLU, optionally by a 2x2 max-pool, a flatten or a global average pool), written as a plan of
+`Layer`s that one module runs.
 
-Activations named by a layer are the outputs *after* its nonlinearity and *before* any pooling;
-multiplying them by a 0/1 unit mask removes those units exactly (DEFINITIONS.md section 2).
+Which layer reads which, and what removing a unit means, is found from the traced model like for any
+other network (`models/topology.py`); the plan only builds it.
 """
 
 from __future__ import annotations
@@ -38,14 +37,6 @@ class Layer:
 def scaled(width: int, multiplier: float) -> int:
   """A hidden width times the model's width multiplier, at least one unit."""
   return max(1, int(round(width * multiplier)))
-
-
-def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
-  """Images to float32 standardised per channel; uint8 images are first scaled to [0, 1]."""
-  x = images.astype(jnp.float32)
-  if images.dtype == jnp.uint8:
-    x = x / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 def max_pool(x: jax.Array) -> jax.Array:
@@ -88,50 +79,16 @@ _max_pool_even.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class PlanNet(nn.Module):
-  """Runs a plan of layers. `start`/`stop` select a contiguous part of it.
-
-  The model owns its input preprocessing: `mean` and `std` (per channel, of the training data) standardise
-  the input (uint8 images are scaled to [0, 1] first), so `apply(variables, uint8_images)` is
-  self-contained. The defaults leave float inputs unchanged.
-
-  Call signature: `apply(variables, x, train=False, masks=None, start=None, stop=None)`.
-  - `masks`: {layer name: float or bool array of shape (units,)} multiplied into that layer's
-    activation (exact unit removal).
-  - `stop=name`: return that layer's activation (before its mask and pooling) instead of logits.
-  - `start=name`: `x` is that layer's activation; apply its mask and everything after it.
-  Each layer's activation is sown as "<name>_act" into the "intermediates" collection when it is
-  mutable (`models.activations` returns them as a dict).
-  """
+  """Runs a plan of layers: `apply(variables, x, train=False)` on standardised NHWC images (the
+  `Network` around it standardises them: `models/network.py`)."""
 
   plan: tuple[Layer, ...]
   batch_norm: bool = False
-  mean: tuple[float, ...] = (0.0,)
-  std: tuple[float, ...] = (1.0,)
 
   @nn.compact
-  def __call__(
-    self,
-    x: jax.Array,
-    train: bool = False,
-    masks: Mapping[str, jax.Array] | None = None,
-    start: str | None = None,
-    stop: str | None = None,
-  ) -> jax.Array:
-    masks = masks or {}
-    names = [layer.name for layer in self.plan]
-    first = names.index(start) if start is not None else -1
-    if start is None:
-      x = normalize(x, self.mean, self.std)
-    for index, layer in enumerate(self.plan):
-      if index < first:
-        continue
-      if index > first:
-        x = self._layer(layer, x, train)
-        self.sow("intermediates", f"{layer.name}_act", x)
-        if layer.name == stop:
-          return x
-      if layer.name in masks:
-        x = x * masks[layer.name].astype(x.dtype)
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for layer in self.plan:
+      x = self._layer(layer, x, train)
       if layer.after == "pool":
         x = max_pool(x)
     return x

@@ -73,11 +73,13 @@ def plot_esd(ax: plt.Axes, summary: dict, title: str) -> None:
 
 
 def esd_figure(pairs: Sequence[tuple[str, dict, dict]], ncols: int = 4, title: str | None = None) -> plt.Figure:
-  """ESD panels, two per layer (initialisation | trained): `pairs` = [(layer, init, trained), ...]."""
-  fig, axes = _grid(2 * len(pairs), ncols, title)
-  for i, (layer, init, trained) in enumerate(pairs):
-    plot_esd(axes[2 * i], init, f"{layer} at initialisation")
-    plot_esd(axes[2 * i + 1], trained, f"{layer} trained")
+  """ESD panels, two per layer (initialisation | trained; the trained one alone where `init` is None):
+  `pairs` = [(layer, init, trained), ...]."""
+  panels = [p for layer, init, trained in pairs for p in ([(init, f"{layer} at initialisation")] if init else [])
+            + [(trained, f"{layer} trained")]]
+  fig, axes = _grid(len(panels), ncols, title)
+  for ax, (summary, name) in zip(axes, panels):
+    plot_esd(ax, summary, name)
   return fig
 
 

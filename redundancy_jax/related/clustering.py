@@ -33,7 +33,8 @@ from scipy import stats
 from scipy.cluster import vq
 
 from redundancy_jax.analyses.units import kernel_from_units, unit_directions, unit_matrix
-from redundancy_jax.core import config, data, storage, variants
+from redundancy_jax.core import config, data, storage, train, variants
+from redundancy_jax.models import topology
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import Verdict
@@ -222,8 +223,7 @@ def conv2_part(cfg: ClusteringConfig, log=print) -> dict:
   """Clustering of Conv-2's first conv layer, trained on real images (replica 0)."""
   run_ = Run(cfg.conv2_workdir)
   with run_.lock():
-    run_.ensure_trained(cfg.conv2_training(), log)
-    model, variables, ds, tc = run_.trained()
+    model, variables, ds, tc = train.find_or_train(run_, cfg.conv2_training(), log)
     W0 = np.asarray(unit_matrix(run_.snapshot(0), "conv1"), np.float64)
   W = np.asarray(unit_matrix(variables, "conv1"), np.float64)
   x, y = ds.test_x, ds.test_y
@@ -232,8 +232,8 @@ def conv2_part(cfg: ClusteringConfig, log=print) -> dict:
   for c in cfg.centres:
     _, labels, centres = nearest_centre_angles(W, c, seed=cfg.seed)
     kernel = kernel_from_units(
-      compress(W, labels, centres).astype(np.float32), variables["params"]["conv1"]["kernel"].shape)
-    params = {**variables["params"], "conv1": {**variables["params"]["conv1"], "kernel": kernel}}
+      compress(W, labels, centres).astype(np.float32), topology.kernel(variables, "conv1").shape)
+    params = topology.replace(variables["params"], topology.kernel_path("conv1"), kernel)
     compressed.append(variants.loss_and_accuracy(model, {**variables, "params": params}, x, y)[1])
   result = {"workdir": run_.workdir, "training": tc.to_json(), "dataset": ds.describe(), "filters": int(len(W)),
             "accuracy": base, "compressed_accuracy": compressed,

@@ -1,6 +1,6 @@
 """Lottery tickets (Frankle and Carbin 2019; DEFINITIONS.md section 5): iterative magnitude pruning,
 unstructured and layer-wise, with boolean masks shaped like the kernels. Pure functions on parameter
-pytrees; in training the masks live in the optimizer state (`config.keep_masked`, through
+pytrees; in training the masks live in the optimizer state (`optim.keep_masked`, through
 `train.train(..., start=(params, masks))`), so masked weights stay exactly zero.
 
   rates = layer_rates(model_name, model)              # {layer: fraction of survivors removed per round}
@@ -28,11 +28,12 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
-from redundancy_jax.core import config, storage, train
+from redundancy_jax.core import config, data as data_lib, optim, storage, train
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import Verdict
-from redundancy_jax.models import MODELS, init_variables
+from redundancy_jax import models
+from redundancy_jax.models import MODELS, topology
 
 # DEFINITIONS.md section 5: dense layers 20% per round, the output layer 10%, conv layers by model.
 DENSE_RATE, OUTPUT_RATE = 0.2, 0.1
@@ -40,11 +41,11 @@ CONV_RATES = {"conv2": 0.1, "conv4": 0.1, "conv6": 0.15}
 
 
 def layer_rates(name: str, model) -> dict[str, float]:
-  """Per-layer pruning rate of model `name` (its plan gives the kinds); conv rates beyond DEFINITIONS.md's three
-  models (VGG19) take 10%."""
+  """Per-layer pruning rate of model `name` (its traced layers give the kinds, `models.topology`); conv rates
+  beyond DEFINITIONS.md's three models (VGG19, a user's) take 10%."""
   rates = {}
-  for layer in model.plan:
-    if layer.output:
+  for layer in topology.of(model):
+    if layer.classifier:
       rates[layer.name] = OUTPUT_RATE
     elif layer.kind == "dense":
       rates[layer.name] = DENSE_RATE
@@ -55,7 +56,7 @@ def layer_rates(name: str, model) -> dict[str, float]:
 
 def full_masks(params: Mapping) -> dict[str, np.ndarray]:
   """All-True masks for every layer's kernel (biases are never pruned)."""
-  return {name: np.ones(np.shape(p["kernel"]), bool) for name, p in params.items() if "kernel" in p}
+  return {name: np.ones(np.shape(topology.kernel(params, name)), bool) for name in topology.kernel_layers(params)}
 
 
 def prune_round(params: Mapping, masks: Mapping, rates: Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -63,7 +64,7 @@ def prune_round(params: Mapping, masks: Mapping, rates: Mapping[str, float]) -> 
   round(rate x survivors) smallest |w| are removed (ties: the lower flat index goes first)."""
   out = {}
   for name, mask in masks.items():
-    w = np.abs(np.asarray(params[name]["kernel"], np.float64)).ravel()
+    w = np.abs(np.asarray(topology.kernel(params, name), np.float64)).ravel()
     alive = np.flatnonzero(np.asarray(mask).ravel())
     drop = int(round(rates[name] * len(alive)))
     order = alive[np.lexsort((alive, w[alive]))]  # by magnitude, then index
@@ -166,11 +167,11 @@ def run(cfg: LotteryConfig, log: Callable[[str], None] = print) -> dict:
   root = cfg.workdir or os.path.join("runs", "lottery", dense_cfg.model)
   quiet = lambda s: None if s.startswith(("no checkpoint", "training ")) else log(s)
   with folder_lock(root):
-    ds = config.load_data(dense_cfg)
+    ds = data_lib.from_config(dense_cfg)
     begin = time.time()
     dense_run = Run(os.path.join(root, "round_00"))
     dense = train.train(dense_cfg, dense_run.workdir, dataset=ds, log=quiet)
-    model = config.build_model(dense_cfg, ds)
+    model = models.from_config(dense_cfg, ds)
     rates = layer_rates(dense_cfg.model, model)
     init = [dense_run.snapshot(0, replica=s) for s in range(S)]
     start = init
@@ -189,7 +190,7 @@ def run(cfg: LotteryConfig, log: Callable[[str], None] = print) -> dict:
       begin = time.time()
       masks = [prune_round(p, m, rates) for p, m in zip(previous, masks)]
       random = [random_masks(jax.random.fold_in(key, 1000 * r + s), m) for s, m in enumerate(masks)]
-      fresh = [init_variables(model, jax.random.fold_in(key, 10_000 + s), ds.image_shape)["params"] for s in range(S)]
+      fresh = [model.init(jax.random.fold_in(key, 10_000 + s), ds.image_shape)["params"] for s in range(S)]
       round_run = Run(os.path.join(root, f"round_{r:02d}"))
       results = train.train(dataclasses.replace(dense_cfg, num_seeds=3 * S), round_run.workdir, dataset=ds, log=quiet,
                             start=(_stack(start + fresh + start), _stack(masks + masks + random)))

@@ -24,7 +24,8 @@ from scipy import stats
 from redundancy_jax.analyses import spectral
 from redundancy_jax.analyses.prune_sweep import compare_criteria, removable_fraction
 from redundancy_jax.analyses.units import unit_matrix
-from redundancy_jax.core import config, storage, train, variants
+from redundancy_jax import models
+from redundancy_jax.core import config, data as data_lib, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import Verdict
@@ -62,9 +63,9 @@ def width_row(cfg: WidthConfig, h: int, log=print) -> dict:
   """Trains (or reuses) width h and measures every seed at the end of training."""
   tc = cfg.training(h).resolve()
   run_ = Run(os.path.join(cfg.workdir, f"h{h}"))
-  ds = config.load_data(tc)
+  ds = data_lib.from_config(tc)
   results = train.train(tc, run_.workdir, dataset=ds, log=log)
-  model = config.build_model(tc, ds)
+  model = models.from_config(tc, ds)
   last = run_.snapshot_epochs()[-1]
   seeds = []
   for r in range(tc.num_seeds):

@@ -20,12 +20,13 @@ import subprocess
 import time
 from typing import Callable
 
+import jax
 import numpy as np
 
 from redundancy_jax.analyses import classes, dynamics, dynamics_run, force_layout, prune_sweep, subspace
 from redundancy_jax.core import config, console, data, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run, folder_lock
-from redundancy_jax.models import layer_names, layer_of
+from redundancy_jax.models import topology
 from redundancy_jax.related import clustering, lottery, teacher_student, width
 from redundancy_jax.reproduction import page, profiles
 from redundancy_jax.reproduction.profiles import DYNAMICS_LAYER, PRUNED, ReproduceConfig
@@ -34,8 +35,18 @@ RELATED_RUNS = {"lottery": lottery.run, "clustering": clustering.run, "teacher_s
                 "width": width.run}
 
 
-def last_conv(model) -> str:
-  return [n for n in layer_names(model) if layer_of(model, n).kind == "conv"][-1]
+def last_conv(net) -> str:
+  return [l.name for l in topology.of(net) if l.kind == "conv"][-1]
+
+
+def architecture(net) -> list[dict]:
+  """The layers as Figure 1 describes them: a plan's entries (kind, features, pooling) for the report's
+  models, else each traced layer's kind and units."""
+  plan = getattr(net.module, "plan", None)
+  if plan is not None:
+    return [dataclasses.asdict(layer) for layer in plan]
+  return [{"name": l.name, "kind": l.kind, "features": l.units, "before": "", "after": "", "output": l.classifier}
+          for l in topology.of(net)]
 
 
 def spectrum_brief(summary: dict) -> dict:
@@ -112,7 +123,7 @@ class Reproduction:
   def dataset(self, cfg) -> data.Dataset:
     key = (cfg.dataset, cfg.data_source, cfg.data_dir, cfg.seed, cfg.val_size)
     if key not in self._data:
-      self._data[key] = config.load_data(cfg)
+      self._data[key] = data_lib.from_config(cfg)
     return self._data[key]
 
   def trained(self, model: str, replica: int = 0, resampled: bool = False):
@@ -138,14 +149,14 @@ class Reproduction:
     if "stopped_at_epoch" in results:
       raise console.Interrupted("training stopped early")
     module, variables, _, _ = self.trained(model, resampled=resampled)
-    conv = sum(int(np.size(variables["params"][name]["kernel"])) + int(np.size(variables["params"][name]["bias"]))
-               for name in layer_names(module) if layer_of(module, name).kind == "conv")
+    conv = sum(int(np.size(leaf)) for l in topology.of(module) if l.kind == "conv"
+               for leaf in jax.tree.leaves(topology.get(variables["params"], l.name.split("/"))))
     keep = ("test_accuracy", "test_accuracy_mean", "test_accuracy_std", "best_step", "best_val_loss",
             "steps_per_second", "devices", "epochs", "parameters", "dataset")
     return {**{k: results[k] for k in keep}, "conv_parameters": conv, "steps": cfg.steps,
-            "recipe_steps": config.RECIPES[model].steps, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
+            "recipe_steps": config.recipe(model).steps, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
             "learning_rate": cfg.learning_rate, "width": cfg.width, "seeds": cfg.num_seeds,
-            "layers": [dataclasses.asdict(layer_of(module, n)) for n in layer_names(module)]}
+            "layers": architecture(module)}
 
   def prune_stage(self, model: str) -> dict:
     from redundancy_jax.plots import pruning as pruning_plots
@@ -169,7 +180,7 @@ class Reproduction:
 
     cfg = self.command_config(f"{model}.dynamics")
     result = self._analyse(self.run_dir(model), cfg)
-    kernel_shape = np.shape(self.trained(model)[1]["params"][cfg.graph.layer]["kernel"])
+    kernel_shape = np.shape(topology.kernel(self.trained(model)[1], cfg.graph.layer))
     control = dynamics.init_control(kernel_shape, cfg.graph.sigma, result["threshold"])
     runs = [(model, result)]
     name = f"{model}_{cfg.graph.layer}"
