@@ -36,7 +36,7 @@ from redundancy_jax.analyses.units import kernel_from_units, unit_directions, un
 from redundancy_jax.core import config, data, storage, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
 
 
 def xord_label(x: np.ndarray) -> np.ndarray:
@@ -200,10 +200,12 @@ def xord_part(cfg: ClusteringConfig, log=print) -> dict:
     train_acc = [accuracy(out["W"][i, s], mask, x_train, y_train) for s in range(cfg.num_seeds)]
     trained = [out["W"][i, s][active] for s in range(cfg.num_seeds)]
     initial = [out["W0"][i, s][active] for s in range(cfg.num_seeds)]
+    initial_angles = [nearest_centre_angles(F, cfg.clusters, seed=cfg.seed)[0] for F in initial]
     row = {"k": k, "test_accuracy": test, "test_mean": float(np.mean(test)), "test_std": float(np.std(test)),
            "train_mean": float(np.mean(train_acc)),
            "angles_trained": _summary(_angles(trained, cfg.clusters, cfg.seed)),
-           "angles_init": _summary(_angles(initial, cfg.clusters, cfg.seed))}
+           "angles_init": _summary(np.concatenate(initial_angles)),
+           "init_median_by_seed": [float(np.nanmedian(a)) for a in initial_angles]}  # the clustering's control
     compressed = []  # seed 0: accuracy with each filter replaced by its centre, per number of centres
     for c in cfg.centres:
       _, labels, centres = nearest_centre_angles(trained[0], c, seed=cfg.seed)
@@ -257,14 +259,23 @@ def headlines(xord: dict, conv2: dict) -> list[Verdict]:
   numbers = {"k": ks, "test_accuracy": test, "spearman": rho}
   evidence = f"test accuracy {', '.join(f'{100 * t:.1f}%' for t in test)} for k = {', '.join(map(str, ks))} " \
              f"(Spearman {rho:.2f})"
+  scale = dict(effect=100 * (test[-1] - test[0]), control_spread=100 * max(r["test_std"] for r in xord["rows"]),
+               unit="points of accuracy", test=RULE_ONLY,
+               measured_on=f"k = {ks[-1]} minus k = {ks[0]}, means over seeds; control: the largest spread over "
+                           "seeds of one k")
   first = (Verdict.untestable(claim, "fewer than 3 k", rule=rule, numbers=numbers) if len(ks) < 3 else
-           Verdict.decide(claim, rho >= RISES and test[-1] > test[0], evidence, rule=rule, numbers=numbers))
+           Verdict.decide(claim, rho >= RISES and test[-1] > test[0], evidence, rule=rule, numbers=numbers, **scale))
+  initial = widest.get("init_median_by_seed")  # absent from results written before it was recorded
   second = Verdict.decide(
     "trained filters cluster: their median angle to the nearest k-means centre falls from initialisation",
     all(t < i for i, t in cluster.values()),
     "; ".join(f"{name}: {i:.1f} -> {t:.1f} deg" for name, (i, t) in cluster.items()),
     rule="the trained median below the initial one, for both", numbers={name: {"init": i, "trained": t}
-                                                                        for name, (i, t) in cluster.items()})
+                                                                        for name, (i, t) in cluster.items()},
+    effect=widest["angles_init"]["median"] - widest["angles_trained"]["median"],
+    control_spread=float(np.std(initial)) if initial else None, unit="degrees", test=RULE_ONLY,
+    measured_on=f"XORD k = {widest['k']}, initial minus trained median (Conv-2 conv1, one network: in the numbers); "
+                "control: the initial median's spread over seeds")
   return [first, second]
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from redundancy_jax.core import config, storage
 from redundancy_jax.core.config import option
 from redundancy_jax.core.runs import folder_lock
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
 
 
 def g(z):
@@ -194,7 +194,10 @@ def headline(modes: dict) -> Verdict:
     f"K = {ks[0]} -> {ks[-1]}: first layer only {first[0]:.3f} -> {first[-1]:.3f}, both layers "
     f"{both[0]:.3f} -> {both[-1]:.3f}",
     rule=f"grows: eps(K_max) > {GROWS} eps(K_min) and non-decreasing in K; flat or falls: eps(K_max) <= "
-         f"{FLAT} eps(K_min)", numbers={"first_layer_final": first, "both_layers_final": both})
+         f"{FLAT} eps(K_min)", numbers={"first_layer_final": first, "both_layers_final": both},
+    effect=first[-1] - first[0], control_spread=max(modes["first_layer"]["final_std"]), unit="eps_g", test=RULE_ONLY,
+    measured_on=f"first layer only, K = {ks[-1]} minus K = {ks[0]}, means over seeds; control: the largest "
+                "spread over seeds of one K")
 
 
 def run(cfg: TeacherStudentConfig, log: Callable[[str], None] = print) -> dict:
