@@ -9,6 +9,9 @@ then, per replica and layer, as the plain C-output network it is (the classifier
   k = C - 1, C, C + 1, 2C and at W's elbow.
 
   results = run(ClassesConfig(counts=(2, 5, 10)))          # python -m experiments.classes
+
+The figure of these results is drawn where figures are written (`plots.classes`, by the command and by
+the reproduction), not here: an analysis does not import its figure module.
 """
 
 from __future__ import annotations
@@ -262,10 +265,10 @@ def verdicts(replicas: list[dict], summary: dict, layer: str) -> list[Verdict]:
 
 def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
   """Trains (or resumes, or finds) the class-subset replicas, analyses them, writes <workdir>/classes/
-  results.json, table.md and figure.png/.pdf; returns the results."""
+  results.json and table.md; returns the results."""
   config.check_choices(cfg)
   train_cfg = training_config(cfg)
-  run_ = Run(cfg.workdir or os.path.join("runs", f"classes_{train_cfg.model}"))
+  run_ = run_folder(cfg, train_cfg)
   planned = run_.planned_config(train_cfg)
   module = config.build_model(planned)
   names = chosen_layers(module, cfg.layer) if cfg.layer != ("all",) else [
@@ -290,10 +293,13 @@ def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
     out_dir = run_.path("classes")
     storage.write_json(os.path.join(out_dir, "results.json"), results)
     storage.atomic_write(os.path.join(out_dir, "table.md"), lambda f: f.write(table_markdown(summary, title).encode()))
-    from redundancy_jax.plots import classes as plots, save  # matplotlib: only where a figure is drawn
-
-    save(plots.figure(results), os.path.join(out_dir, "figure"))
   for v in found:
     log(f"{v.verdict.upper()}: {v.claim} ({v.evidence})")
-  log(f"wrote {out_dir}/results.json, table.md, figure.png/.pdf")
+  log(f"wrote {out_dir}/results.json, table.md")
   return results
+
+
+def run_folder(cfg: ClassesConfig, train_cfg: TrainConfig | None = None) -> Run:
+  """The replicas' run folder (default runs/classes_<model>); `run` writes into its classes/ folder."""
+  model = (train_cfg or training_config(cfg)).model
+  return Run(cfg.workdir or os.path.join("runs", f"classes_{model}"))
