@@ -32,6 +32,7 @@ from redundancy_jax.core.config import RECIPES, TrainConfig, option
 from redundancy_jax.core.runs import Run
 from redundancy_jax.core.verdicts import Verdict, beyond_control, count_spread
 from redundancy_jax.models import layer_of
+from redundancy_jax.core.errors import BadOption
 
 RANKS = ("C-1", "C", "C+1", "2C", "elbow")  # the ranks k whose replacements are measured
 STATISTICS = {"spikes": "outliers above the fitted λ+", "spikes_tw": "outliers above the Tracy-Widom margin",
@@ -62,10 +63,10 @@ def training_config(cfg: ClassesConfig) -> TrainConfig:
   """The resolved training run: C-major replicas (`seeds_per_count` per C), the default dataset, and on
   CPU a conv model's recipe steps reduced `CPU_REDUCTION`-fold unless --steps is given."""
   if cfg.seeds_per_count < 1 or not cfg.counts or min(cfg.counts) < 2 or max(cfg.counts) > 10:
-    raise ValueError(f"--counts must be class counts in 2..10 (got {list(cfg.counts)}) and --seeds_per_count "
+    raise BadOption(f"--counts must be class counts in 2..10 (got {list(cfg.counts)}) and --seeds_per_count "
                      f"positive (got {cfg.seeds_per_count})")
   if cfg.train.classes is not None or cfg.train.num_seeds is not None:
-    raise ValueError("the replicas follow from --counts and --seeds_per_count; drop --classes and --num_seeds")
+    raise BadOption("the replicas follow from --counts and --seeds_per_count; drop --classes and --num_seeds")
   t = cfg.train
   model = t.model or config.DEFAULTS["model"]
   dataset = t.dataset or ("fashion_mnist" if data.available("fashion_mnist", t.data_dir) else "mnist")

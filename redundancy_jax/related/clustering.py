@@ -37,6 +37,7 @@ from redundancy_jax.core import config, data, storage, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
+from redundancy_jax.core.errors import BadOption
 
 
 def xord_label(x: np.ndarray) -> np.ndarray:
@@ -90,9 +91,9 @@ def train_xord(key, ks: Sequence[int], x, y, *, seeds: int, steps: int, lr: floa
   """Every k of `ks` times every seed as one vmapped program of networks padded to max(ks) filters per
   sign. Returns numpy "W0" and "W" (len(ks), seeds, 2 K, 2) and "mask" (len(ks), 2 K)."""
   if min(ks) < 1:
-    raise ValueError("every network needs at least one filter per sign")
+    raise BadOption("every network needs at least one filter per sign")
   if not 1 <= batch <= len(y):
-    raise ValueError(f"batch must lie in 1..{len(y)} (the training set), got {batch}")
+    raise BadOption(f"batch must lie in 1..{len(y)} (the training set), got {batch}")
   K = max(ks)
   mask = jnp.asarray(np.stack([channel_mask(k, K) for k in ks]))
   init_keys, train_keys = jax.random.split(key)
@@ -165,7 +166,7 @@ class ClusteringConfig:
     """The config with ks and centres sorted and unique and the batch at most the training set."""
     if not self.ks or not self.centres or min(self.ks) < 1 or min(self.centres) < 1 or self.clusters < 1 \
         or self.pairs < 1 or self.n_train < 2:
-      raise ValueError("--ks, --centres, --clusters and --pairs must be positive and --n_train at least 2")
+      raise BadOption("--ks, --centres, --clusters and --pairs must be positive and --n_train at least 2")
     return dataclasses.replace(self, ks=tuple(sorted(set(self.ks))), centres=tuple(sorted(set(self.centres))),
                                batch=min(self.batch, self.n_train))
 

@@ -33,6 +33,7 @@ from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
 from redundancy_jax.models import MODELS, init_variables
+from redundancy_jax.core.errors import BadOption
 
 # DEFINITIONS.md section 5: dense layers 20% per round, the output layer 10%, conv layers by model.
 DENSE_RATE, OUTPUT_RATE = 0.2, 0.1
@@ -110,9 +111,9 @@ class LotteryConfig:
   def check(self) -> "LotteryConfig":
     model = self.train.resolve().model
     if model not in LOTTERY_MODELS:
-      raise ValueError(f"unknown model {model!r} for the lottery; valid: {', '.join(LOTTERY_MODELS)}")
+      raise BadOption(f"unknown model {model!r} for the lottery; valid: {', '.join(LOTTERY_MODELS)}")
     if self.rounds < 1 or self.rewind < 0:
-      raise ValueError("--rounds must be positive, --rewind non-negative")
+      raise BadOption("--rounds must be positive, --rewind non-negative")
     return self
 
 

@@ -28,6 +28,7 @@ from redundancy_jax.core import config, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
 from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
+from redundancy_jax.core.errors import BadOption
 
 FALLS = -0.6  # "falls as h grows": Spearman correlation with h at most this, and the widest below the narrowest
 MAX_LEVELS = 257  # removal levels swept per layer (every level up to 256 units)
@@ -50,7 +51,7 @@ class WidthConfig:
   def check(self) -> "WidthConfig":
     config.check_choices(self)
     if not self.widths or min(self.widths) < 2 or self.num_seeds < 1 or self.max_steps < 1 or self.target_loss <= 0:
-      raise ValueError("widths must be at least 2; --num_seeds, --max_steps and --target_loss positive")
+      raise BadOption("widths must be at least 2; --num_seeds, --max_steps and --target_loss positive")
     return dataclasses.replace(self, widths=tuple(sorted(set(self.widths))))
 
   def training(self, h: int) -> TrainConfig:

@@ -29,6 +29,7 @@ from redundancy_jax.models import layer_names, layer_of
 from redundancy_jax.related import clustering, lottery, teacher_student, width
 from redundancy_jax.reproduction import page, profiles
 from redundancy_jax.reproduction.profiles import DYNAMICS_LAYER, PRUNED, ReproduceConfig
+from redundancy_jax.core.errors import MissingFile
 
 RELATED_RUNS = {"lottery": lottery.run, "clustering": clustering.run, "teacher_student": teacher_student.run,
                 "width": width.run}
@@ -119,7 +120,7 @@ class Reproduction:
     """(module, variables of one replica, dataset, config) of a finished training stage."""
     run_ = self.run_dir(model, resampled)
     if not run_.is_trained():
-      raise FileNotFoundError(f"{run_.workdir} holds no trained model: run the stage {model}.train first "
+      raise MissingFile(f"{run_.workdir} holds no trained model: run the stage {model}.train first "
                               f"(--stages={model} runs every stage of {model})")
     return run_.trained(replica, dataset=self.dataset(self.train_config(model, resampled)))
 
