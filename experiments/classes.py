@@ -10,12 +10,19 @@ against C, trained and at initialisation, the accuracy of rank-k replacements at
 the elbow, and the verdicts. Options: redundancy_jax.analyses.classes.ClassesConfig.
 """
 
+import os
+
 from experiments import cli
 from redundancy_jax.analyses import classes
 
 
 def main(config: classes.ClassesConfig) -> dict:
-  return classes.run(config)
+  from redundancy_jax.plots import classes as plots, save  # matplotlib: only where a figure is drawn
+
+  results = classes.run(config)
+  paths = save(plots.figure(results), os.path.join(classes.run_folder(config).path("classes"), "figure"))
+  print(f"wrote {', '.join(paths)}")
+  return results
 
 
 if __name__ == "__main__":

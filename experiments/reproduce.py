@@ -12,12 +12,14 @@ the workdir: Figures 1-8 as numbered in the report, the claims with computed ver
 and provenance. Options: redundancy_jax.reproduction.profiles.ReproduceConfig.
 """
 
+import sys
+
 from experiments import cli
 from redundancy_jax.reproduction import profiles, stages
 
 
 def main(config: profiles.ReproduceConfig) -> str:
-  return stages.run(config)
+  return stages.run(config, argv=sys.argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def chromium(tmp_path):
       "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
       "--enable-logging=stderr", "--v=0", "--virtual-time-budget=4000", "--window-size=1300,1100", *extra, url,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # a hang guard only
 
   return run
 

@@ -1,5 +1,6 @@
 """The report's open question: class subsets, the masked classifier, the outlier count, the command."""
 
+import ast
 import dataclasses
 import os
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import classes as script
 from redundancy_jax.analyses import classes, spectral
 from redundancy_jax.core import config, data, steps, storage
 from redundancy_jax.core.config import TrainConfig
@@ -111,11 +113,21 @@ def test_planted_rank_r_signal_gives_r_outliers(r):
   assert int(fit.spikes) == r and int(fit.spikes_tw) == r
 
 
-def test_classes_command_end_to_end(tmp_path):
+def test_the_analysis_does_not_import_its_figure_module():
+  """analyses/classes.py imports no figure module, not even inside a function (plots/classes.py reads
+  the analysis, not the other way round)."""
+  tree = ast.parse(open(classes.__file__).read())
+  imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+  imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+  assert "redundancy_jax.analyses.spectral" in imported  # the walk sees the module's imports
+  assert not [m for m in imported if m and m.startswith("redundancy_jax.plots")], imported
+
+
+def test_classes_command_end_to_end(tmp_path, capsys):
   cfg = config.preset(classes.ClassesConfig(), "quick")
   cfg = dataclasses.replace(cfg, counts=(2, 3, 4), seeds_per_count=2, workdir=str(tmp_path / "run"),
                             max_examples=None, layer=("fc1", "fc3"), train=dataclasses.replace(cfg.train, steps=120))
-  results = classes.run(cfg, **QUIET)
+  results = script.main(cfg)  # the command: the analysis, then its figure
   assert [r["C"] for r in results["replicas"]] == [2, 2, 3, 3, 4, 4]
   for r in results["replicas"]:
     fc3 = r["layers"]["fc3"]
@@ -133,6 +145,7 @@ def test_classes_command_end_to_end(tmp_path):
   assert len(verdicts) == 11 and all(v["effect"] is not None for v in verdicts if v["verdict"] != "not testable")
   out = tmp_path / "run" / "classes"
   assert {"results.json", "table.md", "figure.png", "figure.pdf"} <= set(os.listdir(out))
+  assert f"wrote {out}/figure.png, {out}/figure.pdf" in capsys.readouterr().out
   assert "| 3 | 2 |" in (out / "table.md").read_text()
   assert storage.read_json(str(out / "results.json"))["training"]["classes"] == [2, 2, 3, 3, 4, 4]
   # a rerun reuses the trained replicas; another --counts is refused before anything trains

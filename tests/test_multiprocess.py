@@ -1,49 +1,92 @@
 """Real multi-process runs on loopback: 2 processes x 2 CPU devices linked by `jax.distributed` (gloo
 collectives), against 1 process x 4 devices and 1 process x 1 device; a killed process; a process started
-with another configuration."""
+with another configuration.
+
+The coordinator listens on a Unix socket in a fresh private folder (`JAX_COORDINATOR_BIND_ADDRESS`, read by
+`jax.distributed.initialize`), not on a TCP port: a port chosen free can be taken before the coordinator
+binds it, and gRPC binds with SO_REUSEPORT, so two coordinators on one port (two test runs at once) both
+start and their processes may reach the wrong one. A socket path of its own cannot collide. The processes
+watch each other with the default `--heartbeat_timeout` (30 s): a shorter one can stop a run whose
+process is only slow on a loaded machine."""
 
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from helpers import ROOT, quiet
+from helpers import ROOT, quiet, script
 from redundancy_jax.analyses.prune_sweep import PruneSweepConfig, run as prune_sweep
 from redundancy_jax.core import storage, train
 from redundancy_jax.core.config import TrainConfig, override
+from redundancy_jax.core.parallel import ClusterConfig
 from redundancy_jax.core.runs import Run
 
 # LeNet with 4 seeds for 400 steps, an epoch every 50 (the kill test stops it in the middle).
 SEEDS, STEPS, EVAL_EVERY = 4, 400, 50
 TRAIN = ["--model=lenet", f"--num_seeds={SEEDS}", f"--steps={STEPS}", f"--eval_every={EVAL_EVERY}",
          "--checkpoint_every_secs=0"]
+HEARTBEAT = ClusterConfig().heartbeat_timeout  # seconds of silence after which a process is named lost
+HANG = 600  # seconds after which a launch counts as hung (a few times its time on a loaded 2-core machine)
+_STARTED: list[subprocess.Popen] = []  # every process of this module, stopped after each test
+_SOCKETS: list[str] = []  # their coordinators' folders
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+  yield
+  while _STARTED:
+    p = _STARTED.pop()
+    if p.poll() is None:
+      p.kill()
+      p.wait()
+  while _SOCKETS:
+    shutil.rmtree(_SOCKETS.pop(), ignore_errors=True)
 
 
-def _start(script: str, args: list[str], processes: int = 2, devices: int = 2, extra=None) -> list[subprocess.Popen]:
-  """`python -m experiments.<script> args` as `processes` processes of `devices` CPU devices each, on
-  loopback; `extra[i]` adds flags to process i."""
-  address = f"127.0.0.1:{_free_port()}"
-  cluster = [f"--coordinator_address={address}", f"--num_processes={processes}", f"--cpu_devices={devices}",
-             "--heartbeat_timeout=5"]
-  return [subprocess.Popen([sys.executable, "-m", f"experiments.{script}", *args, *cluster, f"--process_id={i}",
-                            *(extra or {}).get(i, [])], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True) for i in range(processes)]
+def _start(name: str, args: list[str], processes: int = 2, devices: int | None = 2, extra=None, cwds=None,
+           env=None) -> list[subprocess.Popen]:
+  """`python -m experiments.<name> args` as `processes` processes of `devices` CPU devices each (None: the
+  default), their coordinator on a Unix socket of their own; `extra[i]` adds flags to process i, which runs
+  in `cwds[i]` (default: the repository root)."""
+  folder = tempfile.mkdtemp(prefix="rj-coordinator-")
+  _SOCKETS.append(folder)
+  address = f"unix:{folder}/socket"
+  cluster = [f"--coordinator_address={address}", f"--num_processes={processes}"]
+  cluster += [f"--cpu_devices={devices}"] if devices else []
+  env = {**os.environ, **(env or {}), "JAX_COORDINATOR_BIND_ADDRESS": address}
+  procs = []
+  for i in range(processes):
+    command = [sys.executable, "-m", f"experiments.{name}", *args, *cluster, f"--process_id={i}",
+               *(extra or {}).get(i, [])]
+    procs.append(subprocess.Popen(command, cwd=(cwds or {}).get(i, ROOT), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  _STARTED.extend(procs)
+  return procs
 
 
-def _finish(procs, timeout: float = 300) -> list[tuple[int, str, str]]:
-  return [(p.wait(timeout), *p.communicate()) for p in procs]
+def _finish(procs, timeout: float = HANG) -> list[tuple[int, str, str]]:
+  """(exit code, stdout, stderr) of each process; all of them killed, and the test failed with their
+  output, when one is still running after `timeout` seconds (a hang: no run here takes that long)."""
+  deadline = time.monotonic() + timeout
+  outs = []
+  for i, p in enumerate(procs):
+    try:
+      out, err = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      outs += [(None, *q.communicate()) for q in procs[i:]]
+      tails = "\n".join(f"process {j}:\n{out[-1500:]}\n{err[-1500:]}" for j, (_, out, err) in enumerate(outs))
+      raise AssertionError(f"process {i} still running after {timeout:g} s (hung?); killed all:\n{tails}") from None
+    outs.append((p.returncode, out, err))
+  return outs
 
 
 def _ok(procs) -> list[str]:
@@ -59,8 +102,9 @@ def two_processes(tmp_path_factory):
   """The LeNet run trained by 2 processes x 2 devices (each device trains one of the 4 seeds)."""
   workdir = tmp_path_factory.mktemp("two_processes")
   outs = _ok(_start("train", [*TRAIN, f"--workdir={workdir}"]))
-  ours = lambda out: [line for line in out.splitlines() if not line.startswith("[Gloo]")]  # gloo's C++ prints
-  assert "[process 1] " not in outs[0] and all(line.startswith("[process 1] ") for line in ours(outs[1])), repr(outs[1])
+  assert "[process 1] " not in outs[0], outs[0]
+  unprefixed = [line for line in outs[1].splitlines() if not line.startswith("[process 1] ")]
+  assert not unprefixed, f"lines of process 1 that do not say whose they are: {unprefixed[:5]}"  # C++ prints too
   return workdir
 
 
@@ -70,8 +114,7 @@ def _trained(workdir):
 
 def test_two_processes_train_like_one_process_of_four_devices(two_processes, tmp_path):
   """The same per-device program on the same data: bit-identical parameters and results (no tolerance)."""
-  proc = subprocess.run([sys.executable, "-m", "experiments.train", *TRAIN, f"--workdir={tmp_path}", "--cpu_devices=4"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = script("train", *TRAIN, f"--workdir={tmp_path}", "--cpu_devices=4", timeout=HANG)
   assert proc.returncode == 0, proc.stderr[-3000:]
   (got, got_params), (ref, ref_params) = _trained(two_processes), _trained(tmp_path)
   assert got["devices"] == ref["devices"] == 4 and got["num_processes"] == 2 and ref["num_processes"] == 1
@@ -115,16 +158,16 @@ def test_two_processes_sweep_like_one(trained_lenet, tmp_path):
 def test_a_killed_process_stops_the_other_and_the_rerun_resumes(two_processes, tmp_path):
   procs = _start("train", [*TRAIN, f"--workdir={tmp_path}"])
   metrics = tmp_path / "metrics.jsonl"
-  deadline = time.time() + 120
+  deadline = time.monotonic() + HANG
   while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-    assert time.time() < deadline and procs[0].poll() is None, _finish(procs)
+    assert procs[0].poll() is None, _finish(procs)
+    assert time.monotonic() < deadline, f"no second epoch after {HANG} s (hung?)"
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGKILL)
-  killed = time.time()
-  code, _, err = _finish(procs[:1], timeout=60)[0]
-  assert code != 0 and time.time() - killed < 60
-  assert "error: process 1 sent no news for 5 s (killed, crashed or preempted?); stopping." in err, err[-2000:]
-  procs[1].wait()
+  code, _, err = _finish(procs)[0]  # process 0 stops by itself once process 1 is silent for HEARTBEAT seconds
+  assert code == 1, err[-2000:]
+  assert f"error: process 1 sent no news for {HEARTBEAT} s (killed, crashed or preempted?); stopping." in err, \
+    err[-2000:]
   outs = _ok(_start("train", [*TRAIN, f"--workdir={tmp_path}"]))
   assert "resuming from step" in outs[0]
   (got, got_params), (ref, ref_params) = _trained(tmp_path), _trained(two_processes)
@@ -134,7 +177,7 @@ def test_a_killed_process_stops_the_other_and_the_rerun_resumes(two_processes, t
 
 def test_a_process_with_another_configuration_is_refused(tmp_path):
   procs = _start("train", [*TRAIN, f"--workdir={tmp_path}"], extra={1: ["--learning_rate=0.5"]})
-  for code, _, err in _finish(procs, timeout=120):
+  for code, _, err in _finish(procs):
     assert code == 1 and "process(es) 1 started with another configuration than process 0" in err, err[-2000:]
   assert not (tmp_path / "metrics.jsonl").exists()
 
@@ -142,15 +185,10 @@ def test_a_process_with_another_configuration_is_refused(tmp_path):
 def test_a_workdir_not_every_process_sees_is_refused(tmp_path):
   """The same relative --workdir from two working directories: two folders, as on two machines without
   a shared filesystem."""
-  address = f"127.0.0.1:{_free_port()}"
-  procs = []
   for i in range(2):
     (tmp_path / str(i)).mkdir()
-    procs.append(subprocess.Popen(
-      [sys.executable, "-m", "experiments.train", *TRAIN, "--workdir=run", f"--coordinator_address={address}",
-       "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout=5"],
-      cwd=tmp_path / str(i), env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True))
-  for code, _, err in _finish(procs, timeout=120):
+  procs = _start("train", [*TRAIN, "--workdir=run"], devices=None, cwds={i: tmp_path / str(i) for i in range(2)},
+                 env={"PYTHONPATH": ROOT})
+  for code, _, err in _finish(procs):
     assert code == 1 and "process(es) 1 do not see" in err and "shares" in err, err[-2000:]
   assert not (tmp_path / "0" / "run" / "metrics.jsonl").exists()

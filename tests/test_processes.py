@@ -30,9 +30,24 @@ def unbroken(tmp_path_factory):
   return workdir, results
 
 
+_STARTED: list[subprocess.Popen] = []  # the runs `_start` started, killed after each test if still running
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 def _start(workdir, *args):
-  return subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, f"--workdir={workdir}", *args], cwd=ROOT,
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, f"--workdir={workdir}", *args], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _STARTED.append(proc)
+  return proc
 
 
 def _wait_for_epochs(proc, workdir, epochs: int, timeout: float = 600):

@@ -9,6 +9,9 @@ then, per replica and layer, as the plain C-output network it is (the classifier
   k = C - 1, C, C + 1, 2C and at W's elbow.
 
   results = run(ClassesConfig(counts=(2, 5, 10)))          # python -m experiments.classes
+
+The figure of these results is drawn where figures are written (`plots.classes`, by the command and by
+the reproduction), not here: an analysis does not import its figure module.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from redundancy_jax.core.runs import Run
 from redundancy_jax.core.verdicts import Verdict, beyond_control, count_spread
 from redundancy_jax import models
 from redundancy_jax.models import topology
+from redundancy_jax.core.errors import BadOption
 
 RANKS = ("C-1", "C", "C+1", "2C", "elbow")  # the ranks k whose replacements are measured
 STATISTICS = {"spikes": "outliers above the fitted λ+", "spikes_tw": "outliers above the Tracy-Widom margin",
@@ -60,10 +64,10 @@ def training_config(cfg: ClassesConfig) -> TrainConfig:
   """The resolved training run: C-major replicas (`seeds_per_count` per C), the default dataset, and on
   CPU a conv model's recipe steps reduced `CPU_REDUCTION`-fold unless --steps is given."""
   if cfg.seeds_per_count < 1 or not cfg.counts or min(cfg.counts) < 2 or max(cfg.counts) > 10:
-    raise ValueError(f"--counts must be class counts in 2..10 (got {list(cfg.counts)}) and --seeds_per_count "
+    raise BadOption(f"--counts must be class counts in 2..10 (got {list(cfg.counts)}) and --seeds_per_count "
                      f"positive (got {cfg.seeds_per_count})")
   if cfg.train.classes is not None or cfg.train.num_seeds is not None:
-    raise ValueError("the replicas follow from --counts and --seeds_per_count; drop --classes and --num_seeds")
+    raise BadOption("the replicas follow from --counts and --seeds_per_count; drop --classes and --num_seeds")
   t = cfg.train
   model = t.model or config.DEFAULTS["model"]
   dataset = t.dataset or ("fashion_mnist" if data.available("fashion_mnist", t.data_dir) else "mnist")
@@ -263,10 +267,10 @@ def verdicts(replicas: list[dict], summary: dict, layer: str) -> list[Verdict]:
 
 def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
   """Trains (or resumes, or finds) the class-subset replicas, analyses them, writes <workdir>/classes/
-  results.json, table.md and figure.png/.pdf; returns the results."""
+  results.json and table.md; returns the results."""
   config.check_choices(cfg)
   train_cfg = training_config(cfg)
-  run_ = Run(cfg.workdir or os.path.join("runs", f"classes_{train_cfg.model}"))
+  run_ = run_folder(cfg, train_cfg)
   planned = run_.resolve(train_cfg)
   module = models.from_config(planned)
   names = chosen_layers(module, cfg.layer)
@@ -291,10 +295,13 @@ def run(cfg: ClassesConfig, log: Callable[[str], None] = print) -> dict:
     out_dir = run_.path("classes")
     storage.write_json(os.path.join(out_dir, "results.json"), results)
     storage.atomic_write(os.path.join(out_dir, "table.md"), lambda f: f.write(table_markdown(summary, title).encode()))
-    from redundancy_jax.plots import classes as plots, save  # matplotlib: only where a figure is drawn
-
-    save(plots.figure(results), os.path.join(out_dir, "figure"))
   for v in found:
     log(f"{v.verdict.upper()}: {v.claim} ({v.evidence})")
-  log(f"wrote {out_dir}/results.json, table.md, figure.png/.pdf")
+  log(f"wrote {out_dir}/results.json, table.md")
   return results
+
+
+def run_folder(cfg: ClassesConfig, train_cfg: TrainConfig | None = None) -> Run:
+  """The replicas' run folder (default runs/classes_<model>); `run` writes into its classes/ folder."""
+  model = (train_cfg or training_config(cfg)).model
+  return Run(cfg.workdir or os.path.join("runs", f"classes_{model}"))

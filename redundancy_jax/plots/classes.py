@@ -1,6 +1,7 @@
 """Figure of the report's open question: per layer, each spectral count of the trained layer against the
 number of classes C (mean ± std over seeds; the same count at initialisation dotted), with the lines
-y = C and y = C - 1. Drawn from results.json alone."""
+y = C and y = C - 1. Drawn from results.json alone, at most two panels a row (a page shows it unscaled
+enough to read), the legend in the panel left free or below."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ COLORS = {"spikes": "tab:blue", "spikes_tw": "tab:purple", "elbow": "tab:green",
 def figure(results: dict) -> plt.Figure:
   summary = results["summary"]
   layers = list(summary)
-  ncols = min(3, len(layers))
+  ncols = min(2, len(layers))
   nrows = math.ceil(len(layers) / ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False, layout="constrained")
-  for ax in axes.flat[len(layers):]:
-    ax.set_visible(False)
+  free = list(axes.flat[len(layers):])
+  for ax in free:
+    ax.set_axis_off()
   for ax, layer in zip(axes.flat, layers):
     rows = summary[layer]
     C = np.asarray([r["C"] for r in rows], float)
@@ -41,7 +43,10 @@ def figure(results: dict) -> plt.Figure:
            xticks=C)
     ax.grid(alpha=0.3)
   handles, labels = axes.flat[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7,
-             title="trained, mean ± std over seeds (dotted: at initialisation)", title_fontsize=7)
+  title = "trained, mean ± std over seeds\n(dotted: at initialisation)"
+  if free:
+    free[0].legend(handles, labels, loc="center", fontsize=9, title=title, title_fontsize=9)
+  else:
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, title=title, title_fontsize=8)
   fig.suptitle(results["title"], fontsize=9)
   return fig

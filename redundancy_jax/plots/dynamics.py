@@ -106,18 +106,23 @@ def _figure(columns: int, rows: int = 1, size: float = 4.6) -> Figure:
   return fig
 
 
-def _layout(fig: Figure, rows: int = 1) -> None:
-  """Fixed margins (the same for every frame of an animation): room for the titles and captions."""
+def _layout(fig: Figure) -> None:
+  """Fixed margins (the same for every frame of an animation): room for the titles, each panel's two
+  lines of statistics and the four-line caption below them."""
   height = fig.get_figheight()
-  fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.3 / height, bottom=0.75 / height, wspace=0.04, hspace=0.25)
+  fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.3 / height, bottom=1.05 / height, wspace=0.04)
+
+
+def _layer_name(result: dict) -> str:
+  """"conv2, layer fc1" (the model from the training config `experiments.dynamics` records), or "layer fc1"."""
+  model = result.get("training", {}).get("model")
+  return f"{model}, layer {result['layer']}" if model else f"layer {result['layer']}"
 
 
 def _name(label: str, result: dict) -> str:
-  """"label: model layer", or "model layer" when the label is the model's name (the model from the
-  training config `experiments.dynamics` records)."""
-  model = result.get("training", {}).get("model")
-  name = f"{model} {result['layer']}" if model else result["layer"]
-  return name if label == model else f"{label}: {name}"
+  """"label: model, layer L", or "model, layer L" when the label is the model's name."""
+  name = _layer_name(result)
+  return name if label == result.get("training", {}).get("model") else f"{label}: {name}"
 
 
 def _data_line(runs: Sequence[Run]) -> str:
@@ -126,16 +131,20 @@ def _data_line(runs: Sequence[Run]) -> str:
   return "; ".join(labels)
 
 
-def _caption(fig: Figure, runs: Sequence[Run]) -> None:
+def _caption_text(runs: Sequence[Run]) -> str:
   r = runs[0][1]
-  fig.text(
-    0.5, 0.005,
-    (f"data: {_data_line(runs)}\n" if _data_line(runs) else "") + f"node area: norm ({_norm_range(r)[0]:.3g}..{_norm_range(r)[1]:.3g}); edges: weight >= {r['threshold']:.3g}\n"
-    f"(cosine >= {r['threshold_cosine']:.3g}, sigma {r['sigma']:g}), darker = heavier\n"
-    "orange: repeated units, whose activations on data correlate (|r| >= 0.5) with another unit's "
-    "(activations, not weights: a repeated unit needs no edge)",
-    ha="center", va="bottom", fontsize=7, color="0.3",
-  )
+  return ((f"data: {_data_line(runs)}\n" if _data_line(runs) else "") +
+          f"node area: norm ({_norm_range(r)[0]:.3g}..{_norm_range(r)[1]:.3g}); edges: weight >= {r['threshold']:.3g} "
+          f"(cosine >= {r['threshold_cosine']:.3g}, sigma {r['sigma']:g}), darker = heavier\n"
+          "orange: repeated units, whose activations on data correlate (|r| >= 0.5) with another unit's "
+          "(activations, not weights: a repeated unit needs no edge)")
+
+
+CAPTION = dict(fontsize=7, color="0.3")
+
+
+def _caption(fig: Figure, runs: Sequence[Run]) -> None:
+  fig.text(0.5, 0.005, _caption_text(runs), ha="center", va="bottom", **CAPTION)
 
 
 def _frame_index(result: dict, k: int, count: int) -> int:
@@ -197,15 +206,19 @@ def _write_mp4(images, path: str, fps: float) -> bool:
 
 
 def save_init_vs_converged(runs: Sequence[Run], path: str) -> list[str]:
-  """Initialisation (first frame) next to convergence (last frame), one row per run; PNG and PDF."""
+  """Initialisation (first frame) next to convergence (last frame), one row per run (several runs: each
+  labelled on its left), the layer in the title; PNG and PDF. Laid out by matplotlib's constrained
+  layout, so titles, statistics and caption keep clear of each other."""
   fig = _figure(2, len(runs))
+  fig.set_layout_engine("constrained")
   axes = fig.subplots(len(runs), 2, squeeze=False)
   for row, (label, result) in zip(axes, runs):
-    last = len(result["frames"]) - 1
-    draw_frame(row[0], result, 0, title=f"{_name(label, result)} at initialisation (epoch {result['epochs'][0]})")
-    draw_frame(row[1], result, last, title=f"{_name(label, result)} after training (epoch {result['epochs'][-1]})")
-  _caption(fig, runs)
-  _layout(fig, len(runs))
+    draw_frame(row[0], result, 0, title=f"at initialisation (epoch {result['epochs'][0]})")
+    draw_frame(row[1], result, len(result["frames"]) - 1, title=f"after training (epoch {result['epochs'][-1]})")
+    if len(runs) > 1:
+      row[0].set_ylabel(label, fontsize=10)
+  fig.suptitle("; ".join(dict.fromkeys(_layer_name(result) for _, result in runs)), fontsize=11)
+  fig.supxlabel(_caption_text(runs), **CAPTION)
   return save(fig, os.path.splitext(path)[0], dpi=100, tight=False)
 
 

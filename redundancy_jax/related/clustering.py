@@ -37,7 +37,8 @@ from redundancy_jax.core import config, data, storage, train, variants
 from redundancy_jax.models import topology
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
+from redundancy_jax.core.errors import BadOption
 
 
 def xord_label(x: np.ndarray) -> np.ndarray:
@@ -91,9 +92,9 @@ def train_xord(key, ks: Sequence[int], x, y, *, seeds: int, steps: int, lr: floa
   """Every k of `ks` times every seed as one vmapped program of networks padded to max(ks) filters per
   sign. Returns numpy "W0" and "W" (len(ks), seeds, 2 K, 2) and "mask" (len(ks), 2 K)."""
   if min(ks) < 1:
-    raise ValueError("every network needs at least one filter per sign")
+    raise BadOption("every network needs at least one filter per sign")
   if not 1 <= batch <= len(y):
-    raise ValueError(f"batch must lie in 1..{len(y)} (the training set), got {batch}")
+    raise BadOption(f"batch must lie in 1..{len(y)} (the training set), got {batch}")
   K = max(ks)
   mask = jnp.asarray(np.stack([channel_mask(k, K) for k in ks]))
   init_keys, train_keys = jax.random.split(key)
@@ -166,7 +167,7 @@ class ClusteringConfig:
     """The config with ks and centres sorted and unique and the batch at most the training set."""
     if not self.ks or not self.centres or min(self.ks) < 1 or min(self.centres) < 1 or self.clusters < 1 \
         or self.pairs < 1 or self.n_train < 2:
-      raise ValueError("--ks, --centres, --clusters and --pairs must be positive and --n_train at least 2")
+      raise BadOption("--ks, --centres, --clusters and --pairs must be positive and --n_train at least 2")
     return dataclasses.replace(self, ks=tuple(sorted(set(self.ks))), centres=tuple(sorted(set(self.centres))),
                                batch=min(self.batch, self.n_train))
 
@@ -201,10 +202,12 @@ def xord_part(cfg: ClusteringConfig, log=print) -> dict:
     train_acc = [accuracy(out["W"][i, s], mask, x_train, y_train) for s in range(cfg.num_seeds)]
     trained = [out["W"][i, s][active] for s in range(cfg.num_seeds)]
     initial = [out["W0"][i, s][active] for s in range(cfg.num_seeds)]
+    initial_angles = [nearest_centre_angles(F, cfg.clusters, seed=cfg.seed)[0] for F in initial]
     row = {"k": k, "test_accuracy": test, "test_mean": float(np.mean(test)), "test_std": float(np.std(test)),
            "train_mean": float(np.mean(train_acc)),
            "angles_trained": _summary(_angles(trained, cfg.clusters, cfg.seed)),
-           "angles_init": _summary(_angles(initial, cfg.clusters, cfg.seed))}
+           "angles_init": _summary(np.concatenate(initial_angles)),
+           "init_median_by_seed": [float(np.nanmedian(a)) for a in initial_angles]}  # the clustering's control
     compressed = []  # seed 0: accuracy with each filter replaced by its centre, per number of centres
     for c in cfg.centres:
       _, labels, centres = nearest_centre_angles(trained[0], c, seed=cfg.seed)
@@ -257,14 +260,23 @@ def headlines(xord: dict, conv2: dict) -> list[Verdict]:
   numbers = {"k": ks, "test_accuracy": test, "spearman": rho}
   evidence = f"test accuracy {', '.join(f'{100 * t:.1f}%' for t in test)} for k = {', '.join(map(str, ks))} " \
              f"(Spearman {rho:.2f})"
+  scale = dict(effect=100 * (test[-1] - test[0]), control_spread=100 * max(r["test_std"] for r in xord["rows"]),
+               unit="points of accuracy", test=RULE_ONLY,
+               measured_on=f"k = {ks[-1]} minus k = {ks[0]}, means over seeds; control: the largest spread over "
+                           "seeds of one k")
   first = (Verdict.untestable(claim, "fewer than 3 k", rule=rule, numbers=numbers) if len(ks) < 3 else
-           Verdict.decide(claim, rho >= RISES and test[-1] > test[0], evidence, rule=rule, numbers=numbers))
+           Verdict.decide(claim, rho >= RISES and test[-1] > test[0], evidence, rule=rule, numbers=numbers, **scale))
+  initial = widest.get("init_median_by_seed")  # absent from results written before it was recorded
   second = Verdict.decide(
     "trained filters cluster: their median angle to the nearest k-means centre falls from initialisation",
     all(t < i for i, t in cluster.values()),
     "; ".join(f"{name}: {i:.1f} -> {t:.1f} deg" for name, (i, t) in cluster.items()),
     rule="the trained median below the initial one, for both", numbers={name: {"init": i, "trained": t}
-                                                                        for name, (i, t) in cluster.items()})
+                                                                        for name, (i, t) in cluster.items()},
+    effect=widest["angles_init"]["median"] - widest["angles_trained"]["median"],
+    control_spread=float(np.std(initial)) if initial else None, unit="degrees", test=RULE_ONLY,
+    measured_on=f"XORD k = {widest['k']}, initial minus trained median (Conv-2 conv1, one network: in the numbers); "
+                "control: the initial median's spread over seeds")
   return [first, second]
 
 

@@ -35,7 +35,8 @@ import numpy as np
 from redundancy_jax.core import config, storage
 from redundancy_jax.core.config import option
 from redundancy_jax.core.runs import folder_lock
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
+from redundancy_jax.core.errors import BadOption
 
 
 def g(z):
@@ -126,9 +127,9 @@ def train_students(
   `record_every` steps, "W" (len(ks), seeds, K_max, N), "v", "mask" (len(ks), K_max), and "time"
   (alpha = steps / N at each record)."""
   if steps % record_every:
-    raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every})")
+    raise BadOption(f"steps ({steps}) must be a multiple of record_every ({record_every})")
   if min(ks) < 1:
-    raise ValueError("every student needs at least one unit")
+    raise BadOption("every student needs at least one unit")
   K_max, N = max(ks), Ws.shape[1]
   mask = jnp.asarray([[1.0 if k < K else 0.0 for k in range(K_max)] for K in ks])
   keys = jax.random.split(key, (len(ks), seeds, 2))
@@ -173,13 +174,13 @@ class TeacherStudentConfig:
     """(steps, record_every): alpha N steps, cut to whole records; errors for impossible settings."""
     ks = self.student_units
     if self.teacher_units < 1 or not ks or min(ks) < self.teacher_units:
-      raise ValueError(f"every student needs K >= M = {self.teacher_units} units (got "
+      raise BadOption(f"every student needs K >= M = {self.teacher_units} units (got "
                        f"--student_units={','.join(map(str, ks))})")
     steps = int(round(self.time * self.input_dim))
     record_every = max(1, steps // max(self.records, 1))
     steps = record_every * (steps // record_every)
     if steps < 1 or self.num_seeds < 1 or self.noise < 0 or self.lr <= 0:
-      raise ValueError("--time, --num_seeds and --lr must be positive and --noise non-negative")
+      raise BadOption("--time, --num_seeds and --lr must be positive and --noise non-negative")
     return steps, record_every
 
 
@@ -194,7 +195,10 @@ def headline(modes: dict) -> Verdict:
     f"K = {ks[0]} -> {ks[-1]}: first layer only {first[0]:.3f} -> {first[-1]:.3f}, both layers "
     f"{both[0]:.3f} -> {both[-1]:.3f}",
     rule=f"grows: eps(K_max) > {GROWS} eps(K_min) and non-decreasing in K; flat or falls: eps(K_max) <= "
-         f"{FLAT} eps(K_min)", numbers={"first_layer_final": first, "both_layers_final": both})
+         f"{FLAT} eps(K_min)", numbers={"first_layer_final": first, "both_layers_final": both},
+    effect=first[-1] - first[0], control_spread=max(modes["first_layer"]["final_std"]), unit="eps_g", test=RULE_ONLY,
+    measured_on=f"first layer only, K = {ks[-1]} minus K = {ks[0]}, means over seeds; control: the largest "
+                "spread over seeds of one K")
 
 
 def run(cfg: TeacherStudentConfig, log: Callable[[str], None] = print) -> dict:

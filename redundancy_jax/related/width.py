@@ -28,7 +28,8 @@ from redundancy_jax import models
 from redundancy_jax.core import config, data as data_lib, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run, folder_lock
-from redundancy_jax.core.verdicts import Verdict
+from redundancy_jax.core.verdicts import RULE_ONLY, Verdict
+from redundancy_jax.core.errors import BadOption
 
 FALLS = -0.6  # "falls as h grows": Spearman correlation with h at most this, and the widest below the narrowest
 MAX_LEVELS = 257  # removal levels swept per layer (every level up to 256 units)
@@ -51,7 +52,7 @@ class WidthConfig:
   def check(self) -> "WidthConfig":
     config.check_choices(self)
     if not self.widths or min(self.widths) < 2 or self.num_seeds < 1 or self.max_steps < 1 or self.target_loss <= 0:
-      raise ValueError("widths must be at least 2; --num_seeds, --max_steps and --target_loss positive")
+      raise BadOption("widths must be at least 2; --num_seeds, --max_steps and --target_loss positive")
     return dataclasses.replace(self, widths=tuple(sorted(set(self.widths))))
 
   def training(self, h: int) -> TrainConfig:
@@ -112,7 +113,10 @@ def headline(rows: list[dict]) -> Verdict:
   ok = rho_d <= FALLS and rho_e <= FALLS and distance[-1] < distance[0] and error[-1] < error[0]
   evidence = (f"h = {widths[0]} -> {widths[-1]}: per-unit distance {distance[0]:.2f} -> {distance[-1]:.2f} (Spearman "
               f"{rho_d:.2f}), test error {100 * error[0]:.2f} -> {100 * error[-1]:.2f}% (Spearman {rho_e:.2f})")
-  return Verdict.decide(claim, ok, evidence, rule=rule, numbers=numbers)
+  return Verdict.decide(claim, ok, evidence, rule=rule, numbers=numbers, effect=distance[0] - distance[-1],
+                        control_spread=max(r["distance_mean_std"] for r in rows), unit="per-unit distance",
+                        test=RULE_ONLY, measured_on=f"h = {widths[0]} minus h = {widths[-1]}, means over seeds; "
+                                                    "control: the largest spread over seeds of one width")
 
 
 def run(cfg: WidthConfig, log: Callable[[str], None] = print) -> dict:

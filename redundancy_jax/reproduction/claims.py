@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from redundancy_jax.analyses.prune_sweep import removable_fraction
-from redundancy_jax.core.verdicts import COUNT_FLOOR, SIGMAS, Verdict, beyond_control
+from redundancy_jax.core.verdicts import ABOVE, COUNT_FLOOR, SIGMAS, WITHIN, Verdict, beyond_control
 
 # Thresholds of the verdicts (BUILD_NOTES.md, "Reproducing the report", says why these values).
 AGREE_POINTS = 1.0  # magnitude and FP "agree" while their accuracies differ by at most this many points
@@ -23,12 +23,31 @@ NUM_CLASSES = 10
 
 
 class Tested(NamedTuple):
-  """What a claim's test found: the verdict, its evidence, and the effect against its control's spread."""
+  """What a claim's test found: the verdict, its evidence, and the effect against its control's spread
+  (in `unit`, measured on `measured_on`; `test` and `tolerance` as `Verdict`'s)."""
 
   ok: bool
   evidence: str
   effect: float | None = None
   control_spread: float | None = None
+  unit: str = ""
+  measured_on: str = ""
+  test: str = ABOVE
+  tolerance: float | None = None
+
+
+POINTS = "points of accuracy"
+
+
+def _smallest(effects: dict[str, float], spreads: dict[str, float], what: str = "") -> tuple[float, float, str]:
+  """(smallest effect, largest spread, where) of a claim that must hold for every one of `effects`;
+  `what` says how each effect is taken."""
+  name = min(effects, key=effects.get)
+  where = name + (f", {what}" if what else "")
+  if len(effects) == 1:
+    return effects[name], spreads[name], where
+  return effects[name], max(spreads.values()), (f"{where} (the smallest of {len(effects)} effects; control: the "
+                                                f"largest of their spreads)")
 
 
 def _auc(curve: Sequence[float]) -> float:
@@ -63,16 +82,16 @@ def _claim_order(records):
   layers = list(_pruned_layers(records))
   if not layers or not all("random" in r for _, r in layers):
     return None
-  parts, effects = [], []
+  parts, effects = [], {}
   for name, r in layers:
     a = _aucs(r)
     if not {"max_mag", "max_fp", "min_mag", "min_fp", "random"} <= set(a):
       return None
-    effects.append(min(min(a["max_mag"], a["max_fp"]) - a["random"], a["random"] - max(a["min_mag"], a["min_fp"])))
+    effects[name] = min(min(a["max_mag"], a["max_fp"]) - a["random"], a["random"] - max(a["min_mag"], a["min_fp"]))
     parts.append(f"{name}: " + ", ".join(f"{c} {a[c]:.1f}" for c in ("max_mag", "max_fp", "random", "min_mag", "min_fp")))
-  effect, spread = min(effects), max(_random_spread(r) for _, r in layers)
+  effect, spread, where = _smallest(effects, {name: _random_spread(r) for name, r in layers})
   return Tested(beyond_control(effect, spread), "mean accuracy (%) over all removal levels; " + "; ".join(parts),
-                effect, spread)
+                effect, spread, POINTS, where)
 
 
 def _claim_magnitude_better(records):
@@ -80,10 +99,10 @@ def _claim_magnitude_better(records):
   if not layers or not all("random" in r for _, r in layers):
     return None
   aucs = [(name, _aucs(r)) for name, r in layers]
-  effect = min(a["max_mag"] - a["max_fp"] for _, a in aucs)
-  spread = max(_random_spread(r) for _, r in layers)
+  effect, spread, where = _smallest({name: a["max_mag"] - a["max_fp"] for name, a in aucs},
+                                    {name: _random_spread(r) for name, r in layers})
   return Tested(beyond_control(effect, spread), "mean accuracy (%) over all levels, max_mag vs max_fp: " + "; ".join(
-    f"{name} {a['max_mag']:.1f} vs {a['max_fp']:.1f}" for name, a in aucs), effect, spread)
+    f"{name} {a['max_mag']:.1f} vs {a['max_fp']:.1f}" for name, a in aucs), effect, spread, POINTS, where)
 
 
 def _criteria_gap(r: dict) -> np.ndarray:
@@ -108,7 +127,8 @@ def _claim_agree(records):
   effect = float(100 * _criteria_gap(r)[levels <= upto].max())
   return Tested(f >= AGREE_UP_TO, f"max_mag and max_fp stay within {AGREE_POINTS:g} point up to {100 * f:.0f}% of the "
                                   f"units removed (holds from {100 * AGREE_UP_TO:.0f}%); largest gap up to "
-                                  f"{100 * AGREE_UP_TO:.0f}%: {effect:.2f} points", effect, _random_spread(r, upto))
+                                  f"{100 * AGREE_UP_TO:.0f}%: {effect:.2f} points", effect, _random_spread(r, upto),
+                POINTS, f"conv2 fc1, the largest gap up to {100 * AGREE_UP_TO:.0f}% of its units", WITHIN, AGREE_POINTS)
 
 
 NO_CONTROL = "the stage's record holds no control (written before controls were recorded): rerun the stage"
@@ -134,7 +154,8 @@ def _claim_closer(records):
   ok = beyond_control(effect, spread) and c["edges"] > i["edges"]
   return Tested(ok, f"conv2 {d['layer']}: mean pairwise cosine {i['mean_cosine']:.4f} at init -> {c['mean_cosine']:.4f} "
                     f"converged (std over initialiser draws {spread:.4f}); edges above the threshold (cosine "
-                    f"{d['threshold_cosine']:.3f}) {i['edges']} -> {c['edges']}", effect, spread)
+                    f"{d['threshold_cosine']:.3f}) {i['edges']} -> {c['edges']}", effect, spread,
+                "mean pairwise cosine", f"conv2 {d['layer']}, converged minus initialisation")
 
 
 def _claim_cluster(records):
@@ -148,7 +169,7 @@ def _claim_cluster(records):
   return Tested(ok, f"conv2 {d['layer']} converged: largest component {c['largest_component']} of {m} units, "
                     f"{c['outside_largest']} outside it, {c['components']} components; initialiser draws at the same "
                     f"threshold: largest component {100 * mean:.1f}% ± {100 * spread:.1f}% of the units",
-                effect, spread)
+                effect, spread, "fraction of the units", f"conv2 {d['layer']} converged, minus the draws' mean")
 
 
 def _claim_removable(records):
@@ -165,7 +186,7 @@ def _claim_removable(records):
   return Tested(ok, f"conv2 fc1: median relative movement ||w_T - w_0|| / ||w_0|| of the smallest-norm quarter "
                     f"{d['movement_smallest_quarter']:.3f} vs the others {d['movement_others']:.3f} (random quarters: "
                     f"std {spread:.3f}); removing that quarter costs {cost:.2f} points (holds up to {REMOVABLE_COST:g})",
-                effect, spread)
+                effect, spread, "relative movement", "conv2 fc1, the others' median minus the smallest quarter's")
 
 
 def _spectra(records):
@@ -182,12 +203,12 @@ def _claim_spikes(records):
     return None
   if not all("control" in a for _, a in spectra):
     return NO_CONTROL
-  effects = [a["trained"]["spikes"] - a["control"]["spikes"][0] for _, a in spectra]
-  spread = max(max(a["control"]["spikes"][1], COUNT_FLOOR) for _, a in spectra)
-  ok = beyond_control(min(effects), spread) and all(a["trained"]["spikes"] <= a["trained"]["m"] / 4 for _, a in spectra)
+  effect, spread, where = _smallest({name: a["trained"]["spikes"] - a["control"]["spikes"][0] for name, a in spectra},
+                                    {name: max(a["control"]["spikes"][1], COUNT_FLOOR) for name, a in spectra})
+  ok = beyond_control(effect, spread) and all(a["trained"]["spikes"] <= a["trained"]["m"] / 4 for _, a in spectra)
   return Tested(ok, "eigenvalues of W W^T above the fitted lambda+, initialiser draws (mean) -> trained (of m): " +
                 "; ".join(f"{name} {a['control']['spikes'][0]:.1f} -> {a['trained']['spikes']} (of {a['trained']['m']})"
-                          for name, a in spectra), min(effects), spread)
+                          for name, a in spectra), effect, spread, "eigenvalues", where)
 
 
 def figure8_rows(records) -> dict[str, dict]:
@@ -203,12 +224,13 @@ def _claim_elbow(records):
   controls = {m: records[f"{m}.subspace"]["result"]["layers"].get("fc1", {}).get("control") for m in rows}
   if not all(controls.values()):
     return NO_CONTROL
-  effect = min(controls[m]["elbow"][0] - r["k_mean"] for m, r in rows.items())
-  spread = max(max(c["elbow"][1], COUNT_FLOOR) for c in controls.values())
+  effect, spread, where = _smallest({f"{m} fc1": controls[m]["elbow"][0] - r["k_mean"] for m, r in rows.items()},
+                                    {f"{m} fc1": max(c["elbow"][1], COUNT_FLOOR) for m, c in controls.items()},
+                                    "the draws' mean minus the trained mean")
   ok = all(NUM_CLASSES / 2 <= r["k_mean"] <= 2 * NUM_CLASSES for r in rows.values()) and beyond_control(effect, spread)
   return Tested(ok, f"mean elbow k of fc1 (holds within {NUM_CLASSES // 2}-{2 * NUM_CLASSES}), initialiser draws -> "
                     "trained: " + "; ".join(f"{m} {controls[m]['elbow'][0]:.1f} -> {r['k_mean']:.3g}"
-                                            for m, r in rows.items()), effect, spread)
+                                            for m, r in rows.items()), effect, spread, "ranks (elbow k)", where)
 
 
 ONE_SEED = "needs at least 2 seeds per model: the control is the spread over seeds"
@@ -221,9 +243,10 @@ def _claim_depth(records):
   if min(rows[m]["num_seeds"] for m in ("conv2", "conv6", "vgg19")) < 2:
     return ONE_SEED
   d = [rows[m]["drop_mean"] for m in ("conv2", "conv6", "vgg19")]
-  effect, spread = min(d[0] - d[1], d[1] - d[2]), max(rows[m]["drop_std"] for m in ("conv2", "conv6", "vgg19"))
+  effect, spread, where = _smallest({"conv2 fc1 minus conv6 fc1": d[0] - d[1], "conv6 fc1 minus vgg19 fc1": d[1] - d[2]},
+                                    {m: rows[m]["drop_std"] for m in ("conv2", "conv6", "vgg19")})
   return Tested(beyond_control(effect, spread), "a - a_proj at the elbow (points, mean over seeds): conv2 {:.2f}, "
-                "conv6 {:.2f}, vgg19 {:.2f}".format(*d), effect, spread)
+                "conv6 {:.2f}, vgg19 {:.2f}".format(*d), effect, spread, POINTS, where)
 
 
 def _claim_vgg_norm(records):
@@ -233,10 +256,12 @@ def _claim_vgg_norm(records):
   if min(r["num_seeds"] for r in rows.values()) < 2:
     return ONE_SEED
   kept = {m: r["kept_norm_percent_mean"] for m, r in rows.items()}
-  effect = kept["vgg19"] - max(v for m, v in kept.items() if m != "vgg19")
+  runner_up = max((m for m in kept if m != "vgg19"), key=kept.get)
+  effect = kept["vgg19"] - kept[runner_up]
   spread = max(r["kept_norm_percent_std"] for r in rows.values())
   return Tested(beyond_control(effect, spread), "100 ||W_k|| / ||W|| at the elbow: " + "; ".join(
-    f"{m} {v:.2f}" for m, v in kept.items()), effect, spread)
+    f"{m} {v:.2f}" for m, v in kept.items()), effect, spread, "percent of the norm",
+    f"vgg19 fc1 minus {runner_up} fc1, the next largest (control: the largest spread over seeds)")
 
 
 _BEYOND = f"by more than {SIGMAS:g} standard deviations of "
@@ -284,7 +309,8 @@ def claims(records: dict) -> list[Verdict]:
       out.append(Verdict.untestable(text, why, rule=rule, section=section))
     else:
       out.append(Verdict.decide(text, tested.ok, tested.evidence, rule=rule, section=section, effect=tested.effect,
-                                control_spread=tested.control_spread))
+                                control_spread=tested.control_spread, unit=tested.unit,
+                                measured_on=tested.measured_on, test=tested.test, tolerance=tested.tolerance))
   return out
 
 

@@ -13,8 +13,8 @@ import jinja2
 import markupsafe
 import numpy as np
 
-from redundancy_jax.core import storage
-from redundancy_jax.core.verdicts import FAILS, HOLDS, UNTESTABLE, Verdict
+from redundancy_jax.core import console, data, storage
+from redundancy_jax.core.verdicts import FAILS, HOLDS, SIGMAS, UNTESTABLE, WITHIN, Verdict
 from redundancy_jax.analyses import classes
 from redundancy_jax.analyses.subspace import table_lines
 from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
@@ -89,19 +89,32 @@ def _figure1(trained: dict) -> list[Block]:
                  f"{np.mean(t['best_step']):,.0f}"])
   out.append(_table(["Network", "Layers", "All / conv parameters (input)", "Iterations / batch", "Optimizer", "Width",
                      "Seeds", "Test accuracy (%)", "Test images", "Kept iteration (mean)"], rows))
-  out.append(_p("Test accuracy here is on the whole test split; the analyses below (Figures 2 and 8) evaluate on "
-                "the number of test images they state, so their unpruned accuracy can differ from this one."))
+  out.append(_p("Test accuracy here is the mean ± std over the seeds on the whole test split. The analyses below "
+                "use the number of test images they state: Figure 8 averages over every seed, while Figures 2, 6 "
+                "and 7 show one network (replica 0, seed 0), so their unpruned accuracies differ from this one."))
   return out
 
 
-def _figure2(records) -> list[Block]:
+def _one_network(model: str, trained: dict) -> str:
+  """Which network a figure of one replica shows (the analyses' replica 0)."""
+  seeds = trained.get(model, {}).get("seeds")
+  return f"replica 0 (seed 0) of the {seeds} trained" if seeds else "replica 0 (seed 0)"
+
+
+def _figure2(records, trained) -> list[Block]:
   out = [_h("Figure 2: pruning criteria, no retraining")]
   for model in ("lenet", "conv2"):
     rec = records.get(f"{model}.prune")
     if rec:
       r = rec["result"]
+      base = 100 * next(iter(r["layers"].values()))["base_accuracy"]
+      row = figure8_rows(records).get(model)
+      against = (f" (Figure 8's test accuracy a, {100 * row['a_mean']:.2f} ± {100 * row['a_std']:.2f}%, is the "
+                 f"mean ± std over its {row['num_seeds']} seeds on the same images)" if row else "")
       out.append(_img(r["figure"], f"Figure 2, {model}: accuracy and loss against units removed, on the first "
-                                   f"{r['config']['examples']:,} test images; random: mean ± std over its permutations"))
+                                   f"{r['config']['examples']:,} test images, of {_one_network(model, trained)}: "
+                                   f"unpruned {base:.2f}% on these images{against}; random: mean ± std over its "
+                                   f"permutations"))
   if len(out) == 1:
     out.append(_p("Not run at this call (stages lenet.prune, conv2.prune)."))
   return out
@@ -110,7 +123,7 @@ def _figure2(records) -> list[Block]:
 def _figures34(records, trained) -> list[Block]:
   out = [_h("Figures 3 and 4: training dynamics"),
          _p("Nodes are units, sized by their norm; edges join units whose weight vectors have a cosine above the "
-            "threshold. Orange nodes are *repeated* units: their activations on test images correlate (|r| >= 0.5) "
+            "threshold. Orange nodes are **repeated** units: their activations on test images correlate (|r| >= 0.5) "
             "with another unit's, which is about activations, not weights, so a repeated unit needs no edge.")]
   for stage, title in (("conv2.dynamics", "Figure 3: Conv-2 fc1 at initialisation and after convergence"),
                        ("vgg19.dynamics", "Figure 4: the last convolutional layer of VGG19")):
@@ -145,38 +158,70 @@ def _figure5(records) -> list[Block]:
                      "Cosine init -> trained (run 1)", "Edge Jaccard", "Edges", "Components", "Largest component",
                      "Repeated units"], rows, "figure5"))
   for layer, c in rec["result"]["layers"].items():
-    out += [_img(c["figure"], f"Figure 5, {layer}: both runs"), _link(c["viewer"], f"Interactive viewer, both runs ({layer})")]
+    out += [_img(c["figure"], f"Figure 5, Conv-2 layer {layer}: the main run (top) and the run with the classifier "
+                              f"re-sampled (bottom), replica 0 of each"),
+            _link(c["viewer"], f"Interactive viewer, both runs ({layer})")]
   return out
 
 
-def _figures678(records) -> list[Block]:
+# Figure 8 rows the page leaves out: the report's separate standard-deviation row repeats the ± above it.
+FIGURE8_REPEATED = ("Standard deviation of a − a_proj",)
+
+
+def _figures678(records, trained) -> list[Block]:
   out = [_h("Figures 6 and 7: spectra against Marchenko-Pastur, residuals and the elbow")]
   for model in ("lenet", "conv2", "conv6", "vgg19"):
     rec = records.get(f"{model}.subspace")
     if rec:
       esd, residual = rec["result"]["figures"]
-      out += [_img(esd, f"ESD of {model} at initialisation and trained"),
-              _img(residual, f"Residual curves of {model} with the elbow k")]
+      one = _one_network(model, trained)
+      elbows = ", ".join(f"elbow k of {layer} = {a['trained']['elbow']}" for layer, a in rec["result"]["layers"].items())
+      row = rec["result"]["row"]
+      mean = f" (Figure 8: fc1's mean {row['k_mean']:.3g} over {row['num_seeds']} seeds)" if "k_mean" in row else ""
+      out += [_img(esd, f"ESD of {model} at initialisation and trained, {one}"),
+              _img(residual, f"Residual curves of {model} with the elbow k, {one}: {elbows}{mean}")]
   if len(out) == 1:
     out.append(_p("Not run (the subspace stages)."))
   out.append(_h("Figure 8: low-rank replacement of the first dense layer"))
   rows = figure8_rows(records)
   if rows:
     header, body = table_lines(list(rows.values()))
-    out.append(_table(header, body, "figure8"))
+    out.append(_p("One column per model; a ± is the standard deviation over the model's seeds (its trained "
+                  "replicas), on the test images stated (the report's separate row for a − a_proj is its ±)."))
+    out.append(_table(header, [line for line in body if line[0] not in FIGURE8_REPEATED], "figure8"))
   else:
     out.append(_p("Not run (the subspace stages)."))
   return out
 
 
-def _number(value) -> str:
-  return "–" if value is None else f"{value:.3g}"
+VERDICT_NOTE = (
+  "**Effect**: the claim's statistic in the unit named, signed so that a positive value supports the claim, measured "
+  "on the layer or run named (where the claim must hold for several, the smallest effect). **Control**: one standard "
+  "deviation of the same statistic where the claim's cause is absent (DEFINITIONS.md section 7). A claim holds only "
+  f"when its effect exceeds {SIGMAS:g} of those standard deviations, besides its own threshold; the last column "
+  "but one shows that comparison. Claims of equality (two criteria agree, a rank keeps the accuracy) measure a "
+  "distance instead, which must stay within the claim's tolerance: there a smaller effect supports the claim, and "
+  "the control's spread shows the noise beside it.")
+
+
+def _effect(v: Verdict) -> str:
+  """The verdict's effect as the page shows it: value, unit and where it was measured."""
+  if v.effect is None:
+    return "–"
+  text = (f"{v.effect:.3g}" if v.test == WITHIN else f"{v.effect:+.3g}") + (f" {v.unit}" if v.unit else "")
+  return text + (f"; on {v.measured_on}" if v.measured_on else "")
+
+
+def _control(v: Verdict) -> str:
+  return "–" if v.control_spread is None else f"{v.control_spread:.3g}" + (f" {v.unit}" if v.unit else "")
 
 
 def _verdict_table(verdicts: list[Verdict], first: str, table_id: str, settings: dict | None = None) -> Block:
-  header = [first, "Claim", "Numbers from this run", "Rule", "Effect", "Control's spread", "Verdict"]
-  rows = [[settings[i] if settings else v.section, v.claim, v.evidence, v.rule, _number(v.effect),
-           _number(v.control_spread), v.verdict] for i, v in enumerate(verdicts)]
+  header = [first, "Claim", "Numbers from this run", "Rule", "Effect (unit; measured on)",
+            "Control: 1 standard deviation", f"Effect against {SIGMAS:g} standard deviations", "Verdict"]
+  rows = [[settings[i] if settings else v.section, v.claim, v.evidence, v.rule, _effect(v), _control(v),
+           v.comparison() or ("–" if v.effect is None else "see the Rule column"), v.verdict]
+          for i, v in enumerate(verdicts)]
   return _table(header, rows, table_id)
 
 
@@ -206,10 +251,11 @@ def _related(records) -> list[Block]:
   out = [_h("Related work (report section 2)")]
   verdicts = related_verdicts(records)
   if not verdicts:
-    return out + [_p("Not run at this profile's call: `--stages=related` runs the four related-work experiments "
+    return out + [_p("Not run at this profile's call: --stages=related runs the four related-work experiments "
                      "(lottery tickets, filter clustering, teacher-student, width) into this page.")]
   out.append(_p("Each verdict is computed by the experiment's own run (its results.json); the first column says how "
-                "that run was made."))
+                "that run was made. These verdicts apply their papers' criteria (the Rule column) alone: their effect "
+                "and control are stated beside them for scale, not as part of the rule."))
   rows, labels = [], []
   for name, vs in verdicts.items():
     settings = records[f"related.{name}"]["result"]["settings"]
@@ -226,42 +272,87 @@ def _related(records) -> list[Block]:
   return out
 
 
+NOT_RECORDED = "not recorded (the stage finished before the page recorded it: delete its stages/*.json to rerun it)"
+
+
+def _stage_data(stage: str, record: dict, trained: dict) -> list[str]:
+  """The data a stage ran on, one `data.label` each: its own record's, or the training stage's it analyses."""
+  group, r = stage.split(".")[0], record["result"]
+  if group == "related":
+    return r.get("data", [NOT_RECORDED])
+  if "dataset" in r:  # training, pruning and the open question record theirs
+    return [data.label(r["dataset"])]
+  return [data.label(trained[group]["dataset"]) if group in trained else f"that of {group}.train (not in this workdir)"]
+
+
+def _training(stage: str, r: dict) -> str:
+  """The training a stage did: steps, replicas and speed."""
+  t = r if stage.endswith(".train") else r.get("training")
+  if t is None:
+    return NOT_RECORDED if stage.endswith((".resample", ".classes")) else (
+      "its own runs (see Related work)" if stage.startswith("related.") else "none: analyses the trained model")
+  return (f"{t['steps']:,} of {t['recipe_steps']:,} recipe steps, {t['seeds']} replica(s), "
+          f"{t['steps_per_second']:.1f} steps/s")
+
+
+def _users(stages: list[str]) -> str:
+  """"lenet, open question (lenet), conv2; related work: lottery, width" for those stages."""
+  models = [f"open question ({s.split('.')[0]})" if s.endswith(".classes") else s.split(".")[0]
+            for s in stages if not s.startswith("related.")]
+  related = [s.split(".")[1] for s in stages if s.startswith("related.")]
+  return "; ".join(filter(None, [", ".join(dict.fromkeys(models)),
+                                 "related work: " + ", ".join(related) if related else ""]))
+
+
 def _provenance(records, provenance, trained) -> list[Block]:
-  prov = [["profile", provenance["profile"]], ["command", provenance["command"]],
+  total = sum(r["seconds"] for r in records.values())
+  ran = provenance.get("stages_this_call", [])
+  prov = [["profile", provenance["profile"]],
+          ["command typed", provenance.get("typed") or "none: the reproduction was called from Python (stages.run)"],
+          ["command with every option", provenance["command"]],
+          ["time", f"{console.duration(provenance.get('wall_seconds_this_call', 0))} for this call ({len(ran)} "
+                   f"stage(s) run or reused); {console.duration(total)} in all: the sum of the stages' wall times "
+                   f"below, each from the call that ran it"],
           ["git commit", provenance["commit"] + (" (with uncommitted changes)" if provenance["uncommitted_changes"] else "")],
           ["devices", f"{provenance['backend']}: {', '.join(provenance['devices'])}"], ["machine", provenance["machine"]],
           ["versions", ", ".join(f"{k} {v}" for k, v in provenance["versions"].items())],
           ["written", provenance["written"]]]
-  for model, t in trained.items():
-    d = t["dataset"]
+  described = {data.label(d): d for d in [t["dataset"] for t in trained.values()] +
+               [r["result"]["dataset"] for s, r in records.items() if "dataset" in r["result"]]}
+  for label, d in described.items():
     files = "; ".join(f"{os.path.basename(f['path'])} sha256 {f['sha256'][:12]}…" for f in d.get("files", []))
     sizes = "/".join(f"{v:,}" for v in d["sizes"].values())
-    prov.append([f"data ({model})", f"{d['name']}, {d['source']}, train/validation/test {sizes}" +
-                 (f"; {files}" if files else "")])
-  stage_rows = [[s, f"{r['seconds']:.1f}", r.get("finished", ""),
-                 f"{r['result']['steps']:,} of {r['result']['recipe_steps']:,} recipe steps, {r['result']['seeds']} "
-                 f"seed(s), {r['result']['steps_per_second']:.1f} steps/s" if s.endswith(".train") else ""]
-                for s, r in records.items()]
+    prov.append([f"data: {label}", f"train/validation/test {sizes}" + (f"; {files}" if files else "")])
+  stage_rows = [[s, "; ".join(_stage_data(s, r, trained)), f"{r['seconds']:.1f}", r.get("finished", ""),
+                 _training(s, r["result"])] for s, r in records.items()]
+  stage_rows.append(["total", "", f"{total:.1f}", "", ""])
   return [_h("Provenance"), _table(["What", "Value"], prov, "provenance"),
-          _table(["Stage", "Wall time (s)", "Finished", "Training"], stage_rows, "stages")]
+          _table(["Stage", "Data", "Wall time (s)", "Finished", "Training"], stage_rows, "stages")]
+
+
+def _banner(records, trained) -> Block:
+  """Every stage's data, with the stages that used it."""
+  uses = {}
+  for stage, record in records.items():
+    for label in _stage_data(stage, record, trained):
+      uses.setdefault(label, []).append(stage)
+  text = " | ".join(f"{label} ({_users(stages)})" for label, stages in uses.items()) or "no stage has run yet"
+  return Block("banner", f"DATA: {text}. The report used MNIST (LeNet) and CIFAR-10 (the conv nets); Provenance "
+                         "gives each stage's data.")
 
 
 def blocks(records: dict, provenance: dict) -> list[Block]:
   """The whole page as blocks, from the stage records and the provenance."""
   trained = {s.split(".")[0]: r["result"] for s, r in records.items() if s.endswith(".train")}
-  described = [t["dataset"] for t in trained.values()]
-  described += [r["result"]["dataset"] for s, r in records.items() if s.endswith(".classes")]  # their own runs
-  datasets = sorted({f"{d['name']}, {d['source']}" for d in described})
   out = [_h("Sources of Redundancy in Neural Networks: the report's evidence, rebuilt", 1),
          _p(f"Profile **{provenance['profile']}**: {provenance['profile_note']}." + (
            " Seeds trained: " + ", ".join(f"{m} {t['seeds']}" for m, t in trained.items()) + "." if trained else "")),
-         Block("banner", "DATA: " + ("; ".join(datasets) if datasets else "no model trained yet") +
-               ". The report used MNIST (LeNet) and CIFAR-10 (the conv nets); see Provenance.")]
-  out += _figure1(trained) + _figure2(records) + _figures34(records, trained) + _figure5(records)
-  out += _figures678(records)
+         _banner(records, trained)]
+  out += _figure1(trained) + _figure2(records, trained) + _figures34(records, trained) + _figure5(records)
+  out += _figures678(records, trained)
   out += [_h("Claims"), _p("Each claim of the report's section 3 with the numbers of this run that test it and the "
                            "rule that decides it; every verdict is computed (redundancy_jax/reproduction/claims.py)."),
-          _verdict_table(claims(records), "Section", "claims")]
+          _p(VERDICT_NOTE), _verdict_table(claims(records), "Section", "claims")]
   return out + _open_question(records) + _related(records) + _provenance(records, provenance, trained)
 
 

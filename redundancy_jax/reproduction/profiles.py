@@ -15,6 +15,7 @@ from redundancy_jax.related.clustering import ClusteringConfig
 from redundancy_jax.related.lottery import LotteryConfig
 from redundancy_jax.related.teacher_student import TeacherStudentConfig
 from redundancy_jax.related.width import WidthConfig
+from redundancy_jax.core.errors import BadOption
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +110,10 @@ def choose_stages(names, profile: Profile | None = None) -> list[str]:
     elif name in STAGES:
       chosen.add(name)
     else:
-      raise ValueError(f"unknown stage {name!r}; valid: all, report, related, the models {', '.join(MODELS)}, or "
+      raise BadOption(f"unknown stage {name!r}; valid: all, report, related, the models {', '.join(MODELS)}, or "
                        f"the stages {', '.join(STAGES)}")
   if not chosen:
-    raise ValueError("--stages selects nothing; give 'all', a model or a stage")
+    raise BadOption("--stages selects nothing; give 'all', a model or a stage")
   runs = lambda s: profile is None or not s.endswith(".classes") or s.split(".")[0] in profile.classes
   return [s for s in STAGES if s in chosen and runs(s)]
 
@@ -123,9 +124,9 @@ def parse_seeds(values, profile: Profile) -> dict[str, int]:
   for value in values:
     name, _, count = str(value).rpartition("=")
     if name and name not in MODELS:
-      raise ValueError(f"--seeds: unknown model {name!r}; valid models: {', '.join(MODELS)}")
+      raise BadOption(f"--seeds: unknown model {name!r}; valid models: {', '.join(MODELS)}")
     if not count.isdigit() or int(count) < 1:
-      raise ValueError(f"--seeds: {value!r} is not a positive count; write --seeds=10 or --seeds=lenet=10,conv2=1")
+      raise BadOption(f"--seeds: {value!r} is not a positive count; write --seeds=10 or --seeds=lenet=10,conv2=1")
     seeds.update({name: int(count)} if name else {m: int(count) for m in seeds})
   return seeds
 
@@ -133,7 +134,7 @@ def parse_seeds(values, profile: Profile) -> dict[str, int]:
 def choose_datasets(choice: str, data_dir: str | None) -> dict[str, dict]:
   """{model: {"dataset", "data_source"}} for `--dataset` (see `ReproduceConfig.dataset`)."""
   if choice not in DATASET_CHOICES:
-    raise ValueError(f"unknown dataset {choice!r}; valid: {', '.join(DATASET_CHOICES)}")
+    raise BadOption(f"unknown dataset {choice!r}; valid: {', '.join(DATASET_CHOICES)}")
   if choice == "auto":
     if data.available("mnist", data_dir) and data.available("cifar10", data_dir):
       return {m: {"dataset": d, "data_source": "auto"} for m, d in REPORT_DATASETS.items()}

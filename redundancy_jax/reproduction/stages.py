@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import shutil
+import shlex
 import subprocess
 import time
 from typing import Callable
@@ -30,6 +30,7 @@ from redundancy_jax.models import topology
 from redundancy_jax.related import clustering, lottery, teacher_student, width
 from redundancy_jax.reproduction import page, profiles
 from redundancy_jax.reproduction.profiles import DYNAMICS_LAYER, PRUNED, ReproduceConfig
+from redundancy_jax.core.errors import MissingFile
 
 RELATED_RUNS = {"lottery": lottery.run, "clustering": clustering.run, "teacher_student": teacher_student.run,
                 "width": width.run}
@@ -130,7 +131,7 @@ class Reproduction:
     """(module, variables of one replica, dataset, config) of a finished training stage."""
     run_ = self.run_dir(model, resampled)
     if not run_.is_trained():
-      raise FileNotFoundError(f"{run_.workdir} holds no trained model: run the stage {model}.train first "
+      raise MissingFile(f"{run_.workdir} holds no trained model: run the stage {model}.train first "
                               f"(--stages={model} runs every stage of {model})")
     return run_.trained(replica, dataset=self.dataset(self.train_config(model, resampled)))
 
@@ -142,6 +143,11 @@ class Reproduction:
     return os.path.relpath(path, self.root)
 
   # --- the stages
+
+  @staticmethod
+  def training(result: dict) -> dict:
+    """What the provenance's training column shows of a training stage's result."""
+    return {k: result[k] for k in ("steps", "recipe_steps", "seeds", "steps_per_second")}
 
   def train_stage(self, model: str, resampled: bool = False) -> dict:
     cfg = self.train_config(model, resampled)
@@ -193,15 +199,15 @@ class Reproduction:
     """Figure 5: the run with a re-sampled classifier against the main run, replica 0 of each."""
     from redundancy_jax.plots import dynamics as dynamics_plots
 
-    self.train_stage(model, resampled=True)
+    trained = self.train_stage(model, resampled=True)
     cfg = self.command_config(f"{model}.resample")
     module = self.trained(model)[0]
-    out = {"layers": {}}
+    out = {"layers": {}, "training": self.training(trained)}
     for layer in (last_conv(module), "fc1"):
       layer_cfg = dataclasses.replace(cfg, graph=dataclasses.replace(cfg.graph, layer=layer))
       a = self._analyse(self.run_dir(model), layer_cfg)
       b = self._analyse(self.run_dir(model, resampled=True), layer_cfg, threshold=a["threshold"])
-      runs = [(model, a), (f"{model}, classifier re-sampled", b)]
+      runs = [("main run", a), ("classifier re-sampled", b)]
       figure = dynamics_plots.save_init_vs_converged(runs, self.figure(f"figure5_{model}_{layer}.png"))
       page = dynamics_plots.write_page(self.figure(f"figure5_{model}_{layer}.html"), runs)
       out["layers"][layer] = {**dynamics.compare_runs(a, b), "figure": self.relative(figure[0]),
@@ -231,12 +237,15 @@ class Reproduction:
 
   def classes_stage(self, model: str) -> dict:
     """The open question's run of `model` (`classes.run`); the page keeps its summary, verdicts and figure."""
+    from redundancy_jax.plots import classes as classes_plots, save
+
     cfg = self.command_config(f"{model}.classes")
     results = classes.run(cfg, log=lambda s: self.log("  " + s))
-    figure = self.figure(f"classes_{model}.png")
-    shutil.copyfile(os.path.join(cfg.workdir, "classes", "figure.png"), figure)
+    figure = save(classes_plots.figure(results), self.figure(f"classes_{model}"))
     keep = ("title", "steps", "recipe_steps", "dataset", "layers", "verdict_layer", "summary", "headlines")
-    return {**{k: results[k] for k in keep}, "model": model, "figure": self.relative(figure)}
+    training = {"steps": results["steps"], "recipe_steps": results["recipe_steps"], "seeds": len(results["replicas"]),
+                "steps_per_second": Run(cfg.workdir).results()["steps_per_second"]}
+    return {**{k: results[k] for k in keep}, "model": model, "figure": self.relative(figure[0]), "training": training}
 
   def related_stage(self, name: str) -> dict:
     """A related-work experiment run whole by its own `run`; the stage keeps its verdicts and figure."""
@@ -244,7 +253,7 @@ class Reproduction:
     results = RELATED_RUNS[name](cfg, log=lambda s: self.log("  " + s))
     figure = os.path.join(cfg.workdir, "figure.png")
     return {"experiment": results["experiment"], "headlines": results["headlines"], "settings": results["settings"],
-            "figure": self.relative(figure), "workdir": self.relative(cfg.workdir)}
+            "figure": self.relative(figure), "workdir": self.relative(cfg.workdir), "data": related_data(cfg, results)}
 
   def run_stage(self, stage: str) -> dict:
     group, kind = stage.split(".")
@@ -253,6 +262,21 @@ class Reproduction:
     if kind == "train":
       return self.train_stage(group)
     return getattr(self, f"{kind}_stage")(group)
+
+
+def related_data(cfg, results: dict) -> list[str]:
+  """The data a related-work experiment ran on, one `data.label` each, from its results (and, for the
+  width experiment, those of its training runs)."""
+  name = results["experiment"]
+  if name == "teacher_student":
+    return [f"Gaussian inputs, generated online (N = {cfg.input_dim})"]
+  if name == "clustering":
+    described = [results["xord"]["dataset"], results["conv2"]["dataset"]]
+  elif name == "width":
+    described = [Run(os.path.join(cfg.workdir, f"h{h}")).results()["dataset"] for h in cfg.check().widths]
+  else:
+    described = [results["dataset"]]
+  return list(dict.fromkeys(data.label(d) for d in described))
 
 
 def run_stages(rep: Reproduction, stages: list[str], progress: Callable[[str], None] = print) -> dict[str, dict]:
@@ -291,15 +315,19 @@ def finished_stages(root: str) -> dict[str, dict]:
           if os.path.exists(os.path.join(folder, f"{s}.json"))}
 
 
+COMMAND = "python -m experiments.reproduce"
+
+
 def command_line(cfg: ReproduceConfig) -> str:
-  """The command that makes `cfg`: `python -m experiments.reproduce` with the options that differ from the defaults."""
-  default = ReproduceConfig()
+  """The command that makes `cfg`, every option written out (those left unset, None or empty, omitted)."""
   given = [f"--{f.name}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
-           for f in dataclasses.fields(cfg) if (v := getattr(cfg, f.name)) != getattr(default, f.name)]
-  return " ".join(["python -m experiments.reproduce", *given])
+           for f in dataclasses.fields(cfg) if (v := getattr(cfg, f.name)) not in (None, ())]
+  return shlex.join([*COMMAND.split(), *given])
 
 
-def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
+def provenance(rep: Reproduction, stages: list[str], wall: float, argv: list[str] | None = None) -> dict:
+  """What made the page: the command (as typed, when `argv` is given, and with every option), the code,
+  the machine, the stages run by this call and its wall time."""
   import flax
   import jax
 
@@ -313,6 +341,7 @@ def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
     commit, dirty = os.environ.get("REDUNDANCY_JAX_COMMIT", "unknown (not a git checkout)"), False
   return {
     "profile": rep.cfg.profile, "profile_note": rep.profile.note, "command": command_line(rep.cfg),
+    "typed": shlex.join([*COMMAND.split(), *argv[1:]]) if argv is not None else None,
     "stages_this_call": stages, "wall_seconds_this_call": wall, "commit": commit, "uncommitted_changes": dirty,
     "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
     "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
@@ -322,9 +351,10 @@ def provenance(rep: Reproduction, stages: list[str], wall: float) -> dict:
   }
 
 
-def run(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> str:
+def run(cfg: ReproduceConfig, log: Callable[[str], None] = print, argv: list[str] | None = None) -> str:
   """Runs the selected stages (each once; finished ones reused) and writes the page from every stage
-  record in the workdir; returns the page's path."""
+  record in the workdir; returns the page's path. `argv`: the command line as typed (sys.argv), recorded
+  in the provenance."""
   stages = profiles.choose_stages(cfg.stages, profiles.PROFILES.get(cfg.profile))  # a bad profile: Reproduction says
   rep = Reproduction(cfg, log)
   with folder_lock(cfg.workdir):
@@ -332,10 +362,12 @@ def run(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> str:
       rep.command_config(stage)  # every config resolves (names, data choices) before anything runs
     names = sorted({d["dataset"] + (" (bundled subset)" if d["data_source"] == "bundled" else "")
                     for d in rep.datasets.values()})
-    log(f"reproducing the report ({cfg.profile} profile: {rep.profile.note}) on {', '.join(names)} in "
-        f"{cfg.workdir}: {len(stages)} stage(s)")
+    related = " (the related work on its own data, stated on the page)" if any(
+      s.startswith("related.") for s in stages) else ""
+    log(f"reproducing the report ({cfg.profile} profile: {rep.profile.note}) with the models on {', '.join(names)}"
+        f"{related} in {cfg.workdir}: {len(stages)} stage(s)")
     begin = time.time()
     run_stages(rep, stages, log)
-    path = page.write(cfg.workdir, finished_stages(cfg.workdir), provenance(rep, stages, time.time() - begin))
+    path = page.write(cfg.workdir, finished_stages(cfg.workdir), provenance(rep, stages, time.time() - begin, argv))
   log(f"wrote {path} and {os.path.join(cfg.workdir, 'report.md')} in {console.duration(time.time() - begin)}")
   return path
