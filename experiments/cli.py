@@ -100,14 +100,19 @@ def _compact(names) -> str:
   return ", ".join(f"{r[0]}..{r[-1]}" if len(r) >= 4 else ", ".join(r) for r in runs)
 
 
-def _help(o: config.Option, quick: Any) -> str:
-  """The help of an option's flag: its text with each model's layers filled in ({layers}, {prunable_layers}),
-  the default this command sets (in place of a default the text states for the unset case), the value
-  under --quick where it differs, and a list's valid values."""
-  text = o.help
+def expand_layers(text: str) -> str:
+  """`text` with each registered model's layers in place of {layers} and {prunable_layers} (only when
+  help is printed: building the models starts JAX's backend, which must wait for --cpu_devices)."""
   for placeholder, names_of in (("{layers}", kernel_layers), ("{prunable_layers}", lambda m: kernel_layers(m)[:-1])):
     if placeholder in text:
       text = text.replace(placeholder, _layers(names_of))
+  return text
+
+
+def _help(o: config.Option, quick: Any) -> str:
+  """The help of an option's flag: its text, the default this command sets (in place of a default the text states for the unset case), the value
+  under --quick where it differs, and a list's valid values."""
+  text = o.help  # ({layers} and {prunable_layers} are filled in when help is printed: `expand_layers`)
   values = []
   if _text(o.default):
     text = _STATED_DEFAULT.sub("", text)
@@ -175,7 +180,7 @@ def help_text(cfg_cls, doc: str, command: str, fv: flags.FlagValues = flags.FLAG
 
 def _flag_help(flag: flags.Flag) -> str:
   name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
-  text = flags.text_wrap(f"{name}: {flag.help}", indent="      ", firstline_indent="  ")
+  text = flags.text_wrap(f"{name}: {expand_layers(flag.help)}", indent="      ", firstline_indent="  ")
   if flag.parser.syntactic_help:
     text += "\n" + flags.text_wrap(f"({flag.parser.syntactic_help})", indent="      ")
   return text
@@ -205,6 +210,9 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
     if any(arg in HELP_ARGS for arg in argv[1:]):
       print(help_text(cfg_cls, sys.modules["__main__"].__doc__, command), end="")
       sys.exit(0)
+    if any(arg.startswith("--helpfull") for arg in argv[1:]):  # absl prints the flags' help as registered
+      for name in flags.FLAGS:
+        flags.FLAGS[name].help = expand_layers(flags.FLAGS[name].help or "")
     return app.parse_flags_with_usage(argv)
 
   def absl_main(argv):

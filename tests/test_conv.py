@@ -90,7 +90,7 @@ def test_the_rule_picks_by_the_cpu_and_the_override_wins(monkeypatch):
 
 def _loss_grad(model, variables, x, y):
   def loss(params):
-    logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    logits, _ = model.apply_train({**variables, "params": params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
   return jax.grad(loss)(variables["params"])
 

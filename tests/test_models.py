@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from redundancy_jax.models import MODELS, activations, count_params, create_model, init_variables, prunable_layers
+from redundancy_jax.core import variants
+from redundancy_jax.models import MODELS, count_params, create_model, from_module, init_variables, prunable_layers, topology
 from redundancy_jax.models.common import Layer, PlanNet
 
 SHAPES = {"lenet": (28, 28, 1), "mlp": (28, 28, 1), "conv2": (32, 32, 3), "conv4": (32, 32, 3), "conv6": (32, 32, 3), "vgg19": (32, 32, 3)}
@@ -67,23 +68,42 @@ def test_width_multiplier_scales_hidden_layers_only():
 
 
 @pytest.mark.parametrize("name", ["lenet", "conv2"])
-def test_stop_and_start_compose_to_the_full_forward(name):
+def test_head_and_tail_of_every_cut_compose_to_the_full_forward(name):
+  """The engine's split of a network at a layer (`variants.split`): the head's boundary fed to the tail with
+  the unchanged value (a mask of ones, the layer's own output, its own kernel) gives the full forward."""
   model = create_model(name, width=0.25)
   variables = init_variables(model, jax.random.key(0), SHAPES[name])
   x = jax.random.normal(jax.random.key(1), (3, *SHAPES[name]))
   full = model.apply(variables, x)
-  for layer in prunable_layers(model):
-    h = model.apply(variables, x, stop=layer)
-    np.testing.assert_allclose(model.apply(variables, h, start=layer), full, rtol=1e-5, atol=1e-5)
+  for info in topology.of(model):
+    output = topology.activations(model, variables, x, info.name)  # (only its shape is used)
+    for cut in (variants.Cut("mask", info.name), variants.Cut("kernel", info.name),
+                variants.Cut("output", info.name, capture=(info.name,))):
+      split = variants.split(model, cut, *variants._shapes(variables, x))
+      boundary = split.head.evaluate(*jax.tree.leaves(variables), x)
+      value = {"mask": jnp.ones(info.units), "kernel": topology.kernel(variables, info.name)}.get(cut.kind)
+      if cut.kind == "output":  # the layer's output computed from its captured input, as a Dense or Conv does
+        value = _layer_call(model, variables, x, info.name)
+        assert value.shape[:-1] == output.shape[:-1] or info.kind == "dense"
+      np.testing.assert_allclose(split.tail.evaluate(*boundary, value)[0], full, rtol=1e-5, atol=1e-5)
 
 
-def test_intermediates_are_returned():
+def _layer_call(net, variables, x, layer):
+  out = []
+  net.apply(variables, x, hook=lambda name, kind, x_in, call: out.append(call(x_in)) or out[-1] if name == layer
+            else call(x_in))
+  return out[0]
+
+
+def test_activations_are_after_the_nonlinearity_by_hand():
   model = create_model("lenet")
   variables = init_variables(model, jax.random.key(0), SHAPES["lenet"])
-  logits, acts = activations(model, variables, jnp.ones((2, 28, 28, 1)))
-  assert acts["fc1"].shape == (2, 300) and acts["fc2"].shape == (2, 100)
-  assert np.all(np.asarray(acts["fc1"]) >= 0)  # after ReLU
-  np.testing.assert_allclose(acts["fc3"], logits)
+  x = jax.random.uniform(jax.random.key(2), (2, 28, 28, 1))
+  acts = topology.activations(model, variables, x, "fc1")
+  p = variables["params"]
+  by_hand = np.maximum(np.asarray(x).reshape(2, -1) @ p["fc1"]["kernel"] + p["fc1"]["bias"], 0)
+  assert acts.shape == (2, 300) and np.all(np.asarray(acts) >= 0)
+  np.testing.assert_allclose(acts, by_hand, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -93,19 +113,29 @@ def test_every_registered_model_builds_with_an_explicit_plan(name):
   <conv>_bn with BatchNorm) with as many units as the plan says; the last layer is the 10-way classifier
   and the only one that is not prunable."""
   model, variables = _abstract(name)
-  kinds = [layer.kind for layer in model.plan]
+  plan = model.module.plan
+  kinds = [layer.kind for layer in plan]
   k, l = kinds.count("conv"), kinds.count("dense")
   assert kinds == ["conv"] * k + ["dense"] * l and l >= 1
-  names = [layer.name for layer in model.plan]
+  names = [layer.name for layer in plan]
   assert names == [f"conv{i}" for i in range(1, k + 1)] + [f"fc{i}" for i in range(1, l + 1)]
   params = variables["params"]
   batch_norm = {f"{n}_bn" for n in names[:k]} if "batch_stats" in variables else set()
   assert set(params) == set(names) | batch_norm
-  for layer in model.plan:
+  for layer in plan:
     assert params[layer.name]["kernel"].shape[-1] == layer.features == params[layer.name]["bias"].shape[0]
-  assert [layer.output for layer in model.plan] == [False] * (k + l - 1) + [True]
-  assert model.plan[-1].features == 10
+  assert [layer.output for layer in plan] == [False] * (k + l - 1) + [True]
+  assert plan[-1].features == 10
+  # the topology traced from the model agrees with the plan it was built from: names, kinds, units, the
+  # BatchNorm after each conv, the classifier, and each layer read by the next (positions: a flatten)
+  found = topology.of(model)
+  assert [(i.name, i.kind, i.units) for i in found] == [(p.name, p.kind, p.features) for p in plan]
+  assert [i.norm for i in found] == [f"{n}_bn" if f"{n}_bn" in batch_norm else None for n in names]
+  assert [i.classifier for i in found] == [False] * (k + l - 1) + [True]
   assert prunable_layers(model) == tuple(names[:-1])
+  for info, nxt in zip(found[:-1], plan[1:]):
+    if info.consumer is not None:  # (small maps go through shifted matmuls, which the topology leaves unnamed)
+      assert info.consumer == nxt.name and info.consumer_kind == nxt.kind
 
 
 @pytest.mark.parametrize("name", ["conv2", "conv6", "vgg19"])
@@ -122,7 +152,8 @@ def test_conv_models_on_28x28_inputs_give_finite_logits(name):
 
 def test_pool_of_an_odd_map_keeps_the_last_row_and_column():
   """A 3x3 map pools to 2x2: each output the max of its window, the windows cut at the border."""
-  model = PlanNet(plan=(Layer("c", "conv", 1, after="pool"), Layer("out", "dense", 1, before="flatten", output=True)))
+  model = from_module("odd", PlanNet(plan=(Layer("c", "conv", 1, after="pool"),
+                                           Layer("out", "dense", 1, before="flatten", output=True))))
   x = jnp.arange(9.0).reshape(1, 3, 3, 1)
   variables = init_variables(model, jax.random.key(0), (3, 3, 1))
   kernel = np.zeros((3, 3, 1, 1), np.float32)
@@ -134,16 +165,12 @@ def test_pool_of_an_odd_map_keeps_the_last_row_and_column():
   np.testing.assert_allclose(out, [[4 + 50 + 700 + 8000]])
 
 
-def test_dense_input_pools_as_the_network_does_on_odd_maps():
-  """The sweeps rebuild fc1's input from the last conv activation (`dense_input`); on 28x28 inputs Conv-6's
-  third pool sees a 7x7 map, and the rebuilt input must be the one the network flattens (4x4, not 3x3)."""
-  from redundancy_jax.models import dense_input
-
-  model = create_model("conv6", width=0.125)
+def test_a_flattened_conv_layer_is_read_by_fc1_at_every_position_of_its_odd_map():
+  """On 28x28 inputs Conv-6's third pool sees a 7x7 map: fc1 reads the 4x4 pooled positions of conv6's units
+  (the running sums need this), and conv6's activations are the 7x7 map before pooling."""
+  model = create_model("conv6", width=0.125, image_shape=(28, 28, 1))
   variables = init_variables(model, jax.random.key(0), (28, 28, 1))
   x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
-  h = model.apply(variables, x, stop="conv6")
-  assert h.shape == (2, 7, 7, 32)
-  fc1 = variables["params"]["fc1"]
-  rebuilt = jax.nn.relu(dense_input(model, "conv6", "fc1", h) @ fc1["kernel"] + fc1["bias"])
-  np.testing.assert_allclose(rebuilt, model.apply(variables, x, stop="fc1"), rtol=1e-5, atol=1e-6)
+  info = topology.check(model, "conv6")
+  assert (info.consumer, info.positions) == ("fc1", 4 * 4)
+  assert topology.activations(model, variables, x, "conv6").shape == (2, 7, 7, 32)

@@ -120,11 +120,13 @@ def test_a_second_process_on_a_workdir_in_use_exits_at_once_and_writes_nothing(t
 
 def test_unknown_model_exits_with_the_valid_names_before_anything_runs(tmp_path):
   done = script("prune_sweep", "--model=lenet5", f"--workdir={tmp_path / 'x'}")
-  assert done.returncode == 1 and "<lenet|conv2|conv4|conv6|vgg19|mlp>" in done.stderr, done.stderr
+  assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+    "error: unknown model 'lenet5'; valid: a registered model (lenet, conv2, conv4, conv6, vgg19, mlp) or your own "
+    "Flax model as FILE.py:FACTORY or MODULE:FACTORY (a callable factory(num_classes))"], done.stderr
   assert "Traceback" not in done.stderr
   assert not (tmp_path / "x").exists()
   bad = script("prune_sweep", "--model=lenet", f"--workdir={tmp_path / 'y'}", "--layer=fc9")
-  assert bad.returncode == 1 and "unknown layer 'fc9'; prunable layers: fc1, fc2" in bad.stderr, bad.stderr
+  assert bad.returncode == 1 and "unknown layer 'fc9' of lenet; prunable layers: fc1, fc2" in bad.stderr, bad.stderr
   assert "training" not in bad.stdout and not (tmp_path / "y").exists()  # refused before training
 
 

@@ -84,7 +84,7 @@ def test_a_failed_first_attempt_does_not_lock_the_workdir(tmp_path, monkeypatch)
   assert results["config"]["steps"] == 20
   assert storage.read_json(os.path.join(workdir, "config.json"))["dataset"] == "mnist"
   # once a run has started, another config is an error listing the difference
-  with pytest.raises(ConfigMismatch, match="steps: workdir has 20, this run asks 30"):
+  with pytest.raises(ConfigMismatch, match="--steps: the trained model used 20, the flags ask 30"):
     train.train(config.TrainConfig(model="lenet", steps=30, batch_size=32, eval_every=10), workdir,
                 dataset=_tiny_mnist(), log=quiet)
 

@@ -199,18 +199,54 @@ def _perturbed_variables(model, shape, key):
   return variables
 
 
+def _plan_forward(net, variables, x, layer=None, keep=None):
+  """The report's models written out by hand from their plan, in NumPy-like jnp (NHWC, HWIO, SAME 3x3
+  convolutions by lax, BatchNorm's formula with its running statistics): an implementation independent of
+  the library's. With `layer` and `keep`, the units of `layer` where `keep` is False are physically
+  removed: its kernel's columns, its bias and BatchNorm entries, and the next layer's input rows."""
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  h = (x.astype(jnp.float32) - jnp.asarray(net.mean)) / jnp.asarray(net.std)
+  dropped = None  # the previous layer's kept units, once it was pruned
+  for spec in net.module.plan:
+    if spec.before == "flatten":
+      h = h.reshape(h.shape[0], -1)
+    elif spec.before == "gap":
+      h = jnp.mean(h, axis=(1, 2))
+    kernel, bias = params[spec.name]["kernel"], params[spec.name]["bias"]
+    if dropped is not None:  # this layer reads the pruned one: only its kept units' rows
+      kernel = kernel[:, :, dropped, :] if kernel.ndim == 4 else kernel[np.tile(dropped, kernel.shape[0] // len(dropped))]
+      dropped = None
+    pruned = spec.name == layer
+    if pruned:
+      kernel, bias = kernel[..., keep], bias[keep]
+    if spec.kind == "conv":
+      h = jax.lax.conv_general_dilated(h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+      if f"{spec.name}_bn" in params:
+        bn, st = params[f"{spec.name}_bn"], stats[f"{spec.name}_bn"]
+        select = (lambda a: a[keep]) if pruned else (lambda a: a)
+        h = (h - select(st["mean"])) / jnp.sqrt(select(st["var"]) + 1e-5) * select(bn["scale"]) + select(bn["bias"])
+    else:
+      h = h @ kernel + bias
+    if not spec.output:
+      h = jnp.maximum(h, 0)
+    if spec.after == "pool":
+      n, hh, ww, c = h.shape
+      h = h.reshape(n, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+    if pruned:
+      dropped = keep
+  return h
+
+
 @pytest.mark.parametrize("name, options, layer, shape", CASES)
-def test_remove_units_equals_physically_shrunk_network(name, options, layer, shape):
-  model = create_model(name, **options)
+def test_remove_units_equals_a_hand_written_network_without_those_units(name, options, layer, shape):
+  model = create_model(name, image_shape=shape, **options)
   variables = _perturbed_variables(model, shape, jax.random.key(0))
   m = variables["params"][layer]["kernel"].shape[-1]
   keep = np.random.default_rng(1).random(m) < 0.6
   x = jax.random.normal(jax.random.key(2), (4, *shape))
   masked = model.apply(pruning.remove_units(model, variables, layer, jnp.asarray(keep)), x)
-  small_vars = pruning.shrink(model, variables, layer, keep)
-  small = pruning.resize(model, small_vars)
-  assert small_vars["params"][layer]["kernel"].shape[-1] == keep.sum()
-  np.testing.assert_allclose(masked, small.apply(small_vars, x), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(_plan_forward(model, variables, x), model.apply(variables, x), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(masked, _plan_forward(model, variables, x, layer, keep), rtol=1e-4, atol=1e-4)
   # zeroing only the incoming weights is not removal: the bias (or BN shift) still flows on
   zeroed = jax.tree.map(lambda a: a, variables)
   zeroed["params"][layer] = {**zeroed["params"][layer], "kernel": zeroed["params"][layer]["kernel"] * keep}
@@ -223,8 +259,10 @@ def test_remove_units_vmaps_over_masks():
   order = pruning.removal_order(units.unit_matrix(variables, "fc1"), "max_mag")
   keep = pruning.level_masks(order, jnp.array([0, 100, 299]))
   pruned = jax.vmap(lambda k: pruning.remove_units(model, variables, "fc1", k))(keep)
-  assert pruned["params"]["fc2"]["kernel"].shape == (3, 300, 100)
-  assert int(jnp.sum(jnp.any(pruned["params"]["fc2"]["kernel"][2] != 0, axis=1))) == 1
+  assert pruned["params"]["fc1"]["kernel"].shape == (3, 784, 300) and pruned["params"]["fc1"]["bias"].shape == (3, 300)
+  assert int(jnp.sum(jnp.any(pruned["params"]["fc1"]["kernel"][2] != 0, axis=0))) == 1  # one unit left
+  assert int(jnp.sum(jnp.any(pruned["params"]["fc1"]["kernel"][1] != 0, axis=0))) == 200
+  np.testing.assert_array_equal(pruned["params"]["fc2"]["kernel"][2], variables["params"]["fc2"]["kernel"])
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -262,7 +300,7 @@ def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
 @pytest.mark.parametrize("layer, nested", [("conv1", False), ("conv2", True), ("conv2", False), ("fc1", True)])
 def test_sweep_matches_loop_on_conv2(layer, nested):
   ds = data.random_images(seed=0, n_train=16, n_val=8, n_test=300)
-  model = create_model("conv2", width=0.125, mean=ds.mean, std=ds.std)
+  model = create_model("conv2", width=0.125, mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
   variables = _perturbed_variables(model, (32, 32, 3), jax.random.key(0))
   x = ds.test_x
   W = units.unit_matrix(variables, layer)
@@ -281,8 +319,9 @@ def test_sweep_matches_loop_on_conv2(layer, nested):
 @pytest.mark.parametrize(
   "layer, levels, message",
   [
-    ("fc9", None, "unknown layer 'fc9'; prunable layers: fc1, fc2"),
-    ("fc3", None, "output layer, which is not prunable; prunable layers: fc1, fc2"),
+    ("fc9", None, "unknown layer 'fc9' of lenet; prunable layers: fc1, fc2"),
+    ("fc3", None, r"layer 'fc3' of lenet is not prunable: its units are the network's outputs \(the classifier\); "
+                  "prunable layers: fc1, fc2"),
     ("fc1", [0, 301], r"levels must lie in 0\.\.300"),
     ("fc1", [5, 3], "strictly increasing"),
   ],
@@ -299,7 +338,7 @@ def test_sweep_bad_input(layer, levels, message):
 def test_output_layer_and_non_finite_weights_are_errors():
   model = create_model("lenet")
   variables = init_variables(model, jax.random.key(0), (28, 28, 1))
-  with pytest.raises(pruning.PruningError, match="output layer"):
+  with pytest.raises(pruning.PruningError, match="the classifier"):
     pruning.remove_units(model, variables, "fc3", jnp.ones(10, bool))
   with pytest.raises(pruning.PruningError, match="layer 'fc1' has non-finite"):
     pruning.check_finite(jnp.array([[1.0, jnp.nan]]), "fc1")
@@ -314,7 +353,7 @@ def _accuracy(model, variables, x, y):
 
 def test_compare_criteria_equals_independent_loop():
   ds = data.random_images(seed=3, shape=(8, 8, 1), n_train=8, n_val=8, n_test=120)
-  model = create_model("lenet", width=0.05, mean=ds.mean, std=ds.std)  # fc1: 15 units
+  model = create_model("lenet", width=0.05, mean=ds.mean, std=ds.std, image_shape=ds.image_shape)  # fc1: 15 units
   variables = _perturbed_variables(model, (8, 8, 1), jax.random.key(4))
   out = prune_sweep.compare_criteria(model, variables, "fc1", ds.test_x, ds.test_y, random_seeds=3, seed=5)
   W = units.unit_matrix(variables, "fc1")
@@ -376,7 +415,7 @@ def test_sweep_on_a_trained_batchnorm_model_matches_loop(tmp_path_factory, layer
   cfg = config.TrainConfig(model="conv2", dataset="random_images", width=0.125, batch_norm=True, steps=48,
                           batch_size=32, eval_every=16)
   train.train(cfg, workdir, dataset=ds, log=lambda s: None)  # trains once, reused by the other layers
-  model = create_model("conv2", width=0.125, batch_norm=True, mean=ds.mean, std=ds.std)
+  model = create_model("conv2", width=0.125, batch_norm=True, mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
   variables = Run(workdir).trained_variables()
   assert np.any(np.asarray(variables["batch_stats"]["conv1_bn"]["mean"]) != 0)  # trained statistics
   W = units.unit_matrix(variables, layer)

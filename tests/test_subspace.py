@@ -112,7 +112,7 @@ def test_subspace_experiment_smoke(lenet_seeds2):
 
 
 def test_subspace_experiment_names_valid_layers_before_training(tmp_path):
-  with pytest.raises(spectral.SpectralError, match="unknown layer 'fc9'; layers: fc1, fc2, fc3"):
+  with pytest.raises(spectral.SpectralError, match="unknown layer 'fc9' of lenet; Dense and Conv layers: fc1, fc2, fc3"):
     subspace_script.main(override(subspace.SubspaceConfig(), model="lenet", layer="fc9",
                                   workdir=str(tmp_path / "never")))
   assert not (tmp_path / "never").exists()

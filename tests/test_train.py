@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from helpers import LENET_STEPS, python
-from redundancy_jax.core import config, data, steps, storage, train
+from redundancy_jax.core import config, data, optim, steps, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run
 
 QUIET = dict(log=lambda s: None)
@@ -236,7 +236,8 @@ def test_four_devices_match_one_device(tmp_path):
 @pytest.mark.parametrize(
   "overrides, message",
   [
-    ({"model": "resnet"}, "--model='resnet' is not valid; valid: lenet, conv2, conv4, conv6, vgg19, mlp"),
+    ({"model": "resnet"}, r"unknown model 'resnet'; valid: a registered model \(lenet, conv2, conv4, conv6, vgg19, "
+                          r"mlp\) or your own Flax model as FILE.py:FACTORY or MODULE:FACTORY"),
     ({"dataset": "imagenet"}, "--dataset='imagenet' is not valid; valid: mnist, fashion_mnist, cifar10"),
     ({"optimizer": "rmsprop"}, "--optimizer='rmsprop' is not valid; valid: sgd, momentum, adam"),
   ],
@@ -249,7 +250,7 @@ def test_bad_names_list_valid_choices(overrides, message):
 def test_resume_with_other_config_shows_differences(tmp_path):
   ds = _small_mnist()
   train.train(config.TrainConfig(model="lenet", steps=20, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
-  with pytest.raises(ConfigMismatch, match=r"steps: workdir has 20, this run asks 30"):
+  with pytest.raises(ConfigMismatch, match=r"--steps: the trained model used 20, the flags ask 30"):
     train.train(config.TrainConfig(model="lenet", steps=30, batch_size=32), str(tmp_path), dataset=ds, **QUIET)
 
 

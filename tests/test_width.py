@@ -10,7 +10,7 @@ import pytest
 
 from experiments import width as script
 from redundancy_jax.analyses.prune_sweep import removable_fraction
-from redundancy_jax.core import config, train
+from redundancy_jax.core import config, data as data_lib, train
 from redundancy_jax.core.config import override, preset
 from redundancy_jax.models import create_model, init_variables
 from redundancy_jax.related import width

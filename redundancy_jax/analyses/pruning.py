@@ -22,7 +22,6 @@ accelerator's matmul precision (TF32/bf16) and ties are decided on values, not o
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import jax
@@ -185,8 +184,8 @@ def _unit_contributions(net, cut, variables, aux, captured):
   kernel = topology.kernel(variables, cut.layer)
   kernel_PxMxO = kernel.reshape(-1, m, kernel.shape[-1])
   if inputs_RxPxM.shape[1] == 1:
-    return {"acts": inputs_RxPxM[:, 0], "kernel": kernel_PxMxO[0], "rows": h.shape[:-1]}
-  return {"per_unit": jnp.einsum("npm,pmo->mno", inputs_RxPxM, kernel_PxMxO), "rows": h.shape[:-1]}
+    return {"acts": inputs_RxPxM[:, 0], "kernel": kernel_PxMxO[0]}
+  return {"per_unit": jnp.einsum("npm,pmo->mno", inputs_RxPxM, kernel_PxMxO)}
 
 
 def _running_sums(net, cut, variables, aux, inputs, y, order, tail):
@@ -200,11 +199,11 @@ def _running_sums(net, cut, variables, aux, inputs, y, order, tail):
   group = topology.get(variables["params"], cut.layer.split("/"))
   out = topology.kernel(variables, cut.layer).shape[-1]
   bias = group["bias"] if "bias" in group else jnp.zeros((out,), jnp.float32)
-  rows, m = inputs["rows"], order.shape[0]
-  n = math.prod(rows)
+  m = order.shape[0]
+  n = (inputs["acts"] if "acts" in inputs else inputs["per_unit"][0]).shape[0]
 
-  def evaluate(z_RxO):
-    return variants.loss_and_correct(tail(z_RxO.reshape(*rows, out)), y)
+  def evaluate(z_RxO):  # (rows, out): `tail` takes it in the layer's output shape
+    return variants.loss_and_correct(tail(z_RxO), y)
 
   def add_unit(z, p):  # level p keeps order[p:], so it adds order[p] to level p + 1
     z = z + contribution(order[p])

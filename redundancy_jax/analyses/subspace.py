@@ -51,18 +51,17 @@ def _factor_inputs(net, cut, variables, factors, captured):
   x = x.reshape(-1, x.shape[-1])
   group = topology.get(variables["params"], cut.layer.split("/"))
   bias = group["bias"] if "bias" in group else 0.0
-  return (jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"]),
-          captured[0].shape[:-1])
+  return jnp.einsum("nj,dmj->dnm", x, factors["base"]) + bias, jnp.einsum("nj,dpj->dnp", x, factors["Vt"])
 
 
 def _factorized_rank(net, cut, variables, factors, inputs, y, variant, tail):
   """`score` of (mode, k) for a dense layer: z_k = x base^T + b + ((x Vt^T) * s_k) U^T as the layer's
   output, then the rest of the network (`tail`). W_k is never formed."""
   mode, k = variant
-  z0, A, rows = inputs[0][mode], inputs[1][mode], inputs[2]
+  z0, A = inputs[0][mode], inputs[1][mode]
   s = factors["s"][mode]
   z = z0 + (A * jnp.where(jnp.arange(s.shape[0]) < k, s, 0.0)) @ factors["U"][mode].T
-  return variants.loss_and_correct(tail(z.reshape(*rows, z.shape[-1])), y)
+  return variants.loss_and_correct(tail(z), y)
 
 
 def _replaced_rank(net, cut, variables, factors, inputs, y, variant, tail):

@@ -79,7 +79,7 @@ class Split:
   head: jaxprs.Graph
   tail: jaxprs.Graph
   captured: tuple[int, ...]
-  value_shape: tuple[int, ...]
+  value: jax.ShapeDtypeStruct  # what a variant's value must be
 
 
 def _traced(net: Network, cut: Cut, variables, x, value):
@@ -118,7 +118,7 @@ def split(net: Network, cut: Cut, variables_shape, x_shape) -> Split:
   graph = jaxprs.trace(functools.partial(_traced, net, cut), variables, x, value)
   head, tail = graph.split([len(graph.invars) - 1])
   captured = tuple(head.outvars.index(v) for v in graph.outvars[1:])
-  return Split(head, tail, captured, tuple(value.shape))
+  return Split(head, tail, captured, jax.ShapeDtypeStruct(tuple(value.shape), value.dtype))
 
 
 def _layer_output(net, variables, x, layer):
@@ -201,7 +201,9 @@ def _head(net, spec, mesh, variables, aux, x):
 
 def _score_batch(net, spec, x_shape, variables, aux, boundary, inputs, y, variants_B):
   cut = split(net, spec.cut, _shapes(variables, jax.ShapeDtypeStruct(*x_shape))[0], x_shape)
-  tail = lambda value: cut.tail.evaluate(*boundary, value)[0]
+  # a variant's value as the traced one: its dtype, and its shape (e.g. rows x features for a layer's output)
+  typed = lambda value: None if value is None else jnp.asarray(value, cut.value.dtype).reshape(cut.value.shape)
+  tail = lambda value: cut.tail.evaluate(*boundary, typed(value))[0]
   one = lambda v: spec.score(net, spec.cut, variables, aux, inputs, y, v, tail)
   return jax.vmap(one)(variants_B)
 

@@ -297,19 +297,24 @@ def _activation_graph(net: Network, layer: str, norm: str | None, shapes) -> tup
   units = get(variables.get("params", variables), kernel_path(layer)).shape[-1]
   graph = jaxprs.trace(f, variables, x, jax.ShapeDtypeStruct((units,), jnp.float32))
   scale = graph.invars[-1]
-  chain, activation = {scale}, None
+  shape = None  # the layer's output shape, once the scale meets it
+  chain, activation, last_full = {scale}, None, None
   for e in graph.eqns:
     reads = [a for a in e.invars if isinstance(a, jcore.Var) and a in chain]
     if not reads:
       continue
     outs = [v for v in e.outvars if not isinstance(v, jcore.DropVar)]
-    same = all(v.aval.shape == reads[-1].aval.shape for v in outs) or scale in reads
-    if e.primitive.name not in CONTRACTIONS + MERGES + UNFOLLOWED and same:
-      chain.update(outs)
-    else:
-      activation = reads[-1]
+    full = [a for a in reads if shape is not None and a.aval.shape == shape]
+    if e.primitive.name in CONTRACTIONS + MERGES + UNFOLLOWED or (full and any(v.aval.shape != shape for v in outs)):
+      activation = full[-1] if full else None
       break
-  if activation is None or activation is scale:
+    if shape is None and e.primitive.name == "mul" and outs[0].aval.ndim > 1:  # the scaled output
+      shape = outs[0].aval.shape
+    chain.update(outs)
+    if shape is not None and outs and outs[0].aval.shape == shape:
+      last_full = outs[0]
+  activation = activation or last_full  # the classifier: its output is the logits
+  if activation is None:
     raise BadOption(f"layer {layer!r} of {net.spec}: no activation found after it")
   return graph, activation
 

@@ -124,7 +124,7 @@ class Reproduction:
   def dataset(self, cfg) -> data.Dataset:
     key = (cfg.dataset, cfg.data_source, cfg.data_dir, cfg.seed, cfg.val_size)
     if key not in self._data:
-      self._data[key] = data_lib.from_config(cfg)
+      self._data[key] = data.from_config(cfg)
     return self._data[key]
 
   def trained(self, model: str, replica: int = 0, resampled: bool = False):
