@@ -127,7 +127,7 @@ class Network:
     """{"params", "batch_stats"?} pure dicts (string keys) of an NNX (params, batch-stat) state pair."""
     params, stats = states
     out = {"params": _pure(params)}
-    if stats is not None and len(stats.flat_state()):
+    if stats is not None and len(nnx.to_flat_state(stats)):
       out["batch_stats"] = _pure(stats)
     return out
 
@@ -204,7 +204,7 @@ def _takes_train(module: nn.Module) -> bool:
 
 def _pure(state) -> dict:
   tree: dict = {}
-  for path, var in state.flat_state():
+  for path, var in nnx.to_flat_state(state):
     node = tree
     for key in path[:-1]:
       node = node.setdefault(str(key), {})
@@ -219,14 +219,14 @@ def _with_values(template, values: dict):
       node = node[str(key)]
     return node
 
-  return nnx.State.from_flat_path([(path, var.replace(value(path))) for path, var in template.flat_state()])
+  return nnx.from_flat_state([(path, var.replace(value(path))) for path, var in nnx.to_flat_state(template)])
 
 
 def _split(model: nnx.Module, spec: str):
   """(graphdef, params, batch_stats) of an NNX module; anything else in its state is refused by name."""
   graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-  if len(rest.flat_state()):
-    kinds = sorted({type(v).__name__ for _, v in rest.flat_state()})
+  if len(nnx.to_flat_state(rest)):
+    kinds = sorted({type(v).__name__ for _, v in nnx.to_flat_state(rest)})
     raise BadOption(f"the NNX model of {spec} holds state other than nnx.Param and nnx.BatchStat ({', '.join(kinds)}: "
                     f"e.g. RNG streams kept for Dropout), which this version does not thread through training; build "
                     f"it without stored rngs (deterministic) or as a linen module")
