@@ -297,7 +297,7 @@ def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
     assert out["max_mag"]["accuracy"][0] == pytest.approx(float(np.mean(np.argmax(by_hand, -1) == ds.test_y)))
 
 
-@pytest.mark.parametrize("layer, nested", [("conv1", False), ("conv2", True), ("conv2", False), ("fc1", True)])
+@pytest.mark.parametrize("layer, nested", [("conv1", False), ("conv1", True), ("conv2", True), ("conv2", False), ("fc1", True)])
 def test_sweep_matches_loop_on_conv2(layer, nested):
   ds = data.random_images(seed=0, n_train=16, n_val=8, n_test=300)
   model = create_model("conv2", width=0.125, mean=ds.mean, std=ds.std, image_shape=ds.image_shape)

@@ -57,6 +57,7 @@ class Cut:
   capture: tuple[str, ...] = ()
   at: str = ""  # "mask": the call whose output is masked (the layer's BatchNorm, default the layer)
   source: str = ""  # "output": the layer whose units make up the replaced output (running sums)
+  static: tuple = ()  # hashable parameters of `prepare` and `score` (e.g. a consumer's convolution)
 
 
 @dataclasses.dataclass(frozen=True)

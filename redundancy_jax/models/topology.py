@@ -60,6 +60,7 @@ class LayerInfo:
   consumer: str | None = None
   consumer_kind: str | None = None
   positions: int = 0
+  conv: tuple = ()  # a Conv consumer's convolution (`lax.conv_general_dilated` parameters, sorted items)
 
 
 def kernel_path(name: str) -> tuple[str, ...]:
@@ -273,7 +274,11 @@ def _verdict(info: LayerInfo, region: dict, run, ones, i: int, values: slice, ma
     expected = np.isin(np.arange(d) % m, removed) if d % m == 0 else None
     if expected is not None and changed.any() and not np.any(changed & ~expected):  # channel last, tiled
       c = marks[consumers[0][1]]
-      return dataclasses.replace(info, consumer=c, consumer_kind=kinds[c], positions=d // m)
+      eqn = consumers[0][0]
+      conv = ()
+      if eqn.primitive.name == "conv_general_dilated" and eqn.invars[0] is consumers[0][1]:
+        conv = tuple(sorted((k, v) for k, v in eqn.params.items() if k not in ("precision", "preferred_element_type")))
+      return dataclasses.replace(info, consumer=c, consumer_kind=kinds[c], positions=d // m, conv=conv)
   return info
 
 
