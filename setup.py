@@ -37,6 +37,6 @@ setup(
     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "networkx>=3.2,<4", "nbclient>=0.10,<1", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
     "gpu": ["jax[cuda12]>=0.7,<0.11"],
     "tpu": ["jax[tpu]>=0.7,<0.11"],
-    "bench": ["torch>=2.4,<3"],  # PyTorch anchors of the benchmarks only
+    "bench": ["torch>=2.4,<3", "torch-pruning>=1.5,<2"],  # PyTorch and Torch-Pruning anchors of the benchmarks only
   },
 )

@@ -62,10 +62,10 @@ def _torch_resnet(torch, variables):
   """The same network in PyTorch (NCHW), the Flax weights and BatchNorm statistics copied in."""
   tnn = torch.nn
 
-  def conv(kernel, stride=1):
-    c = tnn.Conv2d(kernel.shape[2], kernel.shape[3], 3, stride=stride, padding=1, bias=False)
+  def conv(kernel, stride=1):  # flax's SAME: at stride 2 on an even size, one row and column of zeros after
+    c = tnn.Conv2d(kernel.shape[2], kernel.shape[3], 3, stride=stride, padding=1 if stride == 1 else 0, bias=False)
     c.weight.data = torch.from_numpy(np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1)))
-    return c
+    return c if stride == 1 else tnn.Sequential(tnn.ZeroPad2d((0, 1, 0, 1)), c)
 
   def bn(params, stats):
     b = tnn.BatchNorm2d(len(params["scale"]), eps=1e-5)  # flax's default epsilon
