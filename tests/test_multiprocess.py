@@ -6,8 +6,7 @@ The coordinator listens on a Unix socket in a fresh private folder (`JAX_COORDIN
 `jax.distributed.initialize`), not on a TCP port: a port chosen free can be taken before the coordinator
 binds it, and gRPC binds with SO_REUSEPORT, so two coordinators on one port (two test runs at once) both
 start and their processes may reach the wrong one. A socket path of its own cannot collide. The processes
-watch each other with the default `--heartbeat_timeout` (30 s): a shorter one can stop a run whose
-process is only slow on a loaded machine."""
+watch each other with the default `--heartbeat_timeout` (30 s), the kill test with a third of it."""
 
 import os
 import shutil
@@ -32,7 +31,10 @@ from redundancy_jax.core.runs import Run
 SEEDS, STEPS, EVAL_EVERY = 4, 400, 50
 TRAIN = ["--model=lenet", f"--num_seeds={SEEDS}", f"--steps={STEPS}", f"--eval_every={EVAL_EVERY}",
          "--checkpoint_every_secs=0"]
-HEARTBEAT = ClusterConfig().heartbeat_timeout  # seconds of silence after which a process is named lost
+# Seconds of silence after which the kill test's processes name a process lost: a third of the default
+# (ClusterConfig().heartbeat_timeout, 30 s), still ten beats of the watchdog's thread, which beats once a
+# second whatever the computation does.
+HEARTBEAT = ClusterConfig().heartbeat_timeout // 3
 HANG = 600  # seconds after which a launch counts as hung (a few times its time on a loaded 2-core machine)
 _STARTED: list[subprocess.Popen] = []  # every process of this module, stopped after each test
 _SOCKETS: list[str] = []  # their coordinators' folders
@@ -156,7 +158,7 @@ def test_two_processes_sweep_like_one(trained_lenet, tmp_path):
 
 
 def test_a_killed_process_stops_the_other_and_the_rerun_resumes(two_processes, tmp_path):
-  procs = _start("train", [*TRAIN, f"--workdir={tmp_path}"])
+  procs = _start("train", [*TRAIN, f"--workdir={tmp_path}", f"--heartbeat_timeout={HEARTBEAT}"])
   metrics = tmp_path / "metrics.jsonl"
   deadline = time.monotonic() + HANG
   while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):

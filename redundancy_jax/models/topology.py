@@ -100,9 +100,10 @@ def kernel(variables: dict, name: str):
 @functools.cache
 def layers(net: Network, image_shape: tuple[int, ...]) -> tuple[LayerInfo, ...]:
   """Every Dense and Conv layer of `net` for inputs of `image_shape`, in call order, with what removing
-  its units means (module docstring). One traced forward and one compiled evaluation for all layers."""
+  its units means (module docstring). One traced forward for all layers, evaluated once eagerly; each
+  layer's check reruns only the few operations between it and what reads it."""
   image_shape = tuple(image_shape)
-  variables = jax.jit(lambda key: _randomised(net.init(key, image_shape)))(jax.random.key(0))
+  variables = _randomised(jax.eval_shape(lambda key: net.init(key, image_shape), jax.random.key(0)))
   x = jax.random.uniform(jax.random.key(1), (8, *image_shape), jnp.float32)
   calls = _record(net, variables, x)
   counts: dict[str, int] = {}
@@ -158,18 +159,24 @@ def classifier(net: Network) -> str:
   return found[-1]
 
 
-def _randomised(variables: dict) -> dict:
-  """`variables` with every value moved at random (BatchNorm variances kept positive): a zero bias or a
-  unit running variance at initialisation could hide an operation that maps 0 to a nonzero value."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-  keys = jax.random.split(jax.random.key(2), len(leaves))
+def _randomised(shapes: dict) -> dict:
+  """Random variables of the given shapes (nothing is compiled): kernels N(0, 1/fan_in), BatchNorm scales
+  and variances around 1 (variances positive), everything else N(0, 0.1^2). A zero bias or a unit running
+  variance, as at initialisation, could hide an operation that maps 0 to a nonzero value."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+  rng = np.random.default_rng(2)
   out = []
-  for (path, leaf), key in zip(leaves, keys):
-    noise = jax.random.normal(key, jnp.shape(leaf), jnp.float32)
-    if str(getattr(path[-1], "key", "")) == "var":
-      out.append(jnp.abs(leaf) * (0.5 + jnp.abs(noise)))
+  for path, leaf in leaves:
+    name, shape = str(getattr(path[-1], "key", "")), tuple(leaf.shape)
+    if name == "kernel":
+      value = rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape[:-1])))), shape)
+    elif name == "var":
+      value = rng.uniform(0.5, 1.5, shape)
+    elif name == "scale":
+      value = 1.0 + 0.1 * rng.normal(size=shape)
     else:
-      out.append(leaf + 0.5 * noise * (jnp.std(leaf) + 0.1))
+      value = 0.1 * rng.normal(size=shape)
+    out.append(jnp.asarray(value, leaf.dtype))
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -208,20 +215,29 @@ def _probe(net: Network, variables: dict, x, infos: Sequence[LayerInfo]) -> dict
   marks = {e.outvars[0]: e.params["name"][len(_MARK):] for e in graph.eqns
            if e.primitive.name == "name" and str(e.params.get("name", "")).startswith(_MARK)}
   regions = [_region(graph, v, from_x, marks, kinds) for v in scale_vars]
-  read = [r for region in regions for _, r in region["consumers"]]
-  leaves = jax.tree.leaves((variables, x))
-  run = jax.jit(lambda scales: graph.values([*leaves, *scales], read))
-  out, offset = {}, 0
-  for i, (info, region) in enumerate(zip(infos, regions)):
-    values = slice(offset, offset + len(region["consumers"]))
-    offset += len(region["consumers"])
-    out[info.name] = _verdict(info, region, run, ones, i, values, marks, kinds)
+  base = graph._run([*jax.tree.leaves((variables, x)), *ones])  # every value once, eagerly (no compilation)
+  out = {}
+  for scale_var, info, region in zip(scale_vars, infos, regions):
+    run = lambda scale, region=region, scale_var=scale_var: _rerun(region, base, scale_var, scale)
+    out[info.name] = _verdict(info, region, run, marks, kinds)
   return out
+
+
+def _rerun(region: dict, base: dict, scale_var, scale) -> list:
+  """What the consumers of one layer read with its scale set to `scale`: only the region's equations run
+  again (eagerly), every other value is the base forward's."""
+  env = {**base, scale_var: scale}
+  for e in region["eqns"]:
+    values = e.primitive.bind(*(jaxprs._read(env, a) for a in e.invars), **e.params)
+    for var, value in zip(e.outvars, values if e.primitive.multiple_results else (values,)):
+      if not isinstance(var, jcore.DropVar):
+        env[var] = value
+  return [env[r] for _, r in region["consumers"]]
 
 
 def _region(graph, scale_var, from_x, marks, kinds) -> dict:
   """What depends on one layer's scale up to the operations consuming it (module docstring)."""
-  region, consumers, norms, loops = {scale_var}, [], [], []
+  region, consumers, norms, loops, eqns = {scale_var}, [], [], [], []
   for e in graph.eqns:
     reads = [a for a in e.invars if isinstance(a, jcore.Var) and a in region]
     if not reads:
@@ -237,11 +253,12 @@ def _region(graph, scale_var, from_x, marks, kinds) -> dict:
       loops.append(name)
     else:
       region.update(v for v in e.outvars if not isinstance(v, jcore.DropVar))
+      eqns.append(e)
   outputs = any(isinstance(a, jcore.Var) and a in region for a in graph.outvars)
-  return {"consumers": consumers, "norms": norms, "loops": loops, "outputs": outputs}
+  return {"consumers": consumers, "norms": norms, "loops": loops, "outputs": outputs, "eqns": eqns}
 
 
-def _verdict(info: LayerInfo, region: dict, run, ones, i: int, values: slice, marks, kinds) -> LayerInfo:
+def _verdict(info: LayerInfo, region: dict, run, marks, kinds) -> LayerInfo:
   if region["outputs"]:
     return dataclasses.replace(info, prunable=False, classifier=True,
                                reason="its units are the network's outputs (the classifier)")
@@ -259,8 +276,7 @@ def _verdict(info: LayerInfo, region: dict, run, ones, i: int, values: slice, ma
   scale_a[removed] = 0.0
   scale_b = scale_a.copy()
   scale_b[removed] = 1.7
-  a = run([*ones[:i], jnp.asarray(scale_a), *ones[i + 1:]])[values]
-  b = run([*ones[:i], jnp.asarray(scale_b), *ones[i + 1:]])[values]
+  a, b = run(jnp.asarray(scale_a)), run(jnp.asarray(scale_b))
   for va, vb in zip(a, b):
     va, vb = np.asarray(va), np.asarray(vb)
     if np.any(va[va != vb] != 0):
