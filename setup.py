@@ -3,7 +3,7 @@ import re
 from setuptools import find_packages, setup
 
 with open("redundancy_jax/__init__.py", encoding="utf-8") as f:
-  REPOSITORY = re.search(r'REPOSITORY = "([^"]+)"', f.read()).group(1)
+  REPOSITORY = re.search(r'REPOSITORY = "([^"]*)"', f.read()).group(1)  # empty while unpublished
 
 # Only the library is installed. The scripts (experiments/) and benchmarks (benchmarks/) run from a
 # checkout's root as `python -m experiments.<name>`: installed as top-level packages, they would collide
@@ -13,7 +13,7 @@ setup(
   version="0.2.0",
   description="Sources of redundancy in neural networks: pruning criteria, training dynamics, subspaces (JAX).",
   license="Apache-2.0",
-  url=REPOSITORY,
+  url=REPOSITORY or None,
   packages=find_packages(include=["redundancy_jax", "redundancy_jax.*"]),
   package_data={
     "redundancy_jax.core": ["data_files/mnist/*"],

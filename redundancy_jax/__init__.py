@@ -5,9 +5,10 @@ Folders: `core/` (configuration, data, training, run folders, the evaluation eng
 on), `reproduction/` (the report rebuilt as one page), `plots/`. Definitions: docs/DEFINITIONS.md.
 """
 
-# Where the project is published: the Colab badge (README.md) and the notebook's install cell name it
-# (`python -m redundancy_jax.core.notebooks` writes it into the notebook; a test checks both).
-REPOSITORY = "https://github.com/redundancy-jax/redundancy_jax"
+# Where the project is published (its public git address), written once: empty while it is not. The
+# notebook's install cell installs from it (`python -m redundancy_jax.core.notebooks` writes it in), and
+# README.md shows the Open in Colab badge for it only once it is set (tests/test_notebooks.py checks both).
+REPOSITORY = ""
 
 from redundancy_jax.models.conv import configure_xla_cpu as _configure_xla_cpu
 
