@@ -427,3 +427,15 @@ def test_sweep_on_a_trained_batchnorm_model_matches_loop(tmp_path_factory, layer
     for i, level in enumerate(levels):
       expected = _loop_accuracy(model, variables, layer, ds.test_x, ds.test_y, orders[name], level)
       assert out[name]["accuracy"][i] == pytest.approx(expected, abs=1e-6), (name, level)
+
+
+def test_summary_header_gives_the_fraction_actually_swept():
+  result = {
+    "config": {"model": "m", "split": "test", "examples": 10, "criteria": ["max_mag"]},
+    "dataset": {"name": "mnist", "source": "bundled"}, "base_accuracy": 0.9,
+    "layers": {"fc1": {"units": 10, "levels": [0, 2, 4, 6, 8, 10],
+                       "criteria": {"max_mag": {"accuracy": [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]}}}},
+  }
+  # the nearest levels to 2.5, 5, 7.5 and 9 units are 2, 4, 8 and 8: 20%, 40%, 80%, 80% of 10 units
+  header = next(line for line in prune_sweep.summary(result).splitlines() if "units removed" in line)
+  assert header.split()[2:] == ["20%", "40%", "80%", "80%"]

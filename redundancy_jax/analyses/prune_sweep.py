@@ -135,13 +135,15 @@ def _write_csv(path: str, results: dict) -> None:
 
 
 def summary(results: dict) -> str:
-  """The printed table: accuracy after removing 25/50/75/90% of each layer's units, criteria explained."""
+  """The printed table: accuracy after removing about 25/50/75/90% of each layer's units (the nearest swept
+  level, its own fraction in the header), criteria explained."""
   cfg = results["config"]
   lines = [f"\n{cfg['model']} on {data.label(results['dataset'])}\n{cfg['split']} accuracy (%) on {cfg['examples']:,} "
            f"images after removing a fraction of a layer's units (unpruned: {100 * results['base_accuracy']:.2f}%)"]
   for layer, r in results["layers"].items():
+    labels = [f"{100 * r['levels'][i] / r['units']:.0f}%" for i in summary_levels(r)]
     lines.append(f"\n{cfg['model']} {layer} ({r['units']} units)\n  {'units removed':<15}" + "".join(
-      f"{f'{p}%':>7} " for p in (25, 50, 75, 90)))
+      f"{label:>7} " for label in labels))
     for name, accs in summary_rows(r):
       lines.append(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
   lines.append("\ncriteria (each a removal order, no retraining):")
@@ -207,10 +209,18 @@ def compare_criteria(
   return result
 
 
-def summary_rows(layer_result: dict, fractions=(0.25, 0.5, 0.75, 0.9)) -> list[tuple[str, list[float]]]:
-  """(criterion, accuracy at each fraction of units removed), at the nearest swept level."""
+SUMMARY_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+
+
+def summary_levels(layer_result: dict, fractions=SUMMARY_FRACTIONS) -> list[int]:
+  """Indices into `layer_result["levels"]` of the swept levels nearest to each fraction of the units."""
   levels = np.asarray(layer_result["levels"])
-  picks = [int(np.argmin(np.abs(levels - f * layer_result["units"]))) for f in fractions]
+  return [int(np.argmin(np.abs(levels - f * layer_result["units"]))) for f in fractions]
+
+
+def summary_rows(layer_result: dict, fractions=SUMMARY_FRACTIONS) -> list[tuple[str, list[float]]]:
+  """(criterion, accuracy at each fraction of units removed), at the nearest swept level."""
+  picks = summary_levels(layer_result, fractions)
   rows = [(c, [curve["accuracy"][i] for i in picks]) for c, curve in layer_result["criteria"].items()]
   if "random" in layer_result:
     r = layer_result["random"]
