@@ -151,3 +151,32 @@ def test_classes_command_end_to_end(tmp_path, capsys):
   # a rerun reuses the trained replicas; another --counts is refused before anything trains
   with pytest.raises(ValueError, match="--classes"):
     classes.run(dataclasses.replace(cfg, counts=(2, 5)), **QUIET)
+
+
+def test_open_question_verdicts_state_unit_layer_and_test_by_hand():
+  """Counts at C = 2, 3, 4 (one replica each) worked out here: slope 2 per class against 0 at
+  initialisation; the elbow's largest distance from C is |3 - 2| = 1 (within 1: holds if it moved)."""
+  def replica(C, spikes, elbow):
+    stats = {"spikes": spikes, "spikes_tw": spikes, "elbow": elbow, "update_elbow": elbow}
+    return {"C": C, "layers": {"fc1": {**stats, "init": {"spikes": 0, "spikes_tw": 0, "elbow": 40}}}}
+  replicas = [replica(2, 1, 3), replica(3, 3, 3), replica(4, 5, 4)]
+  rows = [{"C": C, "a": [90.0, spread], "low_rank": {"C": [lost, 0.1]}, "project_update": {"C": [2 * lost, 0.1]}}
+          for C, spread, lost in ((2, 0.5, 0.25), (3, 0.25, 0.75), (4, 0.5, 0.5))]
+  found = {v.claim: v for v in classes.verdicts(replicas, {"fc1": rows}, "fc1")}
+  grows = found["fc1: the outliers above λ+ grow with the number of classes"]
+  # a perfect line: slope 2, zero residuals (standard error floored at 1e-3)
+  assert grows.verdict == "holds" and grows.effect == pytest.approx(2.0)
+  assert (grows.unit, grows.measured_on, grows.test) == ("outliers per class", "fc1", "above")
+  elbow = found["fc1: elbow k of W = C (within 1, every C)"]
+  assert elbow.effect == pytest.approx(1.0) and (elbow.test, elbow.tolerance, elbow.unit) == ("within", 1.0, "ranks")
+  assert elbow.numbers["movement"] == pytest.approx(np.mean([3 - 40, 3 - 40, 4 - 40]))
+  assert elbow.verdict == "holds"  # within 1, and moved 36.7 from 40 (control spread floored at 1/3)
+  spikes = found["fc1: outliers above the fitted λ+ = C (within 1, every C)"]
+  assert spikes.effect == pytest.approx(1.0) and spikes.unit == "eigenvalues"  # |1 - 2| = |5 - 4| = 1
+  minus_one = found["fc1: outliers above the fitted λ+ = C − 1 (within 1, every C)"]
+  assert minus_one.effect == pytest.approx(2.0) and minus_one.verdict == "does not hold"  # |5 - 3| = 2
+  keeps = found["fc1: rank C (W_C) keeps the test accuracy within 1 point (every C)"]
+  assert (keeps.verdict, keeps.effect, keeps.control_spread) == ("holds", 0.75, 0.5)  # the largest loss and spread
+  assert (keeps.unit, keeps.test, keeps.tolerance) == ("points of accuracy", "within", 1.0)
+  projected = found["fc1: rank C (W0 + P_C(W − W0)) keeps the test accuracy within 1 point (every C)"]
+  assert (projected.verdict, projected.effect) == ("does not hold", 1.5)

@@ -30,7 +30,7 @@ from redundancy_jax.analyses.units import unit_matrix
 from redundancy_jax.core import config, data, data as data_lib, storage, train
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import Run
-from redundancy_jax.core.verdicts import Verdict, beyond_control, count_spread
+from redundancy_jax.core.verdicts import ABOVE, WITHIN as WITHIN_TEST, Verdict, beyond_control, count_spread
 from redundancy_jax import models
 from redundancy_jax.models import topology
 from redundancy_jax.core.errors import BadOption
@@ -222,8 +222,12 @@ def _equals(replicas, layer, stat, offset) -> Verdict:
   ok = off <= WITHIN and beyond_control(abs(effect), spread)
   evidence = "mean over seeds: " + ", ".join(f"C={c}: {means[c]:.1f}" for c in counts) + (
     f"; largest distance from {target}: {off:.1f}; trained − initial {effect:+.1f} (control spread {spread:.2f})")
-  return Verdict.decide(claim, ok, evidence, rule=rule, section="3.3", effect=effect, control_spread=spread,
-                        numbers={"means": means, "largest_distance": off})
+  # An equality claim: its effect is the distance from the target (within WITHIN holds), the control the
+  # statistic's spread at initialisation; the movement from initialisation is the rule's second condition.
+  unit = "eigenvalues" if stat.startswith("spikes") else "ranks"
+  return Verdict.decide(claim, ok, evidence, rule=rule, section="3.3", effect=off, control_spread=spread,
+                        unit=unit, measured_on=layer, test=WITHIN_TEST, tolerance=WITHIN,
+                        numbers={"means": means, "largest_distance": off, "movement": effect})
 
 
 def _grows(replicas, layer) -> Verdict:
@@ -242,7 +246,8 @@ def _grows(replicas, layer) -> Verdict:
   spread = max(se, 1e-3)
   return Verdict.decide(claim, effect > 0 and beyond_control(effect, spread),
                         f"slope {slope(s):.2f} outliers per class (at initialisation {slope(s0):.2f}), standard "
-                        f"error {se:.2f}", rule=rule, section="3.3", effect=effect, control_spread=spread)
+                        f"error {se:.2f}", rule=rule, section="3.3", effect=effect, control_spread=spread,
+                        unit="outliers per class", measured_on=layer, test=ABOVE)
 
 
 def _keeps(replicas, summary_rows, layer, mode) -> Verdict:
@@ -255,7 +260,8 @@ def _keeps(replicas, summary_rows, layer, mode) -> Verdict:
   drops = {r["C"]: r[mode]["C"][0] for r in summary_rows}
   effect, spread = max(drops.values()), max(r["a"][1] for r in summary_rows)
   return Verdict.decide(claim, effect <= KEEPS, "points lost: " + ", ".join(f"C={c}: {d:.2f}" for c, d in drops.items()),
-                        rule=rule, section="3.3", effect=effect, control_spread=spread)
+                        rule=rule, section="3.3", effect=effect, control_spread=spread,
+                        unit="points of accuracy", measured_on=layer, test=WITHIN_TEST, tolerance=KEEPS)
 
 
 def verdicts(replicas: list[dict], summary: dict, layer: str) -> list[Verdict]:
