@@ -1,4 +1,4 @@
-"""Shared fixtures: a persistent XLA compilation cache for the session (this process and the processes it
+"""The two tiers (without -m: every test but those marked e2e; -m e2e: those) and shared fixtures: a persistent XLA compilation cache for the session (this process and the processes it
 starts), the bundled MNIST, one short LeNet run that holds the recipe's trained model, one quick
 reproduction shared by every test of the page, and headless Chromium."""
 
@@ -18,6 +18,31 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/
 CACHE = os.environ.get("REDUNDANCY_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="redundancy_jax_xla_cache_")
 os.environ.update(REDUNDANCY_JAX_TEST_CACHE=CACHE, JAX_COMPILATION_CACHE_DIR=CACHE,
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+E2E_NOTE = ("end-to-end tests (marked e2e: commands run whole as a user runs them, several processes, the quick "
+            "reproduction's page) deselected; run them with: python -m pytest -q -n 2 --dist loadfile -m e2e tests")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "e2e: a command run end to end (its quick preset, several processes, the quick "
+                                     "reproduction's page); deselected unless -m selects it (CI runs both tiers)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Without -m, the default tier: every test but the end-to-end ones (README.md, BUILD_NOTES.md)."""
+  if config.getoption("markexpr"):
+    return
+  deselected = [item for item in items if item.get_closest_marker("e2e")]
+  if deselected:
+    config.hook.pytest_deselected(items=deselected)
+    items[:] = [item for item in items if not item.get_closest_marker("e2e")]
+    config._e2e_deselected = len(deselected)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  if getattr(config, "_e2e_deselected", 0):
+    terminalreporter.write_line(f"{config._e2e_deselected} {E2E_NOTE}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -5,12 +5,14 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from redundancy_jax.analyses import pruning, spectral, units
 from redundancy_jax.core import config
 from redundancy_jax.models import create_model, init_variables, layer_names
 
 
+@pytest.mark.e2e
 def test_accelerator_benchmark_small_on_cpu(tmp_path, capsys):
   from benchmarks import accelerator
 

@@ -123,6 +123,7 @@ def test_the_analysis_does_not_import_its_figure_module():
   assert not [m for m in imported if m and m.startswith("redundancy_jax.plots")], imported
 
 
+@pytest.mark.e2e
 def test_classes_command_end_to_end(tmp_path, capsys):
   cfg = config.preset(classes.ClassesConfig(), "quick")
   cfg = dataclasses.replace(cfg, counts=(2, 3, 4), seeds_per_count=2, workdir=str(tmp_path / "run"),

@@ -100,6 +100,7 @@ def _balanced_accuracies(pairs: int) -> set:
           for a in range(positives + 1) for b in range(negatives + 1)}
 
 
+@pytest.mark.e2e
 def test_script_quick_and_bad_input(tmp_path):
   cfg = override(preset(clustering.ClusteringConfig()), ks="2,4,8", steps=300, conv2_steps=20,
                  conv2_workdir=str(tmp_path / "conv2"), workdir=str(tmp_path))

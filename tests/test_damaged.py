@@ -188,6 +188,7 @@ def test_only_our_refusals_are_one_line_and_a_bug_keeps_its_traceback(tmp_path):
   assert "ValueError: operands could not be broadcast" in out["bug"].stderr
 
 
+@pytest.mark.e2e
 def test_a_process_other_than_0_prefixes_every_line_and_names_a_lost_coordinator():
   """`parallel.supervise` relays a child's file descriptors with "[process 1] " (lines of C++ code too) and
   replaces JAX's fatal log after the coordinator's loss by one line of ours."""

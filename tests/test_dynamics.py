@@ -301,6 +301,7 @@ def test_frames_and_figures(tmp_path):
 # ----------------------------------------------------------------------------- the experiment
 
 
+@pytest.mark.e2e
 def test_experiment_smoke(tmp_path):
   workdir = tmp_path / "lenet"
   cfg = override(DynamicsRunConfig(), model="lenet", layer="fc1", workdir=str(workdir), steps=300, width=0.25,

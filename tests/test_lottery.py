@@ -70,6 +70,7 @@ def test_masked_weights_stay_exactly_zero_through_training(tmp_path):
     train.train(cfg, str(tmp_path), start=(stack(inits), other), log=lambda s: None)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("rewind", [0, 250])
 def test_script_resets_or_rewinds_the_ticket(tmp_path, rewind):
   cfg = override(preset(lottery.LotteryConfig()), rounds=1, steps=300, rewind=rewind, workdir=str(tmp_path))

@@ -36,6 +36,7 @@ TRAIN = ["--model=lenet", f"--num_seeds={SEEDS}", f"--steps={STEPS}", f"--eval_e
 # second whatever the computation does.
 HEARTBEAT = ClusterConfig().heartbeat_timeout // 3
 HANG = 600  # seconds after which a launch counts as hung (a few times its time on a loaded 2-core machine)
+pytestmark = pytest.mark.e2e  # every test here starts several processes
 _STARTED: list[subprocess.Popen] = []  # every process of this module, stopped after each test
 _SOCKETS: list[str] = []  # their coordinators' folders
 

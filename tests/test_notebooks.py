@@ -30,6 +30,7 @@ def _text(nb):
   return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@pytest.mark.e2e
 def test_colab_notebook_runs_on_cpu_with_four_devices(tmp_path):
   params = {"QUICK": True, "MODEL": "lenet", "NUM_SEEDS": 2, "WORKDIR": "runs/nb"}
   nb = notebooks.execute(_read("colab_tpu.ipynb"), cwd=str(tmp_path), parameters=params)
@@ -54,6 +55,7 @@ def test_colab_notebook_runs_on_cpu_with_four_devices(tmp_path):
   assert nb.metadata[notebooks.METADATA]["code_sha256"] == notebooks.code_digest(_read("colab_tpu.ipynb"))
 
 
+@pytest.mark.e2e
 def test_api_tour_prints_the_values_worked_out_by_hand(tmp_path):
   nb = notebooks.execute(_read("api_tour.ipynb"), cwd=str(tmp_path))
   assert notebooks.errors(nb) == []

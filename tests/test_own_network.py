@@ -279,6 +279,7 @@ def test_variables_load_from_orbax_msgpack_and_npz_to_the_same_accuracy(trained,
 # ----------------------------------------------------------------------------- the command and its page
 
 
+@pytest.mark.e2e
 def test_network_command_writes_the_outputs_and_a_page(trained, tmp_path):
   cfg = override(config.preset(network.NetworkConfig(), "quick"), model=spec("nnx_mlp"), steps=STEPS["nnx_mlp"],
                  eval_every=60, workdir=str(tmp_path / "mlp"), random_seeds=2)

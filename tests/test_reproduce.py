@@ -261,6 +261,7 @@ H, F = verdicts.HOLDS, verdicts.FAILS
 QUICK_VERDICTS = {"fashion_mnist": (F, F, F, H, H, H, F, F), "bundled mnist": (F, F, F, H, H, F, F, F)}
 
 
+@pytest.mark.e2e
 def test_quick_verdicts_stay_as_they_were(quick_report):
   workdir, _, _ = quick_report
   described = _stage_json(workdir, "lenet.train")["result"]["dataset"]
@@ -271,6 +272,7 @@ def test_quick_verdicts_stay_as_they_were(quick_report):
   assert tuple(c["verdict"] for c in found if c["evidence"] != claims.ONE_SEED) == QUICK_VERDICTS[data_key]
 
 
+@pytest.mark.e2e
 def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
   workdir, lines, seconds = quick_report
   assert any(line.startswith(f"wrote {workdir}/index.html") for line in lines)
@@ -328,6 +330,7 @@ def _row(html, table_id, first_cell):
   return [html_lib.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
 
 
+@pytest.mark.e2e
 def test_quick_page_states_provenance_data_and_times(quick_report):
   """The command with every option (the fixture's, called from Python), each stage's data and training,
   and the total time, against the fixture's own stage records and the profile's settings."""
@@ -354,6 +357,7 @@ def test_quick_page_states_provenance_data_and_times(quick_report):
   assert f"{console.duration(total)} in all: the sum of the stages' wall times" in _row(html, "provenance", "time")[0]
 
 
+@pytest.mark.e2e
 def test_quick_page_says_which_network_each_figure_shows(quick_report):
   """Figure 2 and the residual plots show replica 0; Figure 8 the mean over seeds: the captions give both,
   and replica 0's numbers agree between the pruning and subspace stages (two analyses of one network on
@@ -377,6 +381,7 @@ def test_quick_page_says_which_network_each_figure_shows(quick_report):
   assert "*repeated*" not in html and "<b>repeated</b> units" in html
 
 
+@pytest.mark.e2e
 def test_quick_page_in_headless_chromium(quick_report, chromium, tmp_path):
   workdir, _, _ = quick_report
   url = "file://" + str(workdir / "index.html")
@@ -396,11 +401,13 @@ def test_quick_page_in_headless_chromium(quick_report, chromium, tmp_path):
   assert pixels.std() > 10  # not blank
 
 
+@pytest.mark.e2e
 def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick_report, tmp_path):
-  """Kill the LeNet stages mid-way (after training finished, during a later stage), rerun: the finished
-  stages are reused, and the numbers equal the uninterrupted quick run's."""
+  """Kill LeNet's training and pruning stages mid-way (after training finished, during pruning), rerun:
+  the finished stage is reused, and the numbers equal the uninterrupted quick run's."""
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "experiments.reproduce", "--profile=quick", "--stages=lenet", f"--workdir={workdir}"]
+  chosen = "--stages=lenet.train,lenet.prune"
+  cmd = [sys.executable, "-m", "experiments.reproduce", "--profile=quick", chosen, f"--workdir={workdir}"]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 600
   while not (workdir / "stages" / "lenet.train.json").exists() and time.time() < deadline:
@@ -408,12 +415,12 @@ def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick_report, tmp
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (workdir / "stages" / "lenet.subspace.json").exists()  # killed before the last stage ended
-  rerun = script("reproduce", "--profile=quick", "--stages=lenet", f"--workdir={workdir}")
+  assert not (workdir / "stages" / "lenet.prune.json").exists()  # killed before the last stage ended
+  rerun = script("reproduce", "--profile=quick", chosen, f"--workdir={workdir}")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "lenet.train: finished before, reused" in rerun.stdout
   full, _, _ = quick_report
-  for stage in ("lenet.train", "lenet.prune", "lenet.subspace"):
+  for stage in ("lenet.train", "lenet.prune"):
     a = json.loads((workdir / "stages" / f"{stage}.json").read_text())["result"]
     b = json.loads((full / "stages" / f"{stage}.json").read_text())["result"]
     for key in ("figure", "figures", "seconds"):
@@ -424,12 +431,10 @@ def test_a_killed_run_continues_and_ends_with_the_same_numbers(quick_report, tmp
       for r in (a, b):
         for layer in r["layers"].values():
           layer.pop("seconds")
-    if stage == "lenet.subspace":
-      a["row"].pop("workdir"), b["row"].pop("workdir")
     assert a == b, stage
   # the page records the command as typed, and with every option
   html = (workdir / "index.html").read_text()
-  typed = f"python -m experiments.reproduce --profile=quick --stages=lenet --workdir={workdir}"
+  typed = f"python -m experiments.reproduce --profile=quick {chosen} --workdir={workdir}"
   assert _row(html, "provenance", "command typed") == [typed]
   assert _row(html, "provenance", "command with every option") == [typed.replace("--stages", "--dataset=auto --stages")]
   # a different configuration in the same workdir is refused, naming the fix, before anything runs

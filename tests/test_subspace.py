@@ -134,6 +134,7 @@ def test_subspace_table_smoke_lenet_mnist(lenet_seeds2, capsys):
   assert csv_text.startswith("model,") and ",2.61333," in csv_text  # Q = 784/300 to 6 significant digits
 
 
+@pytest.mark.e2e
 def test_subspace_table_smoke_cifar_model_on_generated_data(tmp_path):
   cfg = override(subspace.SubspaceTableConfig(), models="conv2", dataset="random_images", width=0.25, steps=10,
                  eval_every=10, num_seeds=2, workdir_root=str(tmp_path))

@@ -112,6 +112,7 @@ def test_headline_by_hand(first, both, verdict):
   assert ts.headline(_modes(first, both)).verdict == verdict
 
 
+@pytest.mark.e2e
 def test_script_quick_and_bad_input(tmp_path):
   """N = 100, alpha = 20, noise 0.5: Goldt et al.'s finding (their figure 2) by a wide margin: trained
   with output noise, the first layer alone overfits more the more units it has (here the error grows

@@ -101,6 +101,7 @@ def _by_hand(workdir, ds) -> list[dict]:
   return seeds
 
 
+@pytest.mark.e2e
 def test_script_quick_and_bad_input(tmp_path):
   cfg = override(preset(WidthConfig()), widths="8,16,64", max_steps=400, workdir=str(tmp_path))
   script.main(cfg)
