@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax.analyses import pruning, units
+from redundancy_jax.analyses import criteria, pruning, units
 from redundancy_jax.core import config, data, steps, storage
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
@@ -110,7 +110,7 @@ def seconds_per_step(setup: steps.Setup, ds: data.Dataset, loop: str, epochs: in
 def removal_orders(variables, layer: str) -> dict[str, np.ndarray]:
   """The 4 deterministic orders and 5 random ones of a layer (the sweeps' 9 orders)."""
   W = units.unit_matrix(variables, layer)
-  orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
+  orders = {c: pruning.removal_order(W, c) for c in criteria.REPORT_DETERMINISTIC}
   for i, k in enumerate(jax.random.split(jax.random.key(0), 5)):
     orders[f"random/{i}"] = pruning.removal_order(W, "random", key=k)
   return orders

@@ -8,7 +8,8 @@ jitted forward per criterion and level with `pruning.remove_units`; for Conv-2 i
 of levels and extrapolated (a full run would take hours on 2 cores). Also XLA's planned peak memory of
 the sweep of every prunable layer of VGG19 (`--images` images, all levels, 9 orders; compiled, not run):
 the CPU form's head per data chunk, and the whole sweep as the one program of the accelerator form
-(`pruning.lower_sweep`); and the machine's matmul FLOP/s.
+(`pruning.lower_sweep`); the machine's matmul FLOP/s; and LeNet fc1's `compare_criteria` end to end with
+every registered criterion against the report's five (the data-aware statistics included).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from benchmarks import torch_anchor
 from benchmarks.common import (
   compiled_memory_bytes, lowered_memory_bytes, median_seconds, print_roofline, record, removal_orders, table,
 )
-from redundancy_jax.analyses import pruning
+from redundancy_jax.analyses import criteria, prune_sweep, pruning
 from redundancy_jax.core import data
 from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, topology
@@ -109,6 +110,25 @@ def lenet_case() -> list:
   return bench_layer("lenet fc1", model, variables, "fc1", x, y, ds.mean, ds.std)
 
 
+def criteria_case() -> dict:
+  """LeNet fc1: `compare_criteria` end to end (orders, the data-aware statistics, the sweep) with the
+  report's five criteria (9 orders) against every registered one LeNet offers, medians of `--repeats`."""
+  ds = data.load_bundled_mnist(0)
+  x, y = ds.test_x[: FLAGS.images], ds.test_y[: FLAGS.images]
+  train_data = (ds.train_x[: criteria.DATA_EXAMPLES], ds.train_y[: criteria.DATA_EXAMPLES])
+  model = create_model("lenet", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
+  variables = (Run(FLAGS.lenet_workdir).trained_variables() if Run(FLAGS.lenet_workdir).is_trained()
+               else model.init(jax.random.key(0), ds.image_shape))
+  out = {}
+  for name, chosen in (("report", criteria.REPORT_CRITERIA), ("all", (prune_sweep.ALL,))):
+    run = lambda: prune_sweep.compare_criteria(model, variables, "fc1", x, y, criteria=chosen, data=train_data)
+    out[name] = {"orders": len(run()["orders"]), "seconds": median_seconds(run, repeats=FLAGS.repeats, warmup=0)}
+  stats = lambda: criteria.data_statistics(model, variables, "fc1", *train_data)
+  stats()
+  out["data_statistics_s"] = median_seconds(stats, repeats=FLAGS.repeats, warmup=0)
+  return out
+
+
 def conv2_case() -> list:
   ds = data.random_images(seed=0, n_train=8, n_val=8, n_test=FLAGS.images)
   model = create_model("conv2", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
@@ -153,13 +173,21 @@ def main(argv):
   sweep_s = results[0]["sweep_s"]
   print(f"\nLeNet fc1 sweep: {lenet_flops / 1e9:.2f} GFLOP (analytic) in {sweep_s:.3f} s = "
         f"{lenet_flops / sweep_s / 1e9:.1f} GFLOP/s, {lenet_flops / sweep_s / roof:.0%} of the matmul roofline")
+  crit = criteria_case()
+  print(f"\nLeNet fc1, compare_criteria end to end on {FLAGS.images:,} images (orders, the data-aware statistics on "
+        f"{criteria.DATA_EXAMPLES:,} training images, the sweep), median of {FLAGS.repeats}:")
+  print(table([["the report's five", crit["report"]["orders"], f"{crit['report']['seconds']:.3f}", "1.00x"],
+               ["every criterion LeNet offers", crit["all"]["orders"], f"{crit['all']['seconds']:.3f}",
+                f"{crit['all']['seconds'] / crit['report']['seconds']:.2f}x"]],
+              ["criteria", "orders", "seconds", "ratio"]))
+  print(f"of which the data-aware statistics (one compiled pass): {crit['data_statistics_s']:.3f} s")
   memory = []
   if not FLAGS.skip_vgg:
     print(f"\nVGG19, every prunable layer, {FLAGS.images:,} images, all levels, 9 orders: XLA's planned memory "
           f"(GiB): the CPU form's head per data chunk, and the whole sweep as one program (accelerator form)")
     memory = vgg_memory(FLAGS.images)
     print(table(memory, ["layer", "units", "path", "data chunk", "head (CPU form)", "whole sweep, one program"]))
-  record("prune_sweep", {"roofline_gflops": roof / 1e9, "layers": results,
+  record("prune_sweep", {"roofline_gflops": roof / 1e9, "layers": results, "criteria": crit,
                          "lenet_fc1_roofline_fraction": lenet_flops / sweep_s / roof, "vgg19_memory_gib": memory})
 
 

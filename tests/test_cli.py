@@ -14,7 +14,7 @@ from absl import flags
 from experiments import cli
 from experiments import prune_sweep as prune_sweep_script
 from helpers import ROOT, python
-from redundancy_jax.analyses import pruning
+from redundancy_jax.analyses import criteria
 from redundancy_jax.analyses.prune_sweep import PruneSweepConfig
 from redundancy_jax.core import config, data, parallel
 from redundancy_jax.core.config import TrainConfig, override, preset
@@ -39,9 +39,9 @@ def test_flags_are_the_config_fields_nested_ones_flattened():
 
 def test_help_explains_every_criterion_and_lists_the_datasets():
   _, fv = _parse(PruneSweepConfig)
-  text = " ".join(fv.get_help().split())  # absl wraps the help lines
-  for name, help_text in pruning.CRITERION_HELP.items():
-    assert f"{name}: {help_text}" in text
+  text = " ".join(fv.get_help().split()).replace("- ", "-")  # absl wraps the help lines, also after a hyphen
+  for c in criteria.REGISTRY.values():  # every registered criterion, in the registry's words
+    assert f"{c.name}: {c.help}".replace("- ", "-") in text
   assert "<" + "|".join(data.DATASETS) + ">" in text
   assert "teacher_student" not in data.DATASETS  # no model trains on it: not a dataset choice
 
@@ -49,7 +49,7 @@ def test_help_explains_every_criterion_and_lists_the_datasets():
 def test_bad_values_name_the_valid_ones():
   with pytest.raises(ValueError, match=r"unknown model 'resnet'; valid: a registered model \(lenet, conv2"):
     _parse(PruneSweepConfig, "--model=resnet")[0].train.resolve()
-  with pytest.raises(ValueError, match=r"--criteria='max_norm' is not valid; valid: max_mag, min_mag"):
+  with pytest.raises(ValueError, match=r"--criteria='max_norm' is not valid; valid: all, max_mag, min_mag"):
     config.check_choices(override(PruneSweepConfig(), criteria="max_fp,max_norm"))
   with pytest.raises(ValueError, match="unknown option 'stpes' of PruneSweepConfig; valid: model, dataset"):
     override(PruneSweepConfig(), stpes=3)

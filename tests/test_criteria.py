@@ -4,6 +4,7 @@ BatchNorm follows, and a toy criterion registered here that reaches the sweep's 
 page without touching the library."""
 
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -81,7 +82,7 @@ def test_taylor_on_a_convolution_with_batchnorm_equals_finite_differences():
   x = np.asarray(jax.random.normal(jax.random.key(1), (9, 6, 6, 1)), np.float32)
   y = np.asarray(jax.random.randint(jax.random.key(2), (9,), 0, 3), np.int32)
   got = criteria.data_statistics(net, variables, "conv", x, y, chunk=4)
-  with jax.experimental.enable_x64():
+  with jax.enable_x64(True):
     v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
 
     def loss(scale, xi, yi):
@@ -122,13 +123,14 @@ def test_orders_by_hand():
 
 
 def test_frame_potential_orders_equal_a_plain_greedy_loop():
-  W = np.asarray(jax.random.normal(jax.random.key(3), (12, 7)))
+  W = np.asarray(jax.random.normal(jax.random.key(3), (12, 7)), np.float64)
   U = W / np.linalg.norm(W, axis=1, keepdims=True)
   for name, remove_largest in (("max_fp", False), ("min_fp", True)):
     alive, order = list(range(12)), []
     while alive:
       contrib = {i: sum((U[i] @ U[j]) ** 2 for j in alive) for i in alive}
-      pick = (max if remove_largest else min)(alive, key=lambda i: contrib[i])
+      best = (max if remove_largest else min)(contrib.values())
+      pick = min(i for i in alive if abs(contrib[i] - best) <= 1e-12)  # ties (within rounding): the lower index
       order.append(pick)
       alive.remove(pick)
     assert criteria.get(name).order(type("E", (), {"W": W})()).tolist() == order, name
@@ -151,9 +153,10 @@ def test_batchnorm_scale_only_where_a_batchnorm_follows():
 
 
 def test_every_criterion_is_in_the_definitions_table():
-  text = open(os.path.join(ROOT, "DEFINITIONS.md"), encoding="utf-8").read()
+  text = open(os.path.join(ROOT, "docs", "DEFINITIONS.md"), encoding="utf-8").read()
   for c in criteria.REGISTRY.values():
-    assert f"| `{c.name}` | {c.help} |" in text, c.name
+    row = f"| `{c.name}` | {c.help.replace('|', chr(92) + '|')} | {criteria.NEEDS[c.needs]} | {c.source} |"
+    assert row in text, row
 
 
 def _bias_criterion():
@@ -164,6 +167,7 @@ def _bias_criterion():
 def test_a_criterion_registered_here_reaches_the_sweep_the_legend_and_the_page(tmp_path):
   from redundancy_jax.analyses import network as network_page
   from redundancy_jax.plots import pruning as plots
+  from redundancy_jax.reproduction import page
 
   net, variables, x, y = _mlp()
   bias = np.array([0.3, -0.1, 0.2, 0.0, 0.5])
@@ -175,10 +179,21 @@ def test_a_criterion_registered_here_reaches_the_sweep_the_legend_and_the_page(t
                                      random_seeds=2)
     assert r["orders"]["max_toybias"] == [1, 3, 2, 0, 4]  # the smallest bias first
     assert set(r["criteria"]) == {"max_mag", "max_toybias"}
-    labels = [t.get_text() for t in plots.legend_labels(r)]
-    assert any(t.startswith("max_toybias: keeps the units with the largest bias") for t in labels)
-    html = network_page.criteria_table(["max_mag", "max_toybias", "random"])
-    assert "max_toybias" in html and "a test&#x27;s toy" in html or "a test's toy" in html
+    results = {"config": {"model": "tiny_mlp"}, "layers": {"hidden": r}}
+    assert any(label.startswith("max_toybias: keeps the units with the largest bias") for label in
+               plots.legend_entries(results))
+    paths = plots.save_figure(results, str(tmp_path / "figure2"))
+    assert all(os.path.getsize(p) > 0 for p in paths)
+    html = page.render([network_page.criteria_block(results)], "report.html.j2")
+    row = re.search(r"<tr><td>max_toybias</td>(.*?)</tr>", html).group(1)
+    assert "keeps the units with the largest bias" in row and "the layer&#39;s weights" in row
   finally:
     criteria.unregister("max_toybias")
   assert "max_toybias" not in criteria.names()
+
+
+def test_every_criterion_is_in_the_readme_table():
+  text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+  for c in criteria.REGISTRY.values():
+    row = f"| `{c.name}` | {c.help.replace('|', chr(92) + '|')} | {criteria.NEEDS[c.needs]} |"
+    assert row in text, row

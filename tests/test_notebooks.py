@@ -61,6 +61,8 @@ def test_api_tour_prints_the_values_worked_out_by_hand(tmp_path):
   assert notebooks.errors(nb) == []
   text = _text(nb)
   assert "max_mag  [3 1 2 0]" in text and "min_mag  [0 2 1 3]" in text  # by norm: 0.5, 1, 2, 3
+  assert "max_l1   [3 1 2 0]" in text  # L1 norms 3, 1, 2, 0.5
+  assert "max_first [1 3 2 0]" in text  # the notebook's own criterion: first weights 3, 0, 2, 0 (ties: lower index)
   assert "edges (i, j, weight): [[0.0, 2.0, 1.0]]" in text  # only the parallel pair
   residuals = [float(v) for v in re.search(r"residuals: \[([^\]]*)\]", text).group(1).split()]
   np.testing.assert_allclose(residuals, [1, 1.25 / 14.25, 0.25 / 14.25, 0], atol=6e-4)  # printed to 3 decimals

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx, serialization
 
 from helpers import quiet
-from redundancy_jax.analyses import network, prune_sweep, pruning, units
+from redundancy_jax.analyses import criteria, network, prune_sweep, pruning, units
 from redundancy_jax.core import config, errors, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, override
 from redundancy_jax.core.runs import Run
@@ -220,7 +220,7 @@ def test_the_batched_sweep_equals_a_per_level_evaluation_written_here(trained, f
   x, y = t.dataset.test_x[:400], t.dataset.test_y[:400]
   W = units.unit_matrix(t.variables, layer)
   m = W.shape[0]
-  orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
+  orders = {c: pruning.removal_order(W, c) for c in criteria.REPORT_DETERMINISTIC}
   orders["random/0"] = pruning.removal_order(W, "random", key=jax.random.key(3))
   levels = sorted({0, 1, m // 3, m // 2, m - 2, m})
   out = pruning.sweep(t.model, t.variables, layer, x, y, orders, levels)

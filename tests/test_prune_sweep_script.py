@@ -6,15 +6,17 @@ import csv
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
 from experiments import prune_sweep as script
-from redundancy_jax.analyses import pruning
+from redundancy_jax.analyses import criteria, pruning
 from redundancy_jax.analyses.prune_sweep import PruneSweepConfig
 from redundancy_jax.core.config import override
 from redundancy_jax.core.runs import ConfigMismatch, Run
+from redundancy_jax.models import create_model, topology
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +42,17 @@ def test_sweep_script_trains_then_writes_every_output(swept):
   assert len(fc1["random"]["accuracy_std"]) == len(fc1["levels"])
   with np.load(os.path.join(out, "orders.npz"), allow_pickle=False) as orders:
     assert sorted(orders["fc1/max_fp"].tolist()) == list(range(300))
-    assert len(orders.files) == 2 * 9
+    assert len(orders.files) == 2 * 17  # per layer: the 4 report's and 8 field's deterministic orders, 5 random
   # levels every 10 of 300 units: 75 -> 70 (a tie with 80: the first), 150, 225 -> 220, 270 removed
   assert "23%     50%     73%     90%" in stdout and "max_fp" in stdout
   assert "lenet on mnist, bundled MNIST test set (8,000/1,000/1,000)" in stdout  # the table's heading
-  for name, help_text in pruning.CRITERION_HELP.items():  # the table's footer explains every criterion
-    assert f"{name:<8} {help_text}" in stdout
+  swept = criteria.offered(criteria.names(), topology.check(create_model("lenet"), "fc1"))[0]
+  assert swept == [c for c in criteria.names() if not c.endswith("_bn")]  # LeNet has no BatchNorm
+  for name in swept:  # the table's footer explains every criterion swept
+    assert re.search(rf"\n  {name} +{re.escape(criteria.help_text(name))}\n", stdout), name
   with open(os.path.join(out, "curves.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == 5 * sum(len(r["levels"]) for r in results["layers"].values())
+  assert len(rows) == 13 * sum(len(r["levels"]) for r in results["layers"].values())  # 12 orders and random's mean
   for row in rows:  # at most 6 significant digits; the std of equal accuracies is 0, not 1e-16
     for key in ("accuracy", "loss", "accuracy_std"):
       assert len(row[key].replace(".", "").lstrip("0")) <= 6 and "e" not in row[key], row  # not 0.9480000000000001
@@ -95,7 +99,7 @@ def test_sweep_end_levels_equal_accuracies_computed_without_pruning_code(swept):
   for layer in ("fc1", "fc2"):
     r = results["layers"][layer]
     curves = {name: c["accuracy"] for name, c in r["criteria"].items()} | {"random": r["random"]["accuracy_mean"]}
-    assert set(curves) == {"max_mag", "min_mag", "max_fp", "min_fp", "random"}
+    assert set(curves) == {c for c in criteria.names() if not c.endswith("_bn")}  # all LeNet offers
     for name, accuracy in curves.items():
       assert accuracy[0] == exact, (layer, name)
       assert accuracy[-1] == pytest.approx(emptied[layer], abs=0.5 / n), (layer, name)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from redundancy_jax.analyses import prune_sweep, pruning, units
+from redundancy_jax.analyses import criteria, prune_sweep, pruning, units
 from redundancy_jax.core import config, data, train
 from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, init_variables
@@ -146,16 +146,16 @@ def test_random_order_is_a_seeded_permutation():
   a = pruning.removal_order(W_HAND, "random", key=jax.random.key(3))
   b = pruning.removal_order(W_HAND, "random", key=jax.random.key(3))
   assert sorted(a.tolist()) == list(range(5)) and a.tolist() == b.tolist()
-  with pytest.raises(pruning.PruningError, match="needs a key"):
+  with pytest.raises(criteria.CriterionError, match="needs a key"):
     pruning.removal_order(W_HAND, "random")
 
 
 def test_unknown_criterion_lists_valid_ones():
-  with pytest.raises(pruning.PruningError, match="max_mag, min_mag, max_fp, min_fp, random"):
+  with pytest.raises(criteria.CriterionError, match="valid criteria: max_mag, min_mag, max_fp, min_fp, random, max_l1"):
     pruning.removal_order(W_HAND, "taylor")
 
 
-@pytest.mark.parametrize("criterion", pruning.CRITERIA)
+@pytest.mark.parametrize("criterion", criteria.REPORT_CRITERIA)
 def test_masks_are_nested(criterion):
   W = jax.random.normal(jax.random.key(0), (20, 6))
   order = pruning.removal_order(W, criterion, key=jax.random.key(1))
@@ -282,7 +282,7 @@ def test_sweep_matches_loop_on_trained_lenet(trained_lenet):
   x = ds.test_x
   for layer in ("fc1", "fc2"):
     W = units.unit_matrix(variables, layer)
-    orders = {c: pruning.removal_order(W, c) for c in pruning.DETERMINISTIC_CRITERIA}
+    orders = {c: pruning.removal_order(W, c) for c in criteria.REPORT_DETERMINISTIC}
     orders["random/0"] = pruning.removal_order(W, "random", key=jax.random.key(0))
     out = pruning.sweep(model, variables, layer, ds.test_x, ds.test_y, orders)
     m = W.shape[0]
@@ -361,7 +361,7 @@ def test_compare_criteria_equals_independent_loop():
   assert out["base_accuracy"] == pytest.approx(_accuracy(model, variables, ds.test_x, ds.test_y))
   random_orders = [out["orders"][f"random/{i}"] for i in range(3)]
   assert all(sorted(o) == list(range(15)) for o in random_orders) and random_orders[0] != random_orders[1]
-  for criterion in pruning.DETERMINISTIC_CRITERIA:
+  for criterion in criteria.REPORT_DETERMINISTIC:
     assert out["orders"][criterion] == pruning.removal_order(W, criterion).tolist()
     for level in range(16):
       expected = _loop_accuracy(model, variables, "fc1", ds.test_x, ds.test_y, out["orders"][criterion], level)
@@ -385,20 +385,20 @@ def test_summary_rows_pick_the_nearest_level_by_hand():
 def test_every_criterion_is_explained_and_the_figure_labels_say_so(tmp_path):
   from redundancy_jax.plots import pruning as plots
 
-  assert list(pruning.CRITERION_HELP) == list(pruning.CRITERIA)
-  assert "largest-norm" in pruning.CRITERION_HELP["max_mag"] and "smallest" in pruning.CRITERION_HELP["max_mag"]
+  assert criteria.REPORT_CRITERIA == ("max_mag", "min_mag", "max_fp", "min_fp", "random")
+  assert "largest-norm" in criteria.help_text("max_mag") and "smallest" in criteria.help_text("max_mag")
   levels = [0, 1, 2]
   layer = {
     "units": 2, "levels": levels, "base_accuracy": 0.948,
-    "criteria": {c: {"accuracy": [0.948, 0.5, 0.1], "loss": [0.2, 1.0, 2.3]} for c in pruning.DETERMINISTIC_CRITERIA},
+    "criteria": {c: {"accuracy": [0.948, 0.5, 0.1], "loss": [0.2, 1.0, 2.3]} for c in criteria.REPORT_DETERMINISTIC},
     "random": {"seeds": 5, "accuracy_mean": [0.948, 0.4, 0.1], "accuracy_std": [0.0, 0.1, 0.0]},
   }
   fig, ax = plots.plt.subplots()
   plots.accuracy_curves(ax, layer, "lenet fc1 (2 units)")
   labels = ax.get_legend_handles_labels()[1]
   plots.plt.close(fig)
-  for c in pruning.CRITERIA:
-    assert any(label.startswith(c) and pruning.CRITERION_HELP[c].split()[0] in label for label in labels), (c, labels)
+  for c in criteria.REPORT_CRITERIA:
+    assert any(label.startswith(c) and criteria.help_text(c).split()[0] in label for label in labels), (c, labels)
   assert "unpruned: 94.80%" in labels
   results = {"config": {"model": "lenet", "split": "test", "examples": 1000}, "layers": {"fc1": layer},
              "dataset": {"name": "mnist", "source": "bundled MNIST test set (8,000/1,000/1,000)"}}

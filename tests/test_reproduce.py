@@ -470,3 +470,18 @@ def test_related_work_section_shows_each_experiments_verdicts(tmp_path):
   assert 'src="related/teacher_student/figure.png"' in html
   written = json.loads((tmp_path / "claims.json").read_text())
   assert written["related"]["teacher_student"][0]["verdict"] == "holds" and written["experiment"] == "reproduce"
+
+
+def test_data_aware_claim_by_hand():
+  """The better of max_taylor and max_act against max_mag, in mean accuracy over levels, worked out here."""
+  curves = {**ORDERED, "max_taylor": [0.9, 0.9, 0.85, 0.6, 0.1], "max_act": [0.9, 0.8, 0.7, 0.5, 0.1]}
+  def verdict(std):
+    layer = _layer(0.9, curves)
+    layer["random"]["accuracy_std"] = [std] * 5
+    return _verdict({"lenet.prune": {"result": {"layers": {"fc1": layer}}}}, "Data-aware criteria")
+  # means: max_taylor 67, max_act 60, max_mag 64: effect 67 - 64 = 3 points, on lenet fc1
+  assert verdict(0.005).verdict == verdicts.HOLDS and verdict(0.005).effect == pytest.approx(3.0)
+  assert verdict(0.005).measured_on == "lenet fc1" and "max_taylor 67.0 vs 64.0" in verdict(0.005).evidence
+  assert verdict(0.01).verdict == verdicts.FAILS  # 3 is not above 3 x 1
+  without = _verdict({"lenet.prune": {"result": {"layers": {"fc1": _layer(0.9, ORDERED)}}}}, "Data-aware criteria")
+  assert without.verdict == verdicts.UNTESTABLE and "without the data-aware criteria" in without.evidence

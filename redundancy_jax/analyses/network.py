@@ -20,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from redundancy_jax.analyses import prune_sweep, pruning, subspace
+from redundancy_jax.analyses import criteria as criteria_lib
+from redundancy_jax.analyses import prune_sweep, subspace
 from redundancy_jax.core import config, data, storage
 from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax.core.runs import default_workdir
@@ -38,7 +39,10 @@ class NetworkConfig:
                                      "is <workdir>/index.html.")
   variables: str | None = option(None, "Analyse these trained variables instead of training: an orbax checkpoint "
                                        "folder, a flax.serialization msgpack file or an .npz of '/'-joined paths.")
-  criteria: tuple[str, ...] = option(pruning.CRITERIA, "Criteria to compare.", choices=pruning.CRITERIA)
+  criteria: tuple[str, ...] = option((prune_sweep.ALL,), "Criteria to compare, or 'all': every registered criterion "
+                                                         "each layer offers (prune_sweep's --criteria).",
+                                     choices=lambda: (prune_sweep.ALL, *criteria_lib.names()))
+  criteria_examples: int = option(criteria_lib.DATA_EXAMPLES, "Training images the data-aware criteria read.")
   random_seeds: int = option(5, "Random permutations averaged for the random criterion.")
   max_examples: int | None = option(2000, "Test images every evaluation uses.", quick=500)
   level_step: int = option(1, "Sweep every level_step-th level (always including 0 and m).", quick=4)
@@ -51,7 +55,8 @@ def run(cfg: NetworkConfig, log: Callable[[str], None] = print) -> dict:
   workdir = cfg.workdir or default_workdir(cfg.train)
   shared = dict(train=cfg.train, workdir=workdir, variables=cfg.variables, max_examples=cfg.max_examples)
   pruned = prune_sweep.run(prune_sweep.PruneSweepConfig(
-    **shared, layer=("all",), criteria=cfg.criteria, random_seeds=cfg.random_seeds, level_step=cfg.level_step), log)
+    **shared, layer=("all",), criteria=cfg.criteria, criteria_examples=cfg.criteria_examples,
+    random_seeds=cfg.random_seeds, level_step=cfg.level_step), log)
   spectra = subspace.run(subspace.SubspaceConfig(**shared, layer=("all",), num_ranks=cfg.num_ranks), log)
   rows = layer_rows(pruned, spectra)
   page = write_page(workdir, cfg, pruned, spectra, rows)
@@ -90,6 +95,25 @@ def layer_rows(pruned: dict, spectra: dict) -> list[dict]:
   return rows
 
 
+def criteria_block(pruned: dict):
+  """The criteria the sweep compared, each with what it does and reads and where it comes from (the
+  registry's words), and those a layer does not offer with the reason."""
+  from redundancy_jax.reproduction.page import Block
+
+  swept = list(dict.fromkeys(c for r in pruned["layers"].values() for c in [*r["criteria"], *(["random"] if "random" in r else [])]))
+  left_out: dict[str, list[str]] = {}
+  for layer, r in pruned["layers"].items():
+    for c, why in r.get("left_out", {}).items():
+      left_out.setdefault(c, []).append(f"{layer} ({why})")
+  rows = []
+  for name in swept:
+    c = criteria_lib.REGISTRY.get(name)
+    rows.append((name, c.help if c else "", criteria_lib.NEEDS[c.needs] if c else "", c.source if c else "",
+                 "; ".join(left_out.get(name, [])) or "-"))
+  return Block("table", header=("criterion", "what it does", "what it reads", "source", "not offered on"),
+               rows=tuple(rows), id="criteria")
+
+
 def write_page(workdir: str, cfg: NetworkConfig, pruned: dict, spectra: dict, rows: list[dict]) -> str:
   """<workdir>/index.html and report.md (the reproduction page's blocks and templates)."""
   from redundancy_jax.reproduction.page import Block, render
@@ -122,6 +146,7 @@ def write_page(workdir: str, cfg: NetworkConfig, pruned: dict, spectra: dict, ro
                            "elbow k", "accuracy with W -> W_k"),
           rows=tuple(tuple(str(c) for c in row) for row in table), id="layers"),
     Block("h", "Pruning curves (every criterion, every level)"),
+    criteria_block(pruned),
     Block("img", "accuracy against units removed, per prunable layer", path="prune_sweep/figure2.png"),
     Block("h", "Spectra, residual curves and low-rank accuracy"),
     Block("img", "eigenvalues of W W^T against the fitted Marchenko-Pastur law", path="subspace/all/esd.png"),

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
+from redundancy_jax.analyses import criteria as criteria_lib  # `compare_criteria` has an argument `criteria`
 from redundancy_jax.analyses import pruning
 from redundancy_jax.analyses.units import unit_matrix
 from redundancy_jax.core import config, data, storage, train, variants
@@ -28,6 +29,7 @@ from redundancy_jax.models import Network, topology
 from redundancy_jax.core.errors import BadOption, MissingFile
 
 SPLITS = ("test", "validation")
+ALL = "all"  # --criteria: every registered criterion the layer offers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +42,13 @@ class PruneSweepConfig:
   layer: tuple[str, ...] = option(("fc1",), "Layers to prune, or 'all' for every prunable layer, all but "
                                             "the classifier ({prunable_layers}).")
   criteria: tuple[str, ...] = option(
-    pruning.CRITERIA, "Criteria to compare, each a removal order: " + "; ".join(
-      f"{c}: {h}" for c, h in pruning.CRITERION_HELP.items()) + ".", choices=pruning.CRITERIA)
+    (ALL,), "Criteria to compare, each a removal order (DEFINITIONS.md section 2), or 'all': every registered "
+    "criterion the layer offers (the BatchNorm-scale ones only where a BatchNorm follows it). " + "; ".join(
+      f"{c.name}: {c.help}" for c in criteria_lib.REGISTRY.values()) + ".",
+    choices=lambda: (ALL, *criteria_lib.names()))
+  criteria_examples: int = option(criteria_lib.DATA_EXAMPLES, "Training images the data-aware criteria (Taylor, mean "
+                                                           "activation, APoZ) read: the first of the training split, "
+                                                           "never the images the curves are measured on.")
   random_seeds: int = option(5, "Random permutations averaged for the random criterion.")
   split: str = option("test", "Data split the accuracy is measured on.", choices=SPLITS)
   max_examples: int | None = option(None, "Use at most this many examples of the split.")
@@ -54,29 +61,34 @@ class PruneSweepConfig:
 def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
   """Finds or trains the model, sweeps every criterion and level, writes and prints the results."""
   config.check_choices(cfg)
-  if cfg.random_seeds < 1 or cfg.level_step < 1:
-    raise BadOption("--random_seeds and --level_step must be positive")
+  if cfg.random_seeds < 1 or cfg.level_step < 1 or cfg.criteria_examples < 1:
+    raise BadOption("--random_seeds, --level_step and --criteria_examples must be positive")
   workdir = cfg.workdir or default_workdir(cfg.train)
   source = Run(cfg.checkpoint or workdir)
   if cfg.checkpoint and not source.is_trained():
     raise MissingFile(f"--checkpoint={cfg.checkpoint} holds no trained model (no results.json)")
   planned = cfg.train.resolve() if cfg.variables else source.resolve(cfg.train)
-  layers = chosen_layers(models.from_config(planned), cfg.layer)  # before anything runs
+  net = models.from_config(planned)
+  layers = chosen_layers(net, cfg.layer)  # before anything runs
+  for layer in layers:
+    layer_criteria(net, layer, cfg.criteria)
   with Run(workdir).lock(), source.lock():
     trained = train.find_or_train(source, cfg.train, log, variables=cfg.variables)
     model, variables, ds, trained_cfg = trained.model, trained.variables, trained.dataset, trained.config
     x, y = (ds.test_x, ds.test_y) if cfg.split == "test" else (ds.val_x, ds.val_y)
     x, y = x[: cfg.max_examples], y[: cfg.max_examples]
+    train_data = (ds.train_x[: cfg.criteria_examples], ds.train_y[: cfg.criteria_examples])
     results = {
       "experiment": "prune_sweep",
       "config": {**trained_cfg.to_json(), "layer": list(cfg.layer), "criteria": list(cfg.criteria),
                  "random_seeds": cfg.random_seeds, "split": cfg.split, "examples": int(len(y)),
+                 "criteria_examples": int(len(train_data[1])),
                  "checkpoint": source.workdir if cfg.variables is None else None, "variables": cfg.variables},
       "dataset": ds.describe(),
       "trained": train.provenance(source, cfg.variables),
       "layers": {},
     }
-    results["layers"], orders = sweep_layers(model, variables, layers, x, y, cfg, trained_cfg.seed, log)
+    results["layers"], orders = sweep_layers(model, variables, layers, x, y, cfg, trained_cfg.seed, log, train_data)
     results["base_accuracy"] = next(iter(results["layers"].values()))["base_accuracy"]
     write_outputs(os.path.join(workdir, "prune_sweep"), results, orders, log)
   return results
@@ -91,15 +103,16 @@ def chosen_layers(net: Network, names) -> list[str]:
   return layers
 
 
-def sweep_layers(model, variables, layers, x, y, cfg: PruneSweepConfig, seed: int, log=print) -> tuple[dict, dict]:
-  """`compare_criteria` of every layer with the config's criteria, level step and random seeds:
-  ({layer: result with its time}, {"layer/criterion": order})."""
+def sweep_layers(model, variables, layers, x, y, cfg: PruneSweepConfig, seed: int, log=print,
+                 train_data=None) -> tuple[dict, dict]:
+  """`compare_criteria` of every layer with the config's criteria, level step and random seeds (the
+  data-aware criteria reading `train_data`): ({layer: result with its time}, {"layer/criterion": order})."""
   out, orders = {}, {}
   for layer in layers:
     m = topology.kernel(variables, layer).shape[-1]
     begin = time.time()
     r = compare_criteria(model, variables, layer, x, y, criteria=cfg.criteria, levels=pruning.levels(m, cfg.level_step),
-                         random_seeds=cfg.random_seeds, seed=seed)
+                         random_seeds=cfg.random_seeds, seed=seed, data=train_data)
     r["seconds"] = time.time() - begin
     log(f"{layer}: {m} units x {len(r['levels'])} levels x {len(r['orders'])} orders in {r['seconds']:.2f}s")
     orders.update({f"{layer}/{name}": np.asarray(o, np.int32) for name, o in r.pop("orders").items()})
@@ -147,11 +160,29 @@ def summary(results: dict) -> str:
     for name, accs in summary_rows(r):
       lines.append(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
   lines.append("\ncriteria (each a removal order, no retraining):")
-  lines += [f"  {name:<8} {pruning.CRITERION_HELP[name]}" for name in cfg["criteria"]]
+  names = list(dict.fromkeys(c for r in results["layers"].values() for c in [*r["criteria"], *(["random"] if "random" in r else [])]))
+  width = max(map(len, names), default=8)
+  lines += [f"  {name:<{width}} {criteria_lib.help_text(name)}" for name in names]
   return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- comparing criteria
+
+
+def layer_criteria(net: Network, layer: str, chosen=(ALL,), *, data: bool = True) -> tuple[list[str], dict[str, str]]:
+  """(the criteria swept on `layer`, {criterion left out: why}): `chosen` as named (an error when one is
+  unknown or not offered on the layer, giving the reason), or 'all': every registered criterion the layer
+  offers (without training images, `data` False, those that read them left out too)."""
+  info = pruning.check_prunable(net, layer)
+  if tuple(chosen) == (ALL,):
+    names, left_out = criteria_lib.offered(criteria_lib.names(), info)
+    if not data:
+      reading = [c for c in names if criteria_lib.get(c).needs in criteria_lib.DATA_NEEDS]
+      left_out.update({c: "no training images given (data=None)" for c in reading})
+      names = [c for c in names if c not in reading]
+    return names, left_out
+  criteria_lib.check(chosen, info)
+  return list(chosen), {}
 
 
 def compare_criteria(
@@ -161,41 +192,48 @@ def compare_criteria(
   x,
   y,
   *,
-  criteria=pruning.CRITERIA,
+  criteria=(ALL,),
+  data=None,
   levels=None,
   random_seeds: int = 5,
   seed: int = 0,
   **sweep_options,
 ) -> dict:
-  """Every criterion's removal order and accuracy curve for one layer (the report's Figure 2 data).
+  """Every criterion's removal order and accuracy curve for one layer (the report's Figure 2 data), the
+  curves measured on (`x`, `y`), the data-aware criteria reading `data` = (training images, labels).
 
+  `criteria`: names from the registry (`analyses/criteria.py`) or 'all' (every one the layer offers; without
+  `data`, less the data-aware ones).
   Random pruning is summarised as mean and standard deviation over `random_seeds` permutations.
   `base_accuracy` and `base_loss` are the unpruned network's, evaluated on its own (level 0 of every
-  curve must equal them). Returns {"units", "levels", "base_accuracy", "base_loss", "criteria": {name: {accuracy, loss}}, "random": {...},
-  "orders": {name: int32[m]}}.
+  curve must equal them). Returns {"units", "levels", "base_accuracy", "base_loss", "criteria": {name:
+  {accuracy, loss}}, "random": {...}, "orders": {name: int32[m]}, "left_out": {name: why}}.
   """
-  pruning.check_prunable(model, layer)
-  unknown = [c for c in criteria if c not in pruning.CRITERIA]
-  if unknown:
-    raise pruning.PruningError(f"unknown criteria {unknown}; valid criteria: {', '.join(pruning.CRITERIA)}")
-  W = unit_matrix(variables, layer)
-  pruning.check_finite(W, layer)
-  m = W.shape[0]
+  names, left_out = layer_criteria(model, layer, criteria, data=data is not None)
+  chosen = [criteria_lib.get(c) for c in names]
+  reading_data = [c.name for c in chosen if c.needs in criteria_lib.DATA_NEEDS]
+  if reading_data and data is None:
+    raise pruning.PruningError(f"criteria {', '.join(reading_data)} read training images: pass data=(x_train, "
+                               f"y_train), or leave them out of criteria")
+  evidence = criteria_lib.Evidence(model, variables, layer, data)
+  pruning.check_finite(evidence.W, layer)
+  m = evidence.W.shape[0]
   levels = pruning.check_levels(np.arange(m + 1) if levels is None else levels, m)
-  orders = {c: pruning.removal_order(W, c) for c in criteria if c != "random"}
-  if "random" in criteria:
+  orders = {c.name: c.order(evidence, None) for c in chosen if c.deterministic}
+  if "random" in names:
     if random_seeds < 1:
       raise pruning.PruningError("random pruning needs at least one seed")
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), m), random_seeds)
-    orders.update({f"random/{i}": pruning.removal_order(W, "random", key=k) for i, k in enumerate(keys)})
+    orders.update({f"random/{i}": criteria_lib.get("random").order(evidence, k) for i, k in enumerate(keys)})
   curves = pruning.sweep(model, variables, layer, x, y, orders, levels, **sweep_options)
   result = {
     "units": m,
     "levels": levels.tolist(),
-    "criteria": {c: {k: curves[c][k].tolist() for k in ("accuracy", "loss")} for c in criteria if c != "random"},
+    "criteria": {c: {k: curves[c][k].tolist() for k in ("accuracy", "loss")} for c in names if c != "random"},
     "orders": {name: np.asarray(order).tolist() for name, order in orders.items()},
+    "left_out": left_out,
   }
-  if "random" in criteria:
+  if "random" in names:
     acc = np.stack([curves[f"random/{i}"]["accuracy"] for i in range(random_seeds)])
     loss = np.stack([curves[f"random/{i}"]["loss"] for i in range(random_seeds)])
     result["random"] = {

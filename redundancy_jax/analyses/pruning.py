@@ -4,7 +4,7 @@ removal -> sweep, on any network (`models.Network`).
 Every piece is a pure function of arrays or parameter pytrees:
 
   W = unit_matrix(variables, "fc1")                     # (m, n): one row per unit
-  order = removal_order(W, "max_fp")                     # int32[m], first removed first
+  order = removal_order(W, "max_fp")                     # int32[m], first removed first (analyses/criteria.py)
   keep = level_masks(order, jnp.arange(m + 1))           # bool[m + 1, m], True = kept
   pruned = jax.vmap(lambda k: remove_units(net, variables, "fc1", k))(keep)
   results = sweep(net, variables, "fc1", x, y, {"max_fp": order, ...})
@@ -15,8 +15,9 @@ follows); `sweep` computes the same networks without forming them: it multiplies
 (after that BatchNorm) by the mask, or, when one Dense layer reads the units, builds that layer's
 pre-activation as running sums over the removal order (`models/topology.py` says which applies).
 
-Orders are computed on the host in float64 from the stored weights, so they do not depend on the
-accelerator's matmul precision (TF32/bf16) and ties are decided on values, not on rounding noise.
+Orders come from the criteria registry (`analyses/criteria.py`); the weight-based ones are computed on
+the host in float64 from the stored weights, so they do not depend on the accelerator's matmul precision
+(TF32/bf16) and ties are decided on values, not on rounding noise.
 `prune_sweep.compare_criteria` runs every criterion through `sweep` (the report's Figure 2).
 """
 
@@ -29,28 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redundancy_jax.analyses.units import cosine_similarity, unit_norms
+from redundancy_jax.analyses import criteria
 from redundancy_jax.core import variants
 from redundancy_jax.models import Network, topology
 from redundancy_jax.core.errors import BadOption
-
-CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
-# What each criterion does, in one line (DEFINITIONS.md section 2): the flag help, the printed table's footer, the
-# Figure 2 legend and README's table all read or mirror this. The frame potential of the remaining units
-# is sum_ij <u_i, u_j>^2 over their normalised weight vectors u_i: large when they are mutually aligned.
-CRITERION_HELP = {
-  "max_mag": "keeps the largest-norm units (removes the smallest ||w_i|| first)",
-  "min_mag": "keeps the smallest-norm units (removes the largest ||w_i|| first)",
-  "max_fp": "greedily keeps the remaining frame potential maximal (removes the unit least aligned with the rest first)",
-  "min_fp": "greedily keeps the remaining frame potential minimal (removes the unit most aligned with the rest first)",
-  "random": "a uniformly random order (mean +- std over seeds)",
-}
-DETERMINISTIC_CRITERIA = CRITERIA[:4]
-# Contributions within TIE_ULPS * m * eps64 * max|c| of the best count as tied (lower index first): a
-# small multiple of the error bound of summing m float64 terms, far below any gap between distinct
-# contributions of real weights (a tie window in float32 merged distinct values and changed the
-# orders; BUILD_NOTES.md).
-TIE_ULPS = 4
 
 
 class PruningError(BadOption):
@@ -75,52 +58,11 @@ def check_prunable(net: Network, layer: str) -> topology.LayerInfo:
 # ----------------------------------------------------------------------------- orders
 
 
-def frame_potential_gram(W) -> np.ndarray:
-  """G_ij = <u_i, u_j>^2 for the normalised rows u_i (u_i = 0 for a zero row), in float64; exactly
-  symmetric, with G_ii = 1 for a non-zero row."""
-  G = np.square(cosine_similarity(W))
-  G = (G + G.T) / 2
-  G[np.diag_indices(len(G))] = (unit_norms(W) > 0).astype(np.float64)
-  return G
-
-
-def _first_best(scores: np.ndarray, alive: np.ndarray) -> int:
-  """The lowest alive index whose score is within the tie window of the smallest alive score."""
-  best = scores[alive].min()
-  window = TIE_ULPS * len(scores) * np.finfo(np.float64).eps * max(np.abs(scores[alive]).max(), 1.0)
-  return int(np.flatnonzero(alive & (scores <= best + window))[0])
-
-
-def _greedy_fp_order(W, remove_largest: bool) -> np.ndarray:
-  """Greedy frame-potential removal in float64: each step re-sums every alive unit's contribution
-  c_i = sum_{j alive} G_ij and removes the smallest (max_fp) or largest (min_fp); ties go to the
-  lower index."""
-  G = frame_potential_gram(W)
-  m = len(G)
-  sign = -1.0 if remove_largest else 1.0
-  alive = np.ones(m, bool)
-  order = np.empty(m, np.int32)
-  for i in range(m):
-    r = _first_best(sign * (G @ alive.astype(np.float64)), alive)
-    order[i], alive[r] = r, False
-  return order
-
-
 def removal_order(W, criterion: str, *, key: jax.Array | None = None) -> np.ndarray:
-  """A permutation of the m units of `W` (m, n), the first removed first, as int32.
-  Ties go to the lower index."""
-  if criterion not in CRITERIA:
-    raise PruningError(f"unknown criterion {criterion!r}; valid criteria: {', '.join(CRITERIA)}")
-  m = np.shape(W)[0]
-  if criterion == "random":
-    if key is None:
-      raise PruningError("criterion 'random' needs a key")
-    return np.asarray(jax.random.permutation(key, m), np.int32)
-  if criterion in ("max_mag", "min_mag"):
-    squared = np.sum(np.square(np.asarray(W, np.float64)), 1)  # exact products of float32 weights
-    scores = squared if criterion == "max_mag" else -squared
-    return np.argsort(scores, kind="stable").astype(np.int32)
-  return _greedy_fp_order(W, remove_largest=criterion == "min_fp")
+  """A permutation of the m units of `W` (m, n), the first removed first, as int32, by a criterion that
+  reads only the weights (or a random `key`): `criteria.get(criterion).order` on `W`. Ties go to the lower
+  index. Data-aware criteria need the network and data: `criteria.Evidence`."""
+  return criteria.get(criterion).order(criteria.Evidence.of_weights(W), key)
 
 
 def levels(m: int, step: int = 1) -> np.ndarray:

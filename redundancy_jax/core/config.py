@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, Callable
 
 from redundancy_jax.core import data as data_lib
 from redundancy_jax.core.optim import OPTIMIZERS
@@ -25,8 +25,9 @@ from redundancy_jax.core.errors import BadOption
 _UNSET = object()
 
 
-def option(default: Any, help: str, *, quick: Any = _UNSET, choices: tuple | None = None) -> Any:
-  """A config field: its default, help text, value under the `quick` preset and valid choices."""
+def option(default: Any, help: str, *, quick: Any = _UNSET, choices: tuple | Callable | None = None) -> Any:
+  """A config field: its default, help text, value under the `quick` preset and valid choices (a tuple, or a
+  function returning them when they come from a registry that may grow after import)."""
   metadata = {"help": help, "quick": quick, "choices": choices}
   if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
     return dataclasses.field(default_factory=lambda: default, metadata=metadata)
@@ -68,7 +69,9 @@ def options(cfg) -> list[Option]:
     if _is_config(tp):
       out += [dataclasses.replace(o, path=(f.name, *o.path)) for o in options(value)]
     else:
-      out.append(Option(f.name, (f.name,), tp, value, f.metadata.get("help", ""), f.metadata.get("choices")))
+      choices = f.metadata.get("choices")
+      choices = tuple(choices()) if callable(choices) else choices  # a registry's: what is registered now
+      out.append(Option(f.name, (f.name,), tp, value, f.metadata.get("help", ""), choices))
   names = [o.name for o in out]
   assert len(names) == len(set(names)), f"{type(instance).__name__}: option names repeat: {names}"
   return out

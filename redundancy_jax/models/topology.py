@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -340,15 +340,23 @@ def _activation_graph(net: Network, layer: str, norm: str | None, shapes) -> tup
   return graph, activation
 
 
+def activation_graph(net: Network, variables: dict, x, layer: str) -> tuple[jaxprs.Graph, Any]:
+  """(graph, activation): the network traced for inputs shaped like `x`, as a graph of inputs (variable
+  leaves..., x, scale) and output the logits, where `scale` (units,) multiplies the layer's output after the
+  BatchNorm that follows it (where removal zeroes a unit), and `activation` the var of its activations
+  (`activations`). Cached per network, layer and shapes."""
+  info = check(net, layer)
+  leaves, treedef = jax.tree.flatten(dict(variables))
+  shapes = (treedef, tuple((tuple(np.shape(a)), np.dtype(a.dtype)) for a in leaves), (tuple(np.shape(x)), np.dtype(x.dtype)))
+  return _activation_graph(net, layer, info.norm, shapes)
+
+
 def activations(net: Network, variables: dict, x, layer: str) -> jax.Array:
   """Layer `layer`'s activations on `x`: its output after the BatchNorm that follows it and the
   elementwise operations (the nonlinearity) before anything pools, reshapes or reads it, e.g. ReLU(BN(conv))
   per position, (N, ..., units)."""
-  info = check(net, layer)
-  leaves, treedef = jax.tree.flatten(dict(variables))
-  shapes = (treedef, tuple((tuple(np.shape(a)), np.dtype(a.dtype)) for a in leaves), (tuple(x.shape), np.dtype(x.dtype)))
-  graph, activation = _activation_graph(net, layer, info.norm, shapes)
-  return _values(graph, activation, leaves, x, info.units)
+  graph, activation = activation_graph(net, variables, x, layer)
+  return _values(graph, activation, jax.tree.leaves(dict(variables)), x, check(net, layer).units)
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "activation", "units"))

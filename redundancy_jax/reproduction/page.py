@@ -15,7 +15,7 @@ import numpy as np
 
 from redundancy_jax.core import console, data, storage
 from redundancy_jax.core.verdicts import FAILS, HOLDS, SIGMAS, UNTESTABLE, WITHIN, Verdict
-from redundancy_jax.analyses import classes
+from redundancy_jax.analyses import classes, criteria
 from redundancy_jax.analyses.subspace import table_lines
 from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
 
@@ -114,10 +114,20 @@ def _figure2(records, trained) -> list[Block]:
       out.append(_img(r["figure"], f"Figure 2, {model}: accuracy and loss against units removed, on the first "
                                    f"{r['config']['examples']:,} test images, of {_one_network(model, trained)}: "
                                    f"unpruned {base:.2f}% on these images{against}; random: mean ± std over its "
-                                   f"permutations"))
+                                   f"permutations{_field_panels(r)}"))
   if len(out) == 1:
     out.append(_p("Not run at this call (stages lenet.prune, conv2.prune)."))
   return out
+
+
+def _field_panels(r: dict) -> str:
+  """The caption's words on the field's panels, when the sweep ran criteria beyond the report's."""
+  swept = {c for layer in r["layers"].values() for c in layer["criteria"]}
+  if swept <= set(criteria.REPORT_CRITERIA):
+    return ""
+  return (f". Left of each pair: the report's criteria; right: the field's ({', '.join(sorted(swept - set(criteria.REPORT_CRITERIA)))}; "
+          f"the data-aware ones read the first {r['config'].get('criteria_examples', criteria.DATA_EXAMPLES):,} training "
+          f"images, never these test images), with max_mag (thin) and random for reference (DEFINITIONS.md section 2)")
 
 
 def _figures34(records, trained) -> list[Block]:

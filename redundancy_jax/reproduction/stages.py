@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from redundancy_jax.analyses import classes, dynamics, dynamics_run, force_layout, prune_sweep, subspace
+from redundancy_jax.analyses import classes, criteria, dynamics, dynamics_run, force_layout, prune_sweep, subspace
 from redundancy_jax.core import config, console, data, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run, folder_lock
 from redundancy_jax.models import topology
@@ -110,8 +110,11 @@ class Reproduction:
                                    max_examples=p.examples)
 
   def stage_config(self, stage: str) -> dict:
-    """Everything the stage's result depends on (compared when a finished stage is reused)."""
+    """Everything the stage's result depends on (compared when a finished stage is reused): the command's
+    config, and for a pruning stage the criteria its 'all' stands for today."""
     cfg = {"stage": stage, "config": config.to_json(self.command_config(stage))}
+    if stage.endswith(".prune"):
+      cfg["criteria"] = list(criteria.names())
     if stage.endswith(".resample"):
       cfg["resampled"] = self.train_config(stage.split(".")[0], resampled=True).to_json()
     return cfg
@@ -171,9 +174,10 @@ class Reproduction:
     module, variables, ds, trained_cfg = self.trained(model)
     x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
     quiet = lambda s: self.log("  " + s)
-    layers, _ = prune_sweep.sweep_layers(module, variables, cfg.layer, x, y, cfg, trained_cfg.seed, quiet)
-    results = {"config": {"model": model, "split": "test", "examples": int(len(y))}, "dataset": ds.describe(),
-               "layers": layers}
+    train_data = (ds.train_x[: cfg.criteria_examples], ds.train_y[: cfg.criteria_examples])
+    layers, _ = prune_sweep.sweep_layers(module, variables, cfg.layer, x, y, cfg, trained_cfg.seed, quiet, train_data)
+    results = {"config": {"model": model, "split": "test", "examples": int(len(y)),
+                          "criteria_examples": int(len(train_data[1]))}, "dataset": ds.describe(), "layers": layers}
     figure = pruning_plots.save_figure(results, self.figure(f"figure2_{model}"), loss=True)
     return {**results, "figure": self.relative(figure[0])}
 
@@ -283,16 +287,24 @@ def run_stages(rep: Reproduction, stages: list[str], progress: Callable[[str], N
   """Runs each stage not already finished with its configuration; returns {stage: record}. Every
   stage's configuration is checked against its record before any stage runs."""
   configs = {stage: rep.stage_config(stage) for stage in stages}
+  recompute = set()
   for stage, cfg in configs.items():
     path = rep.stage_path(stage)
-    if os.path.exists(path) and storage.read_json(path)["config"] != cfg:
-      raise ConfigMismatch(
-        f"{path} was computed with another configuration (profile, dataset, seeds or sizes) than this run asks; "
-        f"use a new --workdir for this configuration, or the same flags as before")
+    if not os.path.exists(path) or storage.read_json(path)["config"] == cfg:
+      continue
+    if _without_analysis_options(storage.read_json(path)["config"]) == _without_analysis_options(cfg):
+      recompute.add(stage)  # the same run, analysed with other options (e.g. more criteria): computed again
+      continue
+    raise ConfigMismatch(
+      f"{path} was computed with another configuration (profile, dataset, seeds or sizes) than this run asks; "
+      f"use a new --workdir for this configuration, or the same flags as before")
   records = {}
   for index, stage in enumerate(stages):
     path = rep.stage_path(stage)
-    if os.path.exists(path):
+    if stage in recompute:
+      progress(f"[{index + 1}/{len(stages)}] {stage}: finished before with other analysis options "
+               f"({', '.join(ANALYSIS_OPTIONS)}); computing it again")
+    elif os.path.exists(path):
       record = storage.read_json(path)
       progress(f"[{index + 1}/{len(stages)}] {stage}: finished before, reused ({record['seconds']:.0f}s then)")
       records[stage] = record
@@ -306,6 +318,17 @@ def run_stages(rep: Reproduction, stages: list[str], progress: Callable[[str], N
     progress(f"[{index + 1}/{len(stages)}] {stage}: done in {console.duration(record['seconds'])}")
     records[stage] = record
   return records
+
+
+# Options of an analysis, not of the run it analyses: a stage recorded with others is computed again
+# (its training reused), not refused. The criteria: adding one to the registry must not invalidate a workdir.
+ANALYSIS_OPTIONS = ("criteria", "criteria_examples")
+
+
+def _without_analysis_options(stage_config: dict) -> dict:
+  cfg = {k: v for k, v in stage_config.items() if k not in ANALYSIS_OPTIONS}
+  cfg["config"] = {k: v for k, v in cfg.get("config", {}).items() if k not in ANALYSIS_OPTIONS}
+  return cfg
 
 
 def finished_stages(root: str) -> dict[str, dict]:
