@@ -181,3 +181,29 @@ def test_open_question_verdicts_state_unit_layer_and_test_by_hand():
   assert (keeps.unit, keeps.test, keeps.tolerance) == ("points of accuracy", "within", 1.0)
   projected = found["fc1: rank C (W0 + P_C(W − W0)) keeps the test accuracy within 1 point (every C)"]
   assert (projected.verdict, projected.effect) == ("does not hold", 1.5)
+
+
+def test_the_kept_step_as_a_covariate_by_hand():
+  """Counts planted on the kept step alone (the step rising with C, not exactly): the slope on C falls to 0
+  once the step is a regressor; counts planted on C alone keep their slope. The controlled slope and its
+  standard error against Frisch-Waugh-Lovell: regress C and the counts on the step, then the residuals."""
+  C = np.array([2, 2, 2, 5, 5, 5, 10, 10, 10], float)
+  step = np.array([1000, 3000, 1500, 4000, 6000, 2000, 9000, 7000, 12000], float)
+  on_step = 0.001 * step  # no effect of C at all
+  slope, se, with_step = classes.slope_with_covariate(C, on_step, step)
+  assert with_step and slope == pytest.approx(0.0, abs=1e-9) and np.polyfit(C, on_step, 1)[0] > 0.5
+  noise = np.array([0.3, -0.2, 0.1, -0.4, 0.2, 0.1, 0.0, -0.1, 0.3])
+  counts = 1.0 * C + 0.0002 * step + noise
+  slope, se, _ = classes.slope_with_covariate(C, counts, step)
+  resid = lambda v: v - np.polyval(np.polyfit(step, v, 1), step)
+  rc, ry = resid(C), resid(counts)
+  fwl = np.sum(rc * ry) / np.sum(rc**2)
+  full = np.stack([np.ones(9), C, step], 1)
+  sigma2 = np.sum((counts - full @ np.linalg.lstsq(full, counts, rcond=None)[0]) ** 2) / (9 - 3)
+  assert slope == pytest.approx(fwl, rel=1e-9) and se == pytest.approx(np.sqrt(sigma2 / np.sum(rc**2)), rel=1e-9)
+  # the verdict: counts that follow the step alone do not grow with C once the step is controlled
+  replicas = [{"C": int(c), "best_step": int(t), "layers": {"fc1": {"spikes": float(k), "init": {"spikes": 0}}}}
+              for c, t, k in zip(C, step, on_step + noise)]
+  grows = classes._grows(replicas, "fc1")
+  assert grows.verdict == "does not hold" and grows.numbers["step_covariate"]
+  assert grows.numbers["slope_without_step"] > 0.5 and abs(grows.numbers["slope"]) < 3 * grows.control_spread
