@@ -138,6 +138,11 @@ def test_classes_command_end_to_end(tmp_path, capsys):
     assert r["examples"] == int(np.isin(data.load_bundled_mnist(0).test_y, r["classes"]).sum())
     # rank >= min(m, n) keeps W whole: the unchanged accuracy
     assert fc3["low_rank"]["C"] == fc3["a"] and fc3["project_update"]["2C"] == fc3["a"]
+    assert "no bulk to fit" in fc3["not_applicable"] and "not_applicable" not in r["layers"]["fc1"]
+  # fc3's rows: not applicable, with the reason, in the summary and the table
+  assert all("not_applicable" in row and "spikes" not in row for row in results["summary"]["fc3"])
+  header, body = classes.table_lines(results["summary"]["fc3"])
+  assert all(cells[2].startswith("not applicable: ") and len(cells) == len(header) for cells in body)
   rows = results["summary"]["fc1"]
   assert [row["C"] for row in rows] == [2, 3, 4] and all(row["seeds"] == 2 for row in rows)
   spikes = [r["layers"]["fc1"]["spikes"] for r in results["replicas"] if r["C"] == 3]

@@ -114,6 +114,9 @@ def analyse_layer(model, variables, init_params, layer: str, x, y, num_classes: 
          "elbow": trained.get("elbow"), "init": {"spikes": int(init["fit"]["spikes"]),
                                                  "spikes_tw": int(init["fit"]["spikes_tw"]), "elbow": init.get("elbow")}}
   p, C = min(m, n), num_classes
+  if p <= C:  # the classifier: C eigenvalues, nothing to fit a bulk to, an elbow inside 1..C-1 by construction
+    out["not_applicable"] = (f"{min(m, n)} eigenvalues (at most C = {C}): no bulk to fit, the elbow lies in 1..C-1 "
+                             f"and rank C keeps W whole, by construction")
   if p < 2:
     return out
   out["update_elbow"] = int(elbow(residuals(np.asarray(W) - np.asarray(W0), layer=f"{layer} update W - W0")))
@@ -163,6 +166,9 @@ def summarize_replicas(replicas: list[dict], layers: Sequence[str]) -> dict:
       entries = [r["layers"][layer] for r in replicas if r["C"] == C]
       ms = lambda values: [float(np.mean(values)), float(np.std(values))]
       row = {"C": C, "seeds": len(entries)}
+      if any("not_applicable" in e for e in entries):
+        rows.append({**row, "not_applicable": next(e["not_applicable"] for e in entries if "not_applicable" in e)})
+        continue
       for s in STATISTICS:
         if all(s in e and e[s] is not None for e in entries):
           row[s] = ms([e[s] for e in entries])
@@ -187,6 +193,9 @@ def table_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
   body = []
   for r in rows:
     cells = [str(r["C"]), str(r["seeds"])]
+    if "not_applicable" in r:
+      body.append(cells + [f"not applicable: {r['not_applicable']}"] + ["–"] * (len(header) - 3))
+      continue
     cells += [f"{pm(r.get(s))} ({pm(r.get('init_' + s))})" for s in ("spikes", "spikes_tw", "elbow")]
     cells += [pm(r.get("update_elbow")), pm(r.get("a"), ".2f")]
     cells += [f"{pm(r['low_rank'][k], '.2f')} / {pm(r['project_update'][k], '.2f')}" if "low_rank" in r else "–"

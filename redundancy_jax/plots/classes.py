@@ -39,7 +39,8 @@ def figure(results: dict) -> plt.Figure:
     ax.plot(C, C, "k--", lw=1, label="y = C")
     ax.plot(C, C - 1, color="0.5", ls="-.", lw=1, label="y = C − 1")
     ax.set_yscale("symlog", linthresh=1)
-    ax.set(xlabel="number of classes C", ylabel="count", title=f"{layer} ({rows[0]['seeds']} seeds per C)",
+    na = " (C eigenvalues: not applicable)" if any("not_applicable" in r for r in rows) else ""
+    ax.set(xlabel="number of classes C", ylabel="count", title=f"{layer} ({rows[0]['seeds']} seeds per C){na}",
            xticks=C)
     ax.grid(alpha=0.3)
   handles, labels = axes.flat[0].get_legend_handles_labels()
