@@ -60,6 +60,7 @@ class Setup(NamedTuple):
   n_train: int  # examples per epoch: the training split, or the smallest replica's class subset of it
   label_maps: tuple | None = None  # class subsets: (K, classes) new labels, -1 left out (`data.class_subsets`)
   host_loop: bool = False  # the backend policy `variants.host_loop` (CPU and convolutions)
+  classifier: str = ""  # class subsets: the classifier's name, whose absent outputs never move
 
   @property
   def steps_per_epoch(self) -> int:
@@ -77,14 +78,16 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
   shapes = jax.eval_shape(lambda key: model.init(key, dataset.image_shape), jax.random.key(0))
   mesh = parallel.mesh(cfg.num_seeds, cfg.batch_size, num_devices=cfg.num_devices,
                        replica_devices=cfg.replica_devices)
-  n_train, maps = len(dataset.train_y), None
+  n_train, maps, classifier = len(dataset.train_y), None, ""
   if cfg.classes is not None:
+    classifier = topology.classifier(model)
     maps_KxC = data_lib.class_subsets(cfg.seed, cfg.classes, dataset.num_classes)
     n_train = int(min(np.sum(row[dataset.train_y] >= 0) for row in maps_KxC))
     maps = tuple(map(tuple, maps_KxC.tolist()))
   if n_train < cfg.batch_size:
     raise BadOption(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-  return Setup(cfg, model, optim.make_optimizer(cfg, masked=masked), mesh, n_train, maps, variants.host_loop(shapes))
+  return Setup(cfg, model, optim.make_optimizer(cfg, masked=masked), mesh, n_train, maps, variants.host_loop(shapes),
+               classifier)
 
 
 def _replica_keys(cfg: TrainConfig) -> jax.Array:
@@ -186,7 +189,20 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_c
 
   (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, opt_state = setup.tx.update(grads, opt_state, params)
+  if num_classes is not None:
+    updates = keep_absent_classes(setup.classifier, updates, num_classes)
   return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
+
+
+def keep_absent_classes(classifier: str, updates, num_classes):
+  """`updates` with the classifier's outputs from `num_classes` on set to zero, so that the absent classes'
+  weights keep their initial values under any optimizer, weight decay included (DEFINITIONS.md section 6).
+  Their gradients are exactly zero (`mask_logits`), so without weight decay nothing changes."""
+  path = classifier.split("/")
+  group = topology.get(updates, path)
+  keep = jnp.arange(group["kernel"].shape[-1]) < num_classes
+  return topology.replace(updates, path, {k: v * keep.astype(v.dtype) if k in ("kernel", "bias") else v
+                                          for k, v in group.items()})
 
 
 def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
