@@ -283,3 +283,30 @@ def test_bad_input_errors_name_the_layer_and_range():
     spectral.project_update(W, W, 1, layer="fc1")
   with pytest.raises(spectral.SpectralError, match="2-d"):
     spectral.esd(np.ones(4))
+
+
+def test_sensitivity_to_the_bulk_fit_against_scipy():
+  """The second bulk-fit rule (the median matched to the Marchenko-Pastur median, by scipy's quadrature
+  and root finding here) and the eigenvalues near the fitted edge, on Glorot noise with 3 planted spikes."""
+  from scipy import integrate, optimize
+
+  m, n = 120, 300
+  rng = np.random.default_rng(0)
+  W = rng.normal(0, 1 / np.sqrt(n), (m, n))
+  U, _ = np.linalg.qr(rng.normal(size=(m, 3)))
+  V, _ = np.linalg.qr(rng.normal(size=(n, 3)))
+  W = W + U @ np.diag([3.0, 2.5, 2.0]) @ V.T
+  out = spectral.summarize(W.astype(np.float32), init_var=1 / n)
+  lam = np.sort(np.linalg.eigvalsh(W @ W.T))
+  q = n / m
+  lo, hi = (1 - 1 / np.sqrt(q)) ** 2, (1 + 1 / np.sqrt(q)) ** 2
+  pdf = lambda x: np.sqrt(max((hi - x) * (x - lo), 0.0)) / x
+  mass = integrate.quad(pdf, lo, hi)[0]
+  median = optimize.brentq(lambda t: integrate.quad(pdf, lo, t)[0] / mass - 0.5, lo, hi)
+  s2 = np.quantile(lam, 0.5) / median
+  lambda_plus = s2 * hi
+  sens = out["sensitivity"]
+  assert sens["lambda_plus_second_fit"] == pytest.approx(lambda_plus, rel=2e-3)
+  assert sens["spikes_second_fit"] == int(np.sum(lam > lambda_plus)) == 3  # the planted spikes, under both rules
+  fitted = out["fit"]["lambda_plus"]
+  assert sens["near_edge"] == int(np.sum(np.abs(lam - fitted) <= 0.01 * fitted))

@@ -111,7 +111,8 @@ def analyse_layer(model, variables, init_params, layer: str, x, y, num_classes: 
   trained, init = summarize(W, init_var=var, layer=layer), summarize(W0, init_var=var, layer=f"{layer} at init")
   m, n = W.shape
   out = {"m": m, "n": n, "spikes": int(trained["fit"]["spikes"]), "spikes_tw": int(trained["fit"]["spikes_tw"]),
-         "elbow": trained.get("elbow"), "init": {"spikes": int(init["fit"]["spikes"]),
+         "elbow": trained.get("elbow"), "sensitivity": trained["sensitivity"],
+         "init": {"spikes": int(init["fit"]["spikes"]),
                                                  "spikes_tw": int(init["fit"]["spikes_tw"]), "elbow": init.get("elbow")}}
   p, C = min(m, n), num_classes
   if p <= C:  # the classifier: C eigenvalues, nothing to fit a bulk to, an elbow inside 1..C-1 by construction

@@ -81,7 +81,9 @@ def layer_rows(pruned: dict, spectra: dict) -> list[dict]:
   rows = []
   for name, a in spectra["layers"].items():
     fit = a["trained"]["fit"]
+    sens = a["trained"].get("sensitivity", {})
     row = {"layer": name, "units": a["trained"]["m"], "inputs": a["trained"]["n"], "outliers": int(fit["spikes"]),
+           "outliers_second_fit": sens.get("spikes_second_fit"), "near_edge": sens.get("near_edge"),
            "lambda_plus": float(fit["lambda_plus"]), "elbow": a["trained"].get("elbow"),
            "accuracy": a.get("a"), "rank_accuracy": a.get("a_proj")}
     if name in pruned["layers"]:
@@ -128,7 +130,8 @@ def write_page(workdir: str, cfg: NetworkConfig, pruned: dict, spectra: dict, ro
       r["layer"], r["units"],
       f"{r['best']}: {r['removable']} ({r['random_removable']} at random)" if prunable else
       f"not prunable: {reasons.get(r['layer'], '')}",
-      f"{r['outliers']} (λ+ = {r['lambda_plus']:.3g})", r["elbow"] if r["elbow"] is not None else "-",
+      f"{r['outliers']} (λ+ = {r['lambda_plus']:.3g}; {r['outliers_second_fit']} with the median fit, "
+      f"{r['near_edge']} within 1% of λ+)", r["elbow"] if r["elbow"] is not None else "-",
       f"{pct(r['rank_accuracy'])} (unchanged {pct(r['accuracy'])})"))
   trained = pruned["trained"]
   source = (f"variables {trained['variables']} (sha256 {trained['sha256'][:12]}…)" if "variables" in trained else

@@ -31,6 +31,9 @@ from redundancy_jax.core.errors import BadOption
 TW1_QUANTILE_99 = 2.0234
 # Quantile levels of the bulk matched by `fit_marchenko_pastur` (robust to up to 25% outliers on top).
 FIT_LEVELS = tuple(float(q) for q in np.linspace(0.05, 0.75, 15))
+# The second, documented bulk-fit rule each count is reported under (its sensitivity): the median alone.
+SECOND_FIT_LEVELS = (0.5,)
+NEAR_EDGE = 0.01  # eigenvalues within this fraction of lambda_+ (either side) are reported as borderline
 
 
 class SpectralError(BadOption):
@@ -284,6 +287,7 @@ def _summary_arrays(W: jax.Array, init_var: jax.Array) -> dict:
   out = {
     "eigenvalues": lam, "init_edges": init_edges, "init_spikes": count_spikes(lam, init_edges[1]),
     "init_spikes_tw": count_spikes(lam, init_edges[1] + init_margin), "fit": fit._asdict(), "residuals": r,
+    "sensitivity": sensitivity(lam, fit, m=m, n=n),
   }
   if min(m, n) >= 2:
     k = _elbow(r)
@@ -291,10 +295,21 @@ def _summary_arrays(W: jax.Array, init_var: jax.Array) -> dict:
   return out
 
 
+def sensitivity(eigenvalues, fit: MPFit, *, m: int, n: int) -> dict:
+  """How far a spike count depends on the bulk fit: the count above lambda_+ of the second rule
+  (`SECOND_FIT_LEVELS`, the median matched), and how many eigenvalues lie within `NEAR_EDGE` of the
+  fitted lambda_+ (either side)."""
+  lam = jnp.asarray(eigenvalues)
+  second = _fit(lam, m=m, n=n, levels=SECOND_FIT_LEVELS)
+  return {"spikes_second_fit": second.spikes, "lambda_plus_second_fit": second.lambda_plus,
+          "near_edge": jnp.sum(jnp.abs(lam - fit.lambda_plus) <= NEAR_EDGE * fit.lambda_plus)}
+
+
 def summarize(W, *, init_var: float, layer: str | None = None) -> dict:
   """Everything the figures and tables need about one matrix, as JSON-ready Python values: its ESD,
   the MP law of the initialisation (entry variance `init_var`) and the fitted one with their spike
-  counts, the residual curve, the elbow k and 100 ||W_k||_F / ||W||_F (one compiled program)."""
+  counts (and their `sensitivity` to the fit), the residual curve, the elbow k and 100 ||W_k||_F / ||W||_F
+  (one compiled program)."""
   W = check_matrix(W, layer)
   m, n = W.shape
   out = jax.tree.map(lambda a: np.asarray(a).tolist(), _summary_arrays(W, jnp.float32(init_var)))
