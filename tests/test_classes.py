@@ -150,7 +150,7 @@ def test_classes_command_end_to_end(tmp_path, capsys):
   spikes = [r["layers"]["fc1"]["spikes"] for r in results["replicas"] if r["C"] == 3]
   assert rows[1]["spikes"] == pytest.approx([np.mean(spikes), np.std(spikes)])
   verdicts = results["headlines"]
-  assert len(verdicts) == 11 and all(v["effect"] is not None for v in verdicts if v["verdict"] != "not testable")
+  assert len(verdicts) == 9 and all(v["effect"] is not None for v in verdicts if v["verdict"] != "not testable")
   out = tmp_path / "run" / "classes"
   assert {"results.json", "table.md", "figure.png", "figure.pdf"} <= set(os.listdir(out))
   assert f"wrote {out}/figure.png, {out}/figure.pdf" in capsys.readouterr().out
@@ -166,7 +166,8 @@ def test_open_question_verdicts_state_unit_layer_and_test_by_hand():
   initialisation; the elbow's largest distance from C is |3 - 2| = 1 (within 1: holds if it moved)."""
   def replica(C, spikes, elbow):
     stats = {"spikes": spikes, "spikes_tw": spikes, "elbow": elbow, "update_elbow": elbow}
-    return {"C": C, "layers": {"fc1": {**stats, "init": {"spikes": 0, "spikes_tw": 0, "elbow": 40}}}}
+    return {"C": C, "layers": {"fc1": {**stats, "init": {"spikes": 0, "spikes_tw": 0, "elbow": 40},
+                                       "null": {"elbow": [40.0, 1.0], "update_elbow": [40.0, 1.0]}}}}
   replicas = [replica(2, 1, 3), replica(3, 3, 3), replica(4, 5, 4)]
   rows = [{"C": C, "a": [90.0, spread], "low_rank": {"C": [lost, 0.1]}, "project_update": {"C": [2 * lost, 0.1]}}
           for C, spread, lost in ((2, 0.5, 0.25), (3, 0.25, 0.75), (4, 0.5, 0.5))]
@@ -175,10 +176,11 @@ def test_open_question_verdicts_state_unit_layer_and_test_by_hand():
   # a perfect line: slope 2, zero residuals (standard error floored at 1e-3)
   assert grows.verdict == "holds" and grows.effect == pytest.approx(2.0)
   assert (grows.unit, grows.measured_on, grows.test) == ("outliers per class", "fc1", "above")
-  elbow = found["fc1: elbow k of W = C (within 1, every C)"]
+  assert not any(claim.startswith("fc1: elbow k of W =") for claim in found)  # sits at its null: reported only
+  elbow = found["fc1: elbow k of the update W − W0 = C (within 1, every C)"]
   assert elbow.effect == pytest.approx(1.0) and (elbow.test, elbow.tolerance, elbow.unit) == ("within", 1.0, "ranks")
   assert elbow.numbers["movement"] == pytest.approx(np.mean([3 - 40, 3 - 40, 4 - 40]))
-  assert elbow.verdict == "holds"  # within 1, and moved 36.7 from 40 (control spread floored at 1/3)
+  assert elbow.verdict == "holds"  # within 1, and 36.7 below its null's 40 (control spread floored at 1/3)
   spikes = found["fc1: outliers above the fitted λ+ = C (within 1, every C)"]
   assert spikes.effect == pytest.approx(1.0) and spikes.unit == "eigenvalues"  # |1 - 2| = |5 - 4| = 1
   minus_one = found["fc1: outliers above the fitted λ+ = C − 1 (within 1, every C)"]
@@ -214,3 +216,19 @@ def test_the_kept_step_as_a_covariate_by_hand():
   grows = classes._grows(replicas, "fc1")
   assert grows.verdict == "does not hold" and grows.numbers["step_covariate"]
   assert grows.numbers["slope_without_step"] > 0.5 and abs(grows.numbers["slope"]) < 3 * grows.control_spread
+
+
+def test_null_elbow_against_a_chord_rule_written_here():
+  """The null elbow: random matrices' elbows by an SVD and the chord rule written here; for a 300 x 784
+  layer it sits far above any class count, so W's elbow cannot reach C (issue 28)."""
+  rng = np.random.default_rng(0)
+  ks = []
+  for _ in range(classes.NULL_DRAWS):
+    s2 = np.linalg.svd(rng.normal(0.0, np.sqrt(0.01), (60, 150)).astype(np.float32), compute_uv=False) ** 2
+    r = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]]) / s2.sum()  # r[k] = sum_{i>k} s_i^2 / sum s^2
+    p = 60
+    k = np.arange(1, p)
+    chord = r[1] + (r[p - 1] - r[1]) * (k - 1) / (p - 2)
+    ks.append(int(k[np.argmax(chord - r[1:p])]))
+  assert classes.null_elbow((60, 150), 0.01, seed=0) == pytest.approx([np.mean(ks), np.std(ks)])
+  assert classes.null_elbow((300, 784), 0.002, draws=2)[0] > 100

@@ -327,7 +327,7 @@ def test_quick_profile_writes_every_figure_and_computed_claims(quick_report):
   assert ("<th>Effect (unit; measured on)</th><th>Control: 1 standard deviation</th><th>Effect against 3 standard "
           "deviations</th>") in header
   open_question = json.loads((workdir / "stages" / "lenet.classes.json").read_text())["result"]
-  assert len(open_question["headlines"]) == 11 and f'<img src="{open_question["figure"]}"' in html
+  assert len(open_question["headlines"]) == 9 and f'<img src="{open_question["figure"]}"' in html
   assert '<table id="lenet_classes">' in html and '<table id="lenet_classes_fc1">' in html
   md = (workdir / "report.md").read_text()
   claims_md = md[md.index("## Claims"):md.index("## The report's open question")]
