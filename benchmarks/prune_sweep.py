@@ -119,7 +119,7 @@ def criteria_case() -> dict:
   model = create_model("lenet", mean=ds.mean, std=ds.std, image_shape=ds.image_shape)
   variables = (Run(FLAGS.lenet_workdir).trained_variables() if Run(FLAGS.lenet_workdir).is_trained()
                else model.init(jax.random.key(0), ds.image_shape))
-  out = {}
+  out = {"images": int(len(y))}
   for name, chosen in (("report", criteria.REPORT_CRITERIA), ("all", (prune_sweep.ALL,))):
     run = lambda: prune_sweep.compare_criteria(model, variables, "fc1", x, y, criteria=chosen, data=train_data)
     out[name] = {"orders": len(run()["orders"]), "seconds": median_seconds(run, repeats=FLAGS.repeats, warmup=0)}
@@ -174,7 +174,7 @@ def main(argv):
   print(f"\nLeNet fc1 sweep: {lenet_flops / 1e9:.2f} GFLOP (analytic) in {sweep_s:.3f} s = "
         f"{lenet_flops / sweep_s / 1e9:.1f} GFLOP/s, {lenet_flops / sweep_s / roof:.0%} of the matmul roofline")
   crit = criteria_case()
-  print(f"\nLeNet fc1, compare_criteria end to end on {FLAGS.images:,} images (orders, the data-aware statistics on "
+  print(f"\nLeNet fc1, compare_criteria end to end on {crit['images']:,} images (orders, the data-aware statistics on "
         f"{criteria.DATA_EXAMPLES:,} training images, the sweep), median of {FLAGS.repeats}:")
   print(table([["the report's five", crit["report"]["orders"], f"{crit['report']['seconds']:.3f}", "1.00x"],
                ["every criterion LeNet offers", crit["all"]["orders"], f"{crit['all']['seconds']:.3f}",
