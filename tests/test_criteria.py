@@ -197,3 +197,17 @@ def test_every_criterion_is_in_the_readme_table():
   for c in criteria.REGISTRY.values():
     row = f"| `{c.name}` | {c.help.replace('|', chr(92) + '|')} | {criteria.NEEDS[c.needs]} |"
     assert row in text, row
+
+
+def test_registering_again_replaces_and_a_clash_names_the_fix():
+  first = criteria.register(_bias_criterion())
+  try:
+    again = criteria.register(_bias_criterion())  # a new function object: a cell run twice
+    assert criteria.get("max_toybias") is again and again.order is not first.order
+    clash = criteria.Criterion("max_toybias", "something else", criteria.WEIGHTS, criteria.by_score(lambda ev: ev.W[:, 0]))
+    with pytest.raises(criteria.CriterionError, match=r"already registered .*criteria.unregister\('max_toybias'\)"):
+      criteria.register(clash)
+    with pytest.raises(criteria.CriterionError, match="only 'random' is averaged over seeds"):
+      criteria.register(criteria.Criterion("max_noisy", "noisy", criteria.WEIGHTS, first.order, deterministic=False))
+  finally:
+    criteria.unregister("max_toybias")

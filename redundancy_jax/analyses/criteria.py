@@ -86,15 +86,18 @@ REGISTRY: dict[str, Criterion] = {}
 
 
 def register(criterion: Criterion) -> Criterion:
-  """Adds `criterion` (a new name, or the same declaration again); returns it."""
+  """Adds `criterion` (a new name, or the same declaration again, e.g. a notebook cell run twice: it
+  replaces the old one); returns it."""
   if criterion.needs not in NEEDS:
     raise CriterionError(f"criterion {criterion.name!r}: needs must be one of {', '.join(NEEDS)}")
   if not criterion.deterministic and criterion.name != "random":
     raise CriterionError(f"criterion {criterion.name!r}: only 'random' is averaged over seeds; a registered "
                          f"criterion must be deterministic (draw from a fixed key inside its order)")
   old = REGISTRY.get(criterion.name)
-  if old is not None and old != criterion:
-    raise CriterionError(f"a criterion named {criterion.name!r} is already registered; choose another name")
+  same = lambda c: dataclasses.replace(c, order=None)  # a cell run again declares a new function object
+  if old is not None and same(old) != same(criterion):
+    raise CriterionError(f"a criterion named {criterion.name!r} is already registered ({old.help}); choose "
+                         f"another name, or criteria.unregister({criterion.name!r}) first")
   REGISTRY[criterion.name] = criterion
   return criterion
 
