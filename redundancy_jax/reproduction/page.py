@@ -356,8 +356,10 @@ def blocks(records: dict, provenance: dict) -> list[Block]:
          _banner(records, trained)]
   out += _figure1(trained) + _figure2(records, trained) + _figures34(records, trained) + _figure5(records)
   out += _figures678(records, trained)
-  out += [_h("Claims"), _p("Each claim of the report's section 3 with the numbers of this run that test it and the "
-                           "rule that decides it; every verdict is computed (redundancy_jax/reproduction/claims.py)."),
+  out += [_h("Claims"), _p("Each claim of the report's section 3, then the one beyond it (section 'beyond': do the "
+                           "field's data-aware criteria beat the report's best?), with the numbers of this run that "
+                           "test it and the rule that decides it; every verdict is computed "
+                           "(redundancy_jax/reproduction/claims.py)."),
           _p(VERDICT_NOTE), _verdict_table(claims(records), "Section", "claims")]
   return out + _open_question(records) + _related(records) + _provenance(records, provenance, trained)
 
