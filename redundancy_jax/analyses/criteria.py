@@ -125,6 +125,16 @@ def help_text(name: str) -> str:
   return REGISTRY[name].help if name in REGISTRY else ""
 
 
+def panel_of(name: str) -> str:
+  """A criterion's Figure 2 panel (an unregistered name, e.g. from an old results file: the field's)."""
+  return REGISTRY[name].panel if name in REGISTRY else FIELD
+
+
+def style_of(name: str) -> tuple[str, str]:
+  """A criterion's matplotlib colour and line style (an unregistered name: black, solid)."""
+  return REGISTRY[name].style if name in REGISTRY else ("black", "-")
+
+
 def check(chosen, info: topology.LayerInfo | None = None) -> list[Criterion]:
   """The criteria named in `chosen`; an error naming the valid ones for an unknown name, or the reason
   when one cannot be computed on the layer `info`."""

@@ -102,7 +102,7 @@ def criteria_block(pruned: dict):
   registry's words), and those a layer does not offer with the reason."""
   from redundancy_jax.reproduction.page import Block
 
-  swept = list(dict.fromkeys(c for r in pruned["layers"].values() for c in [*r["criteria"], *(["random"] if "random" in r else [])]))
+  swept = prune_sweep.swept_criteria(pruned)
   left_out: dict[str, list[str]] = {}
   for layer, r in pruned["layers"].items():
     for c, why in r.get("left_out", {}).items():

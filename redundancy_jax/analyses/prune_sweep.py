@@ -77,7 +77,7 @@ def run(cfg: PruneSweepConfig, log: Callable[[str], None] = print) -> dict:
     model, variables, ds, trained_cfg = trained.model, trained.variables, trained.dataset, trained.config
     x, y = (ds.test_x, ds.test_y) if cfg.split == "test" else (ds.val_x, ds.val_y)
     x, y = x[: cfg.max_examples], y[: cfg.max_examples]
-    train_data = (ds.train_x[: cfg.criteria_examples], ds.train_y[: cfg.criteria_examples])
+    train_data = criteria_data(ds, cfg)
     results = {
       "experiment": "prune_sweep",
       "config": {**trained_cfg.to_json(), "layer": list(cfg.layer), "criteria": list(cfg.criteria),
@@ -101,6 +101,11 @@ def chosen_layers(net: Network, names) -> list[str]:
   for layer in layers:
     pruning.check_prunable(net, layer)
   return layers
+
+
+def criteria_data(ds: data.Dataset, cfg: PruneSweepConfig) -> tuple:
+  """(images, labels) the data-aware criteria read: the first `cfg.criteria_examples` of the training split."""
+  return ds.train_x[: cfg.criteria_examples], ds.train_y[: cfg.criteria_examples]
 
 
 def sweep_layers(model, variables, layers, x, y, cfg: PruneSweepConfig, seed: int, log=print,
@@ -160,13 +165,19 @@ def summary(results: dict) -> str:
     for name, accs in summary_rows(r):
       lines.append(f"  {name:<15}" + "".join(f"{100 * a:7.2f} " for a in accs))
   lines.append("\ncriteria (each a removal order, no retraining):")
-  names = list(dict.fromkeys(c for r in results["layers"].values() for c in [*r["criteria"], *(["random"] if "random" in r else [])]))
+  names = swept_criteria(results)
   width = max(map(len, names), default=8)
   lines += [f"  {name:<{width}} {criteria_lib.help_text(name)}" for name in names]
   return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- comparing criteria
+
+
+def swept_criteria(results: dict) -> list[str]:
+  """Every criterion a sweep's results hold, over its layers, in order (random last where it ran)."""
+  return list(dict.fromkeys(c for r in results["layers"].values()
+                            for c in [*r["criteria"], *(["random"] if "random" in r else [])]))
 
 
 def layer_criteria(net: Network, layer: str, chosen=(ALL,), *, data: bool = True) -> tuple[list[str], dict[str, str]]:

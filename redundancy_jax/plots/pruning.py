@@ -24,14 +24,10 @@ def legend_label(name: str, extra: str = "") -> str:
   return textwrap.fill(f"{name}{extra}: {criteria.help_text(name)}", 100, subsequent_indent="    ")
 
 
-def _style(name: str) -> tuple[str, str]:
-  return criteria.REGISTRY[name].style if name in criteria.REGISTRY else ("black", "-")
-
-
 def panels(layer_result: dict) -> list[str]:
   """The registry's panels the layer's criteria fall in, in registry order (an unregistered name: the
   field's)."""
-  used = {criteria.REGISTRY[c].panel if c in criteria.REGISTRY else criteria.FIELD for c in layer_result["criteria"]}
+  used = {criteria.panel_of(c) for c in layer_result["criteria"]}
   return [p for p in (criteria.REPORT, criteria.FIELD) if p in used] or [criteria.REPORT]
 
 
@@ -43,16 +39,16 @@ def accuracy_curves(ax, layer_result: dict, title: str, split: str = "test", met
   scale = 100 if metric == "accuracy" else 1
   levels = np.asarray(layer_result["levels"])
   for name, curve in layer_result["criteria"].items():
-    own = panel is None or (criteria.REGISTRY[name].panel if name in criteria.REGISTRY else criteria.FIELD) == panel
+    own = panel is None or criteria.panel_of(name) == panel
     if not own and not (panel == criteria.FIELD and name == REFERENCE):
       continue
-    color, style = _style(name)
+    color, style = criteria.style_of(name)
     ax.plot(levels, scale * np.asarray(curve[metric]), style, color=color, label=legend_label(name),
             lw=1.4 if own else 0.8, alpha=1.0 if own else 0.6)
   rand = layer_result.get("random")
   if rand:
     mean, std = scale * np.asarray(rand[f"{metric}_mean"]), scale * np.asarray(rand[f"{metric}_std"])
-    color, style = _style("random")
+    color, style = criteria.style_of("random")
     ax.plot(levels, mean, style, color=color, label=legend_label("random", f" ({rand['seeds']} seeds)"), lw=1.2)
     ax.fill_between(levels, mean - std, mean + std, color=color, alpha=0.3, lw=0)
   base = scale * layer_result[f"base_{metric}"]

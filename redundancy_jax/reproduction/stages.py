@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from redundancy_jax.analyses import classes, criteria, dynamics, dynamics_run, force_layout, prune_sweep, subspace
+from redundancy_jax.analyses import classes, criteria, dynamics, dynamics_run, force_layout, prune_sweep, subspace, subspace_table
 from redundancy_jax.core import config, console, data, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run, folder_lock
 from redundancy_jax.models import topology
@@ -174,7 +174,7 @@ class Reproduction:
     module, variables, ds, trained_cfg = self.trained(model)
     x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
     quiet = lambda s: self.log("  " + s)
-    train_data = (ds.train_x[: cfg.criteria_examples], ds.train_y[: cfg.criteria_examples])
+    train_data = prune_sweep.criteria_data(ds, cfg)
     layers, _ = prune_sweep.sweep_layers(module, variables, cfg.layer, x, y, cfg, trained_cfg.seed, quiet, train_data)
     results = {"config": {"model": model, "split": "test", "examples": int(len(y)),
                           "criteria_examples": int(len(train_data[1]))}, "dataset": ds.describe(), "layers": layers}
@@ -233,7 +233,7 @@ class Reproduction:
       spectral_plots.residuals_figure([(l, a["trained"], a["init"], a["update"]) for l, a in analyses.items()],
                                       2, title), self.figure(f"residuals_{model}"))
     x, y = ds.test_x[: cfg.max_examples], ds.test_y[: cfg.max_examples]
-    row = subspace.replicas_row(run_, module, ds, trained_cfg, "fc1", x, y, log=lambda s: None)
+    row = subspace_table.replicas_row(run_, module, ds, trained_cfg, "fc1", x, y, log=lambda s: None)
     brief = lambda a: {"layer": a["layer"], "init": spectrum_brief(a["init"]), "trained": spectrum_brief(a["trained"]),
                        "control": subspace.init_control(a["kernel_shape"])}
     return {"layers": {l: brief(a) for l, a in analyses.items()}, "row": row,
@@ -290,9 +290,10 @@ def run_stages(rep: Reproduction, stages: list[str], progress: Callable[[str], N
   recompute = set()
   for stage, cfg in configs.items():
     path = rep.stage_path(stage)
-    if not os.path.exists(path) or storage.read_json(path)["config"] == cfg:
+    recorded = storage.read_json(path)["config"] if os.path.exists(path) else cfg
+    if recorded == cfg:
       continue
-    if _without_analysis_options(storage.read_json(path)["config"]) == _without_analysis_options(cfg):
+    if _without_analysis_options(recorded) == _without_analysis_options(cfg):
       recompute.add(stage)  # the same run, analysed with other options (e.g. more criteria): computed again
       continue
     raise ConfigMismatch(
