@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from redundancy_jax.core import config, console, errors, parallel
+from redundancy_jax.core import config, console, errors, parallel, processes
 from redundancy_jax.models import MODELS, create_model, topology
 
 
@@ -201,7 +201,7 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
   (several processes, CPU devices). A user error exits with status 1 and its message; Ctrl-C (or
   SIGTERM) exits with status 130, after a training run has saved its checkpoint. Logging is quiet
   (warnings only) unless --verbosity is given. Processes started with different options are refused."""
-  parallel.supervise()  # a process other than 0 of a multi-process run: relays this command's output, prefixed
+  processes.supervise()  # a process other than 0 of a multi-process run: relays this command's output, prefixed
   command = os.path.splitext(os.path.basename(sys.argv[0]))[0]
   define_flags(cfg_cls, command=command)
   define_flags(parallel.ClusterConfig, command=CLUSTER)
@@ -235,10 +235,10 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
       if isinstance(e, OSError) and (message := errors.unwritable(e)):  # no permission, read-only, disk full
         _exit(f"error: {message}", 1)
       if parallel.is_multi_process():
-        if parallel.peer_lost(e):  # a collective broke because a process died: the watchdog names it
-          parallel.await_watchdog()
+        if processes.peer_lost(e):  # a collective broke because a process died: the watchdog names it
+          processes.await_watchdog()
         traceback.print_exc()
-        parallel.fail(f"{type(e).__name__}: {e}", 1)
+        processes.fail(f"{type(e).__name__}: {e}", 1)
       raise
 
   app.run(absl_main, flags_parser=parse)
@@ -246,5 +246,5 @@ def run(main: Callable[[Any], Any], cfg_cls) -> None:
 
 def _exit(message: str, status: int) -> None:
   print(message, file=sys.stderr)
-  parallel.fail(message, status)  # a multi-process run: the others stop too, naming this process
+  processes.fail(message, status)  # a multi-process run: the others stop too, naming this process
   sys.exit(status)

@@ -8,16 +8,16 @@ For every model, --num_seeds replicas (default 10) are trained together in
 workdir holds them. Per replica: k = the elbow of W's residual curve, 100 ||W_k||_F / ||W||_F, the test
 accuracy drops a - a_proj (W -> W_k) and a - a_NK (W -> W0 + P_k(W - W0)), and the update's own elbow.
 Writes <out>.md (one column per model, as in the report), <out>.csv and <out>.json; <out> defaults to
-<workdir_root>/subspace_table. Options: redundancy_jax.analyses.subspace.SubspaceTableConfig.
+<workdir_root>/subspace_table. Options: redundancy_jax.analyses.subspace_table.SubspaceTableConfig.
 """
 
 from experiments import cli
-from redundancy_jax.analyses import subspace
+from redundancy_jax.analyses import subspace_table
 
 
-def main(config: subspace.SubspaceTableConfig) -> list:
-  return subspace.run_table(config)
+def main(config: subspace_table.SubspaceTableConfig) -> list:
+  return subspace_table.run_table(config)
 
 
 if __name__ == "__main__":
-  cli.run(main, subspace.SubspaceTableConfig)
+  cli.run(main, subspace_table.SubspaceTableConfig)

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import python, quiet
 from redundancy_jax.analyses import prune_sweep
-from redundancy_jax.core import config, errors, parallel, steps, storage, train
+from redundancy_jax.core import config, errors, processes, steps, storage, train
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.runs import Run
 
@@ -152,7 +152,7 @@ def test_jax_internals_we_rely_on_are_where_we_read_them():
 
   assert hasattr(distributed.global_state, "client") and callable(xla_bridge.backends_are_initialized)
   assert all(hasattr(_jax.DistributedRuntimeClient, m) for m in ("key_value_set", "key_value_try_get"))
-  assert parallel._runtime_client is not None
+  assert processes._runtime_client is not None
 
 
 # ----------------------------------------------------------------------------- what a process prints
@@ -190,12 +190,12 @@ def test_only_our_refusals_are_one_line_and_a_bug_keeps_its_traceback(tmp_path):
 
 @pytest.mark.e2e
 def test_a_process_other_than_0_prefixes_every_line_and_names_a_lost_coordinator():
-  """`parallel.supervise` relays a child's file descriptors with "[process 1] " (lines of C++ code too) and
+  """`processes.supervise` relays a child's file descriptors with "[process 1] " (lines of C++ code too) and
   replaces JAX's fatal log after the coordinator's loss by one line of ours."""
   code = textwrap.dedent("""
     import os, sys, time
-    from redundancy_jax.core import parallel
-    parallel.supervise()
+    from redundancy_jax.core import processes
+    processes.supervise()
     print("from python", flush=True)
     os.write(1, b"[Gloo] Rank 1 is connected to 1 peer ranks\\n")  # C++ code writes the descriptor itself
     if sys.argv[-1] == "lost":
@@ -221,8 +221,8 @@ def test_a_process_other_than_0_prefixes_every_line_and_names_a_lost_coordinator
 
 
 def test_known_process_id_reads_the_flag_or_the_cluster():
-  assert parallel.known_process_id(["x", "--process_id=3"], {}) == 3
-  assert parallel.known_process_id(["x", "--process_id", "2"], {}) == 2
-  assert parallel.known_process_id(["x"], {"SLURM_NTASKS": "4", "SLURM_PROCID": "1"}) == 1
-  assert parallel.known_process_id(["x"], {"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
-  assert parallel.known_process_id(["x"], {}) is None
+  assert processes.known_process_id(["x", "--process_id=3"], {}) == 3
+  assert processes.known_process_id(["x", "--process_id", "2"], {}) == 2
+  assert processes.known_process_id(["x"], {"SLURM_NTASKS": "4", "SLURM_PROCID": "1"}) == 1
+  assert processes.known_process_id(["x"], {"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+  assert processes.known_process_id(["x"], {}) is None

@@ -8,7 +8,7 @@ import pytest
 from experiments import dynamics as dynamics_script, prune_sweep as prune_script, subspace as subspace_script
 from experiments import subspace_table as table_script
 from helpers import mtimes, quiet
-from redundancy_jax.analyses import dynamics_run, prune_sweep, subspace
+from redundancy_jax.analyses import dynamics_run, prune_sweep, subspace, subspace_table
 from redundancy_jax.core import config, data, storage, train
 from redundancy_jax.core.config import TrainConfig, override
 from redundancy_jax.core.runs import ConfigMismatch, Run
@@ -57,7 +57,7 @@ def test_options_that_agree_reuse_the_model_and_outputs_record_it(lenet_run):
 
 
 def test_subspace_table_refuses_a_model_trained_with_another_seed(tmp_path):
-  cfg = override(subspace.SubspaceTableConfig(), models=("lenet",), workdir_root=str(tmp_path), num_seeds=1, steps=100)
+  cfg = override(subspace_table.SubspaceTableConfig(), models=("lenet",), workdir_root=str(tmp_path), num_seeds=1, steps=100)
   table_script.main(cfg)
   with pytest.raises(ConfigMismatch, match="--seed: the trained model used 0, the flags ask 3"):
     table_script.main(override(cfg, seed=3))  # the workdir's name does not hold the seed

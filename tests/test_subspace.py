@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import subspace as subspace_script, subspace_table as table_script
-from redundancy_jax.analyses import spectral, subspace
+from redundancy_jax.analyses import spectral, subspace, subspace_table
 from redundancy_jax.analyses.units import kernel_from_units, unit_matrix
 from redundancy_jax.core import data
 from redundancy_jax.core.config import override
@@ -120,7 +120,7 @@ def test_subspace_experiment_names_valid_layers_before_training(tmp_path):
 
 def test_subspace_table_smoke_lenet_mnist(lenet_seeds2, capsys):
   root, _ = lenet_seeds2
-  table_script.main(override(subspace.SubspaceTableConfig(), models="lenet", steps=20, eval_every=20, num_seeds=2,
+  table_script.main(override(subspace_table.SubspaceTableConfig(), models="lenet", steps=20, eval_every=20, num_seeds=2,
                              workdir_root=str(root)))
   stdout = capsys.readouterr().out
   assert "reusing the lenet trained in" in stdout  # the subspace command's run, found by its settings
@@ -136,7 +136,7 @@ def test_subspace_table_smoke_lenet_mnist(lenet_seeds2, capsys):
 
 @pytest.mark.e2e
 def test_subspace_table_smoke_cifar_model_on_generated_data(tmp_path):
-  cfg = override(subspace.SubspaceTableConfig(), models="conv2", dataset="random_images", width=0.25, steps=10,
+  cfg = override(subspace_table.SubspaceTableConfig(), models="conv2", dataset="random_images", width=0.25, steps=10,
                  eval_every=10, num_seeds=2, workdir_root=str(tmp_path))
   table_script.main(cfg)
   rows = json.loads((tmp_path / "subspace_table.json").read_text())["rows"]

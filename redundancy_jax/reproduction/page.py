@@ -16,7 +16,7 @@ import numpy as np
 from redundancy_jax.core import console, data, storage
 from redundancy_jax.core.verdicts import FAILS, HOLDS, SIGMAS, UNTESTABLE, WITHIN, Verdict
 from redundancy_jax.analyses import classes, criteria
-from redundancy_jax.analyses.subspace import table_lines
+from redundancy_jax.analyses.subspace_table import table_lines
 from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
 
 RELATED_TITLES = {
