@@ -301,3 +301,14 @@ def test_network_command_writes_the_outputs_and_a_page(trained, tmp_path):
   assert rows["fc1"]["removable"] == round(fraction * 64)
   spikes = out["subspace"]["layers"]["fc1"]["trained"]["fit"]["spikes"]
   assert rows["fc1"]["outliers"] == spikes and f">{spikes} (λ+" in page
+
+
+def test_a_model_file_imports_the_modules_beside_it(tmp_path):
+  """As `python my_models.py` would: the factory's file imports a module of its own folder."""
+  (tmp_path / "my_layers.py").write_text("import flax.linen as nn\n\nWIDTH = 7\n")
+  (tmp_path / "my_models.py").write_text(
+    "import flax.linen as nn\nfrom my_layers import WIDTH\n\n\nclass MLP(nn.Module):\n  @nn.compact\n"
+    "  def __call__(self, x):\n    return nn.Dense(10)(nn.relu(nn.Dense(WIDTH)(x.reshape(x.shape[0], -1))))\n\n\n"
+    "def mlp(num_classes):\n  return MLP()\n")
+  net = create_model(f"{tmp_path}/my_models.py:mlp", num_classes=10, image_shape=(28, 28, 1))
+  assert topology.check(net, "Dense_1").units == 7  # linen names the outer Dense(10) first: Dense_0

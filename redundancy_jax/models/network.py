@@ -243,7 +243,8 @@ def is_factory_spec(spec: str) -> bool:
 
 @functools.cache
 def load_factory(spec: str) -> Callable:
-  """The callable FILE.py:NAME or MODULE:NAME names; `BadOption` naming what is missing otherwise."""
+  """The callable FILE.py:NAME or MODULE:NAME names; `BadOption` naming what is missing otherwise. A file's
+  folder goes on `sys.path` first, as for `python FILE.py`, so that it may import modules beside it."""
   where, _, name = spec.rpartition(":")
   if not where or not name:
     raise BadOption(f"--model={spec!r}: give a registered model or FILE.py:FACTORY / MODULE:FACTORY")
@@ -251,6 +252,9 @@ def load_factory(spec: str) -> Callable:
     path = os.path.abspath(where)
     if not os.path.exists(path):
       raise BadOption(f"--model={spec!r}: no file {path}")
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # as `python FILE.py` does: the file's own imports of modules beside it work
+      sys.path.insert(0, folder)
     module_name = f"_redundancy_jax_user_{abs(hash(path))}"
     loader = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader)
