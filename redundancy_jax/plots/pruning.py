@@ -94,7 +94,8 @@ def save_figure(results: dict, path_stem: str, *, loss: bool = False) -> list[st
   split = cfg.get("split", "test")
   for ax, (layer, metric, panel) in zip(axes.flat, panes):
     r = results["layers"][layer]
-    title = f"{cfg['model']} {layer} ({r['units']} units)" + (f": {panel}" if panel else "")
+    named = "" if "dataset" in results else f"{cfg['model']} "  # the suptitle names the model when it is drawn
+    title = f"{named}{layer} ({r['units']} units)" + (f"\n{panel}" if panel else "")
     accuracy_curves(ax, r, title, split, metric, panel)
   for ax in list(axes.flat)[len(panes) :]:
     ax.axis("off")
@@ -106,5 +107,5 @@ def save_figure(results: dict, path_stem: str, *, loss: bool = False) -> list[st
     for handle, label in zip(*ax.get_legend_handles_labels()):
       seen.setdefault(label, handle)
   fig.legend(list(seen.values()), list(seen), loc="lower center", fontsize=7, ncol=1, frameon=False)
-  fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+  fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1 - 0.3 / fig.get_figheight()))  # room for the suptitle
   return save(fig, path_stem, tight=False)
