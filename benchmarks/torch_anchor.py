@@ -35,10 +35,11 @@ def _model(torch, name: str, image_shape: tuple[int, ...], mean, std):
 
   class Standardise(nn.Module):  # the model owns its preprocessing, as ours does
     def forward(self, x):  # x: (B, H, W, C) as stored; uint8 scaled to [0, 1] first (models.common.normalize)
-      scaled = x.permute(0, 3, 1, 2).float()
-      if x.dtype == torch.uint8:
-        scaled = scaled / 255.0
-      return (scaled - mean_t) / std_t
+      with torch.profiler.record_function("standardise"):  # a named region for benchmarks.step_profile
+        scaled = x.permute(0, 3, 1, 2).float()
+        if x.dtype == torch.uint8:
+          scaled = scaled / 255.0
+        return (scaled - mean_t) / std_t
 
   if name == "lenet":
     return nn.Sequential(Standardise(), nn.Flatten(), nn.Linear(h * w * c, 300), nn.ReLU(), nn.Linear(300, 100),
@@ -66,11 +67,9 @@ def _optimizer(torch, name: str, params):
   return torch.optim.SGD(params, lr=recipe.learning_rate)
 
 
-def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, repeats: int = 3,
-                           channels_last: bool = False) -> float | None:
-  """Median steps/s (over `repeats` runs of `steps` steps, after a warm-up run) of PyTorch eager training
-  of `name` at its recipe batch: a random batch gathered from the uint8 images, forward, cross-entropy,
-  backward, optimizer step. None without torch."""
+def training_loop(name: str, ds: data.Dataset, *, channels_last: bool = False):
+  """`run(steps)`: PyTorch eager training of `name` at its recipe batch, `steps` steps of a random batch
+  gathered from the uint8 images, forward, cross-entropy, backward, optimizer step. None without torch."""
   torch = torch_or_none()
   if torch is None:
     return None
@@ -84,16 +83,26 @@ def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, rep
   generator = torch.Generator().manual_seed(0)
   loss_fn = torch.nn.CrossEntropyLoss()
 
-  def run():
+  def run(steps: int):
     for _ in range(steps):
-      idx = torch.randint(len(y_all), (batch,), generator=generator)
+      with torch.profiler.record_function("batch"):
+        idx = torch.randint(len(y_all), (batch,), generator=generator)
+        x, y = x_all[idx], y_all[idx]
       opt.zero_grad(set_to_none=True)
-      loss = loss_fn(model(x_all[idx]), y_all[idx])
+      loss = loss_fn(model(x), y)
       loss.backward()
       opt.step()
     return float(loss.detach())
 
-  return steps / _median_seconds(run, repeats)
+  return run
+
+
+def train_steps_per_second(name: str, ds: data.Dataset, *, steps: int = 100, repeats: int = 3,
+                           channels_last: bool = False) -> float | None:
+  """Median steps/s (over `repeats` runs of `steps` steps, after a warm-up run) of `training_loop`. None
+  without torch."""
+  run = training_loop(name, ds, channels_last=channels_last)
+  return None if run is None else steps / _median_seconds(lambda: run(steps), repeats)
 
 
 def _median_seconds(run, repeats: int) -> float:

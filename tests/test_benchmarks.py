@@ -82,3 +82,36 @@ def test_pytorch_sweep_anchor_evaluates_the_same_pruned_networks():
       ours = pruning.sweep(model, variables, layer, x, y, orders, levels)
       _, theirs = torch_anchor.sweep_loop(name, variables, layer, x, y, orders, levels, ds.mean, ds.std)
       np.testing.assert_allclose([ours[k]["accuracy"] for k in orders], theirs, atol=0.25 / len(y))
+
+
+def test_step_profile_names_every_part_of_the_step_once():
+  """benchmarks.step_profile's parts of LeNet (3 vmapped replicas) and Conv-2 (small: batch 8, width 1/8): one forward and one
+  weight gradient per layer, an input gradient for every layer but the first (the images' is never
+  computed), a pool backward per pool, the loss and the optimizer; each time positive. PyTorch's
+  operators go to the row of the nearest named operation up their call tree."""
+  from benchmarks import step_profile
+  from benchmarks.common import training_run
+
+  for model, seeds, layers, pools in (("lenet", 3, ["fc1", "fc2", "fc3"], 0),
+                                      ("conv2", 1, ["conv1", "conv2", "fc1", "fc2", "fc3"], 1)):
+    setup, ds = training_run(model, 64, num_seeds=seeds)
+    parts = step_profile.our_parts(model, seeds, 8, ds.train_x, ds.mean, ds.std, setup.tx, 1, width=0.125)
+    names = [p for _, p, _ in parts]
+    assert [p.split()[0] for r, p, _ in parts if r in ("conv forward", "dense forward")] == layers
+    assert sum(n.endswith("weight gradient") for n in names) == len(layers)
+    assert [n.split()[0] for n in names if n.endswith("input gradient")] == layers[1:]
+    assert sum(n.endswith("ReLU and bias backward") for n in names) == len(layers) - 1
+    assert sum(n.startswith("pool") and n.endswith("backward") for n in names) == pools
+    assert [r for r, _, _ in parts][-2:] == ["loss", "optimizer"] and set(r for r, _, _ in parts) <= set(step_profile.ROWS)
+    assert all(ms > 0 for _, _, ms in parts)
+
+  class Event:
+    def __init__(self, name, parent=None):
+      self.name, self.cpu_parent = name, parent
+
+  backward = Event("autograd::engine::evaluate_function: ConvolutionBackward0")
+  assert step_profile._torch_row(Event("aten::copy_", Event("aten::convolution_backward", backward))) == "conv backward"
+  assert step_profile._torch_row(Event("aten::mm", Event("AddmmBackward0"))) == "dense backward"
+  assert step_profile._torch_row(Event("aten::sqrt", Event("Optimizer.step#Adam.step"))) == "optimizer"
+  assert step_profile._torch_row(Event("aten::index", Event("batch"))) == "batch gather and standardise"
+  assert step_profile._torch_row(Event("aten::fill_")) == "other operators"

@@ -232,3 +232,35 @@ def test_null_elbow_against_a_chord_rule_written_here():
     ks.append(int(k[np.argmax(chord - r[1:p])]))
   assert classes.null_elbow((60, 150), 0.01, seed=0) == pytest.approx([np.mean(ks), np.std(ks)])
   assert classes.null_elbow((300, 784), 0.002, draws=2)[0] > 100
+
+
+def test_update_elbow_finds_a_planted_rank_C_update_and_its_null_does_not():
+  """Updates W - W0 planted with rank C (C strong directions over Gaussian noise) give an update elbow of C,
+  far from the null's (random matrices of the update's shape and variance), so "elbow of the update = C"
+  holds; updates of noise alone give the null's elbow and the claim fails."""
+  rng = np.random.default_rng(0)
+  m, n, noise = 100, 200, 0.01
+
+  def replica(C, planted):
+    W0 = rng.normal(0.0, 0.05, (m, n)).astype(np.float32)
+    update = rng.normal(0.0, noise, (m, n))
+    if planted:
+      u, _ = np.linalg.qr(rng.normal(size=(m, C)))
+      v, _ = np.linalg.qr(rng.normal(size=(n, C)))
+      update += u @ np.diag(np.linspace(3.0, 2.0, C)) @ v.T  # singular values 10-20x the noise's edge (0.17)
+    W = W0 + update.astype(np.float32)
+    d = W - W0
+    layer = {"update_elbow": int(spectral.elbow(spectral.residuals(d))),
+             "null": {"update_elbow": classes.null_elbow((m, n), float(np.var(d)), seed=1)}}
+    return {"C": C, "layers": {"fc1": layer}}
+
+  planted = [replica(C, True) for C in (2, 5, 10) for _ in range(2)]
+  assert [r["layers"]["fc1"]["update_elbow"] for r in planted] == [2, 2, 5, 5, 10, 10]
+  assert min(r["layers"]["fc1"]["null"]["update_elbow"][0] for r in planted) > 25  # the null sits far above C
+  claim = classes._equals(planted, "fc1", "update_elbow", 0)
+  assert claim.verdict == "holds" and claim.effect == 0.0
+  noise_only = [replica(C, False) for C in (2, 5, 10) for _ in range(2)]
+  ks = [r["layers"]["fc1"]["update_elbow"] for r in noise_only]
+  nulls = [r["layers"]["fc1"]["null"]["update_elbow"][0] for r in noise_only]
+  assert max(abs(k - k0) for k, k0 in zip(ks, nulls)) < 8  # noise is its own null
+  assert classes._equals(noise_only, "fc1", "update_elbow", 0).verdict == "does not hold"

@@ -230,7 +230,7 @@ def test_bad_choices_name_the_valid_ones(tmp_path):
   bundled = profiles.choose_datasets("bundled", None)  # whatever else is installed
   assert set(bundled) == set(profiles.MODELS)
   assert all(d == {"dataset": "mnist", "data_source": "bundled"} for d in bundled.values())
-  with pytest.raises(ValueError, match="--profile='medium' is not valid; valid: quick, full"):
+  with pytest.raises(ValueError, match="--profile='medium' is not valid; valid: quick, cpu, full"):
     stages.run(profiles.ReproduceConfig(profile="medium", workdir=str(tmp_path)))
   with pytest.raises(ValueError, match="unknown stage 'lenet.pune'.*lenet.prune"):
     stages.run(profiles.ReproduceConfig(stages=("lenet.pune",), workdir=str(tmp_path)))
@@ -507,3 +507,17 @@ def test_data_aware_claim_by_hand():
   assert verdict(0.01).verdict == verdicts.FAILS  # 3 is not above 3 x 1
   without = _verdict({"lenet.prune": {"result": {"layers": {"fc1": _layer(0.9, ORDERED)}}}}, "Data-aware criteria")
   assert without.verdict == verdicts.UNTESTABLE and "without the data-aware criteria" in without.evidence
+
+
+def test_page_names_every_training_below_the_recipe():
+  train = lambda steps, recipe, width=1.0: {"result": {"steps": steps, "recipe_steps": recipe, "width": width}}
+  records = {"lenet.train": train(50_000, 50_000), "vgg19.train": train(112_000, 112_000, width=0.25),
+             "conv2.train": train(2_000, 20_000), "lenet.prune": {"result": {"layers": {}}},
+             "conv2.classes": {"result": {"training": {"steps": 2_000, "recipe_steps": 20_000}}},
+             "lenet.classes": {"result": {"training": {"steps": 50_000, "recipe_steps": 50_000}}}}
+  text = page._below_recipe(records).text
+  assert text.count(":") == 4  # the heading's and one per model below
+  assert "vgg19: 112,000 of 112,000 steps, width 0.25" in text and "conv2: 2,000 of 20,000 steps" in text
+  assert "conv2 (open question): 2,000 of 20,000 steps" in text and "lenet" not in text
+  at_recipe = {s: r for s, r in records.items() if s.startswith("lenet")}
+  assert page._below_recipe(at_recipe).text.startswith("Every training on this page ran at the report's recipe")

@@ -347,13 +347,31 @@ def _banner(records, trained) -> Block:
                          "gives each stage's data.")
 
 
+def _below_recipe(records) -> Block:
+  """Which trainings ran below the report's recipe (fewer steps or a narrower network), or that none did."""
+  below = []
+  for stage, r in records.items():
+    t = r["result"] if stage.endswith(".train") else r["result"].get("training") if stage.endswith(".classes") else None
+    if not t:
+      continue
+    width = r["result"].get("width", 1.0) if stage.endswith(".train") else 1.0
+    if t["steps"] < t["recipe_steps"] or width != 1.0:
+      what = f"{t['steps']:,} of {t['recipe_steps']:,} steps" + (f", width {width:g}" if width != 1.0 else "")
+      name = stage.split(".")[0] + (" (open question)" if stage.endswith(".classes") else "")
+      below.append(f"{name}: {what}")
+  if not below:
+    return _p("Every training on this page ran at the report's recipe (DEFINITIONS.md section 1).")
+  return _p("**Below the report's recipe** (DEFINITIONS.md section 1), so not the report's numbers: " + "; ".join(below)
+            + ". Every figure, table and claim that reads these models inherits this.")
+
+
 def blocks(records: dict, provenance: dict) -> list[Block]:
   """The whole page as blocks, from the stage records and the provenance."""
   trained = {s.split(".")[0]: r["result"] for s, r in records.items() if s.endswith(".train")}
   out = [_h("Sources of Redundancy in Neural Networks: the report's evidence, rebuilt", 1),
          _p(f"Profile **{provenance['profile']}**: {provenance['profile_note']}." + (
            " Seeds trained: " + ", ".join(f"{m} {t['seeds']}" for m, t in trained.items()) + "." if trained else "")),
-         _banner(records, trained)]
+         _below_recipe(records), _banner(records, trained)]
   out += _figure1(trained) + _figure2(records, trained) + _figures34(records, trained) + _figure5(records)
   out += _figures678(records, trained)
   out += [_h("Claims"), _p("Each claim of the report's section 3, then the one beyond it (section 'beyond': do the "
