@@ -52,12 +52,12 @@ PROFILES = {
          "not the report's numbers",
   ),
   "cpu": Profile(
-    models={"lenet": Training(None, 1.0, 10), "conv2": Training(2000, 1.0, 3), "conv6": Training(1000, 1.0, 2),
-            "vgg19": Training(1000, 0.25, 2)},
+    models={"lenet": Training(None, 1.0, 10), "conv2": Training(2000, 1.0, 3), "conv6": Training(500, 1.0, 2),
+            "vgg19": Training(500, 0.25, 2)},
     examples=None, level_step=4, num_ranks=32, max_frames=30, ticks=300, related="quick",
     classes={"lenet": None, "conv2": None},
     note="the full profile cut to what 2 CPU cores reach in about two hours: LeNet at its recipe with 10 seeds; "
-         "Conv-2 at a tenth of its recipe with 3 seeds; Conv-6 (1,000 steps) and VGG19 (1,000 steps, width 1/4) "
+         "Conv-2 at a tenth of its recipe with 3 seeds; Conv-6 (500 steps) and VGG19 (500 steps, width 1/4) "
          "far below theirs with 2 seeds; the open question for LeNet (its recipe) and Conv-2 (a tenth of its "
          "recipe); the whole test split per evaluation, every 4th pruning level; the related work at its quick "
          "presets",
