@@ -521,3 +521,28 @@ def test_page_names_every_training_below_the_recipe():
   assert "conv2 (open question): 2,000 of 20,000 steps" in text and "lenet" not in text
   at_recipe = {s: r for s, r in records.items() if s.startswith("lenet")}
   assert page._below_recipe(at_recipe).text.startswith("Every training on this page ran at the report's recipe")
+
+
+def test_page_shows_each_outlier_count_with_its_sensitivity_to_the_fit():
+  """A planted rank-3 signal over Glorot-like noise: the stage's brief carries the count under the second
+  fit and the eigenvalues near the edge as `spectral.sensitivity` computes them, and the page's outliers
+  table shows them beside the count, the initial count and the initialiser draws."""
+  from redundancy_jax.analyses import spectral
+
+  rng = np.random.default_rng(0)
+  m, n, var = 60, 150, 0.01
+  noise = rng.normal(0.0, np.sqrt(var), (m, n))
+  u, v = np.linalg.qr(rng.normal(size=(m, 3)))[0], np.linalg.qr(rng.normal(size=(n, 3)))[0]
+  W = (noise + u @ np.diag([4.0, 3.5, 3.0]) @ v.T).astype(np.float32)
+  summary = spectral.summarize(W, init_var=var)
+  brief = stages.spectrum_brief(summary)
+  eig = np.linalg.eigvalsh(W.astype(np.float64) @ W.T.astype(np.float64))
+  edge = brief["lambda_plus"]
+  assert brief["spikes"] == 3 and brief["near_edge"] == int(np.sum(np.abs(eig - edge) <= 0.01 * edge))
+  assert brief["spikes_second_fit"] == int(summary["sensitivity"]["spikes_second_fit"])
+  layer = {"init": {**brief, "spikes": 0}, "trained": brief, "control": {"spikes": [0.25, 0.5]}}
+  row = page._count_row("lenet", "fc1", layer)
+  assert row == ["lenet", "fc1", "60 x 150", 3, 0, "0.25 ± 0.50", brief["spikes_tw"], brief["spikes_second_fit"],
+                 brief["near_edge"], brief["elbow"]]
+  old = {"init": {"spikes": 0}, "trained": {k: brief[k] for k in ("m", "n", "spikes", "spikes_tw", "elbow")}}
+  assert page._count_row("lenet", "fc1", old)[5:9] == ["–", brief["spikes_tw"], "–", "–"]  # a record from before

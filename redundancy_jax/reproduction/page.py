@@ -174,8 +174,17 @@ def _figure5(records) -> list[Block]:
   return out
 
 
+def _count_row(model: str, layer: str, a: dict) -> list:
+  """One layer's outlier counts with their control and sensitivity ("–" where the record predates them)."""
+  t, control = a["trained"], a.get("control", {}).get("spikes")
+  get = lambda k: t.get(k, "–")
+  return [model, layer, f"{t['m']} x {t['n']}", t["spikes"], a["init"]["spikes"],
+          f"{control[0]:.2f} ± {control[1]:.2f}" if control else "–", t["spikes_tw"], get("spikes_second_fit"),
+          get("near_edge"), t["elbow"]]
+
+
 def _figures678(records, trained) -> list[Block]:
-  out = [_h("Figures 6 and 7: spectra against Marchenko-Pastur, residuals and the elbow")]
+  out, counts = [_h("Figures 6 and 7: spectra against Marchenko-Pastur, residuals and the elbow")], []
   for model in ("lenet", "conv2", "conv6", "vgg19"):
     rec = records.get(f"{model}.subspace")
     if rec:
@@ -186,8 +195,16 @@ def _figures678(records, trained) -> list[Block]:
       mean = f" (Figure 8: fc1's mean {row['k_mean']:.3g} over {row['num_seeds']} seeds)" if "k_mean" in row else ""
       out += [_img(esd, f"ESD of {model} at initialisation and trained, {one}"),
               _img(residual, f"Residual curves of {model} with the elbow k, {one}: {elbows}{mean}")]
+      counts.extend(_count_row(model, layer, a) for layer, a in rec["result"]["layers"].items())
   if len(out) == 1:
     out.append(_p("Not run (the subspace stages)."))
+  elif counts:
+    out.append(_p("The outlier counts and how far they depend on the bulk fit (DEFINITIONS.md section 4): the "
+                  "count above the fitted λ+, at initialisation and over the initialiser's draws (the control), "
+                  "above the Tracy-Widom margin, under the second fit (the median matched), and the eigenvalues "
+                  "within 1% of the fitted λ+ (a count that moves with the fit is borderline)."))
+    out.append(_table(["Network", "Layer", "m x n", "Outliers > λ+", "At initialisation", "Initialiser draws",
+                       "> TW margin", "Second fit", "Within 1% of λ+", "Elbow k"], counts, "outliers"))
   out.append(_h("Figure 8: low-rank replacement of the first dense layer"))
   rows = figure8_rows(records)
   if rows:

@@ -52,9 +52,10 @@ def architecture(net) -> list[dict]:
 
 def spectrum_brief(summary: dict) -> dict:
   """What the claims need of `spectral.summarize`'s output."""
-  fit = summary["fit"]
+  fit, sens = summary["fit"], summary["sensitivity"]
   return {"m": summary["m"], "n": summary["n"], "Q": summary["Q"], "spikes": int(fit["spikes"]),
           "spikes_tw": int(fit["spikes_tw"]), "lambda_plus": float(fit["lambda_plus"]),
+          "spikes_second_fit": int(sens["spikes_second_fit"]), "near_edge": int(sens["near_edge"]),
           "elbow": summary.get("elbow"), "kept_norm_percent": summary.get("kept_norm_percent")}
 
 
