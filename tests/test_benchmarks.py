@@ -84,11 +84,11 @@ def test_pytorch_sweep_anchor_evaluates_the_same_pruned_networks():
       np.testing.assert_allclose([ours[k]["accuracy"] for k in orders], theirs, atol=0.25 / len(y))
 
 
+@pytest.mark.e2e
 def test_step_profile_names_every_part_of_the_step_once():
   """benchmarks.step_profile's parts of LeNet (3 vmapped replicas) and Conv-2 (small: batch 8, width 1/8): one forward and one
   weight gradient per layer, an input gradient for every layer but the first (the images' is never
-  computed), a pool backward per pool, the loss and the optimizer; each time positive. PyTorch's
-  operators go to the row of the nearest named operation up their call tree."""
+  computed), a pool backward per pool, the loss and the optimizer; each time positive."""
   from benchmarks import step_profile
   from benchmarks.common import training_run
 
@@ -104,6 +104,12 @@ def test_step_profile_names_every_part_of_the_step_once():
     assert sum(n.startswith("pool") and n.endswith("backward") for n in names) == pools
     assert [r for r, _, _ in parts][-2:] == ["loss", "optimizer"] and set(r for r, _, _ in parts) <= set(step_profile.ROWS)
     assert all(ms > 0 for _, _, ms in parts)
+
+
+def test_step_profile_puts_each_pytorch_operator_in_the_row_of_its_caller():
+  """PyTorch's profiled operators go to the row of the nearest named operation up their call tree (the
+  autograd node, the optimizer's step, the loop's named regions), else "other operators"."""
+  from benchmarks import step_profile
 
   class Event:
     def __init__(self, name, parent=None):
