@@ -258,7 +258,7 @@ def test_update_elbow_finds_a_planted_rank_C_update_and_its_null_does_not():
   assert [r["layers"]["fc1"]["update_elbow"] for r in planted] == [2, 2, 5, 5, 10, 10]
   assert min(r["layers"]["fc1"]["null"]["update_elbow"][0] for r in planted) > 25  # the null sits far above C
   claim = classes._equals(planted, "fc1", "update_elbow", 0)
-  assert claim.verdict == "holds" and claim.effect == 0.0
+  assert claim.verdict == "holds" and claim.effect == 0.0 and "trained − null" in claim.evidence
   noise_only = [replica(C, False) for C in (2, 5, 10) for _ in range(2)]
   ks = [r["layers"]["fc1"]["update_elbow"] for r in noise_only]
   nulls = [r["layers"]["fc1"]["null"]["update_elbow"][0] for r in noise_only]

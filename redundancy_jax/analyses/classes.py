@@ -256,7 +256,8 @@ def _equals(replicas, layer, stat, offset) -> Verdict:
   off = max(abs(means[c] - (c + offset)) for c in counts)
   ok = off <= WITHIN and beyond_control(abs(effect), spread)
   evidence = "mean over seeds: " + ", ".join(f"C={c}: {means[c]:.1f}" for c in counts) + (
-    f"; largest distance from {target}: {off:.1f}; trained − initial {effect:+.1f} (control spread {spread:.2f})")
+    f"; largest distance from {target}: {off:.1f}; {'trained − null' if null else 'trained − initial'} {effect:+.1f} "
+    f"(control spread {spread:.2f})")
   # An equality claim: its effect is the distance from the target (within WITHIN holds), the control the
   # statistic's spread at initialisation; the movement from initialisation is the rule's second condition.
   unit = "eigenvalues" if stat.startswith("spikes") else "ranks"
