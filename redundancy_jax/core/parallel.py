@@ -45,15 +45,6 @@ class ClusterConfig:
   cpu_devices: int | None = option(None, "CPU devices per process (default 1; the seeds can spread over them).")
 
 
-def cluster_detected() -> str | None:
-  """The cluster JAX can configure itself from (SLURM with several tasks, a multi-host Cloud TPU), or None."""
-  if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-    return "SLURM"
-  if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
-    return "Cloud TPU"
-  return None
-
-
 def initialize(cfg: ClusterConfig) -> None:
   """Starts the multi-controller runtime when the config names processes or a cluster is detected (one
   process otherwise, as before), before anything touches a device. Idempotent."""

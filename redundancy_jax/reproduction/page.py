@@ -7,14 +7,13 @@ the related work and provenance, as one list of typed blocks rendered by two Jin
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import jinja2
-import markupsafe
+
 import numpy as np
 
 from redundancy_jax.core import console, data, storage
-from redundancy_jax.core.verdicts import FAILS, HOLDS, SIGMAS, UNTESTABLE, WITHIN, Verdict
+from redundancy_jax.core.verdicts import SIGMAS, WITHIN, Verdict
+from redundancy_jax.reproduction.blocks import Block, _h, _img, _link, _p, _table, render  # noqa: F401 (Block: re-exported)
 from redundancy_jax.analyses import classes, criteria
 from redundancy_jax.analyses.subspace_table import table_lines
 from redundancy_jax.reproduction.claims import claims, figure8_rows, related_verdicts
@@ -25,41 +24,6 @@ RELATED_TITLES = {
   "teacher_student": "Teacher-student (Goldt et al.)",
   "width": "Width and distance to initialisation (Neyshabur et al.)",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-  """One piece of the page: kind "h" (level, text), "p" (text, **bold** allowed), "banner" (text), "img"
-  (path, caption), "link" (path, text) or "table" (header, rows, id)."""
-
-  kind: str
-  text: str = ""
-  level: int = 2
-  path: str = ""
-  header: tuple = ()
-  rows: tuple = ()
-  id: str = ""
-
-
-def _h(text, level=2):
-  return Block("h", text, level=level)
-
-
-def _p(text):
-  return Block("p", text)
-
-
-def _img(path, caption):
-  return Block("img", caption, path=path)
-
-
-def _link(path, text):
-  return Block("link", text, path=path)
-
-
-def _table(header, rows, table_id=""):
-  return Block("table", header=tuple(str(h) for h in header), rows=tuple(tuple(str(c) for c in r) for r in rows),
-               id=table_id)
 
 
 def _pm(values, fmt=".2f", scale=1.0):
@@ -397,22 +361,6 @@ def blocks(records: dict, provenance: dict) -> list[Block]:
                            "(redundancy_jax/reproduction/claims.py)."),
           _p(VERDICT_NOTE), _verdict_table(claims(records), "Section", "claims")]
   return out + _open_question(records) + _related(records) + _provenance(records, provenance, trained)
-
-
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("redundancy_jax.reproduction", "templates"),
-                          autoescape=jinja2.select_autoescape(["html.j2"]), keep_trailing_newline=True,
-                          trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-_ENV.filters["bold"] = lambda text: markupsafe.Markup("").join(
-  markupsafe.Markup("<b>{}</b>").format(part) if i % 2 else markupsafe.escape(part)
-  for i, part in enumerate(str(text).split("**")))
-_ENV.filters["cell"] = lambda text: str(text).replace("|", "\\|")
-VERDICT_CLASSES = {HOLDS: "holds", FAILS: "does-not-hold", UNTESTABLE: "not-testable"}
-
-
-def render(page: list[Block], template: str) -> str:
-  """The page through `template` (report.html.j2 or report.md.j2)."""
-  title = page[0].text if page and page[0].kind == "h" else "report"
-  return _ENV.get_template(template).render(blocks=page, title=title, verdict_classes=VERDICT_CLASSES)
 
 
 def write(root: str, records: dict, provenance: dict) -> str:
