@@ -24,7 +24,7 @@ from absl import app, flags
 
 from benchmarks import torch_anchor
 from benchmarks.common import compiled_flops, print_roofline, record, seconds_per_step, table, training_run
-from redundancy_jax.core import data, steps, variants
+from redundancy_jax.core import data, steps
 from redundancy_jax.models import MODELS
 
 _TIMED = tuple(m for m in MODELS if m != "mlp")  # the report's models
@@ -98,7 +98,7 @@ def main(argv):
     flops = step_flops(setup, ds)
     batch = setup.cfg.batch_size
     best = max(theirs, key=theirs.get) if theirs else None
-    form = "python loop" if variants.host_loop(setup.model) else "lax.scan"
+    form = "python loop" if setup.host_loop else "lax.scan"
     figures.append({"model": model, "batch": batch, "epoch_form": form, "steps_per_s": ours,
                     "gflop_per_step": flops / 1e9, "roofline_fraction": flops * ours / roof, "anchors": theirs,
                     "anchor": best, "anchor_steps_per_s": theirs.get(best), "ratio": ours / theirs[best] if best else None})

@@ -88,6 +88,27 @@ def test_the_rule_picks_by_the_cpu_and_the_override_wins(monkeypatch):
     conv.weight_gradient_formulation()
 
 
+@pytest.mark.parametrize("n, c, o, size", [(4, 64, 64, 16), (6, 16, 32, 8), (2, 8, 4, 5)])
+def test_written_out_backward_filter_is_xlas_own_bit_for_bit(n, c, o, size):
+  """`conv._backward_filter` (the transposes written out, the input's behind a conditional) against the
+  weight gradient XLA derives from the convolution's VJP: the same Eigen kernel on the same operands, so
+  equal bit for bit, with a bias and ReLU producing the input inside the jitted function (what XLA would
+  fuse), and under vmap (where the conditional becomes a select)."""
+  k = jax.random.split(jax.random.key(n * c + o), 3)
+  z = jax.random.normal(k[0], (3, n, size, size, c))
+  b = jax.random.normal(k[1], (3, c))
+  g = jax.random.normal(k[2], (3, n, size, size, o))
+  ours = lambda z, b, g: conv._backward_filter(jax.nn.relu(z + b), g)
+  xla = lambda z, b, g: jax.vjp(lambda w: conv._xla(jax.nn.relu(z + b), w), jnp.zeros((3, 3, c, o)))[1](g)[0]
+  expected = jax.jit(jax.vmap(xla))(z, b, g)
+  np.testing.assert_array_equal(jax.jit(jax.vmap(ours))(z, b, g), expected)
+  for r in range(3):
+    np.testing.assert_array_equal(jax.jit(ours)(z[r], b[r], g[r]), expected[r])
+  x64, g64 = np.maximum(np.asarray(z[0] + b[0][None, None, None], np.float64), 0), np.asarray(g[0], np.float64)
+  np.testing.assert_allclose(expected[0], (_im2col64(x64).T @ g64.reshape(-1, o)).reshape(3, 3, c, o),
+                             rtol=1e-4, atol=1e-4 * np.sqrt(n * size * size))
+
+
 def _loss_grad(model, variables, x, y):
   def loss(params):
     logits, _ = model.apply_train({**variables, "params": params}, x)
