@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import torch_anchor
-from benchmarks.common import compiled_flops, print_roofline, record, seconds_per_step, table, training_run
+from benchmarks.common import RESULTS, compiled_flops, print_roofline, record, seconds_per_step, table, training_run
 from redundancy_jax.core import data, steps
 from redundancy_jax.models import MODELS
 
@@ -33,6 +33,7 @@ flags.DEFINE_integer("epochs", 3, "Timed epochs per model, after a compiling one
 flags.DEFINE_bool("dispatch", False, "Also time scan against Python-loop epochs for lenet and conv2 (slow on CPU).")
 flags.DEFINE_integer("rounds", 5, "Alternating rounds of ours and the anchor (medians reported).", lower_bound=1)
 flags.DEFINE_integer("seeds", 10, "LeNet seeds for the multi-seed comparison (0: skip it).", lower_bound=0)
+flags.DEFINE_string("results", RESULTS, "The results log a line is appended to.")
 flags.register_validator(
   "models", lambda names: set(names) <= set(_TIMED), f"--models takes names of {', '.join(_TIMED)}"
 )
@@ -129,7 +130,7 @@ def main(argv):
       dispatch.append([model, f"{1 / scan:.1f}", f"{1 / loop:.1f}", f"{loop / scan:.2f}"])
     print(table(dispatch, ["model", "scan steps/s", "python-loop steps/s", "scan speed-up"]))
   record("train_throughput", {"roofline_gflops": roof / 1e9, "rounds": FLAGS.rounds, "models": figures,
-                              "seeds": multi, "dispatch": dispatch})
+                              "seeds": multi, "dispatch": dispatch}, FLAGS.results)
 
 
 def seeds_comparison(seeds: int, rounds: int) -> dict | None:

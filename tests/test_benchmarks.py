@@ -121,3 +121,29 @@ def test_step_profile_puts_each_pytorch_operator_in_the_row_of_its_caller():
   assert step_profile._torch_row(Event("aten::sqrt", Event("Optimizer.step#Adam.step"))) == "optimizer"
   assert step_profile._torch_row(Event("aten::index", Event("batch"))) == "batch gather and standardise"
   assert step_profile._torch_row(Event("aten::fill_")) == "other operators"
+
+
+@pytest.mark.e2e
+def test_train_throughput_runs_end_to_end_and_logs_consistent_figures(tmp_path):
+  """`python -m benchmarks.train_throughput` as a user runs it (a subprocess: its flags would clash with
+  step_profile's in one process), on LeNet with 2 seeds and one round: the table it prints and the line it
+  logs agree, the epoch form is the one the backend policy picks (a compiled scan for LeNet on CPU), and
+  the derived figures follow from the measured ones."""
+  import os
+  import subprocess
+  import sys
+
+  log = tmp_path / "results.jsonl"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--models=lenet", "--seeds=2", "--rounds=1",
+                        "--epochs=1", f"--results={log}"], cwd=root, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  figures = json.loads(log.read_text().splitlines()[-1])["figures"]
+  (lenet,) = figures["models"]
+  assert lenet["model"] == "lenet" and lenet["batch"] == 64 and lenet["epoch_form"] == "lax.scan"
+  assert f"| lenet | 64 | lax.scan | {lenet['steps_per_s']:.1f} |" in run.stdout
+  np.testing.assert_allclose(lenet["roofline_fraction"],
+                             lenet["gflop_per_step"] * lenet["steps_per_s"] / figures["roofline_gflops"])
+  assert figures["seeds"]["seeds"] == 2 and figures["seeds"]["ours"] > 0
+  if lenet["anchor"] is not None:  # PyTorch installed (the .[bench] extra)
+    np.testing.assert_allclose(lenet["ratio"], lenet["steps_per_s"] / lenet["anchor_steps_per_s"])
