@@ -6,7 +6,9 @@ the one `redundancy_jax.models.conv`'s rule picks.
 For each convolution shape of Conv-2, Conv-6 and VGG19 (at 32x32x3, batch 64): the forward (XLA's
 convolution, one im2col matmul), the input gradient (XLA's, nine shifted matmuls) and the weight gradient
 (XLA's backward-filter convolution, nine shifted products x_shift^T @ g, one im2col matmul), medians in
-ms, the fastest marked, and the rule's choice. Prints the CPU model and its AVX-512 flag; appends to
+ms, the fastest marked, and the rule's choice; beside them PyTorch's convolution of the same part (oneDNN
+on CPU, the better of NCHW and channels_last, timed right after ours; `torch_anchor.conv_part_runs`) and
+our speed relative to it. Prints the CPU model and its AVX-512 flag; appends to
 benchmarks/results.jsonl. `lax.conv_general_dilated` here is XLA:CPU's Eigen convolution when
 `redundancy_jax` has set its XLA flag (`models/conv.py: configure_xla_cpu`), YNNPACK's otherwise.
 """
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from benchmarks import torch_anchor
 from benchmarks.common import machine, median_seconds, record, table
 from redundancy_jax.models import conv
 
@@ -78,14 +81,20 @@ def main(argv):
       ms = {name: 1e3 * median_seconds(lambda f=jax.jit(f): f(x, w, g), FLAGS.repeats) for name, f in options.items()}
       fastest, chosen = min(ms, key=ms.get), rule(part, c, side)
       agree += fastest == chosen
+      theirs = torch_anchor.conv_part_seconds(part, x, w, g, FLAGS.repeats)  # right after ours: the same load
+      best = None if theirs is None else 1e3 * min(theirs.values())
       figures.append({"shape": [FLAGS.batch, side, side, c, o], "part": part, "ms": ms, "fastest": fastest,
-                      "rule": chosen})
+                      "rule": chosen, "pytorch_ms": theirs and {k: 1e3 * v for k, v in theirs.items()}})
       rows.append([f"{side}x{side} {c}->{o}", part, ", ".join(f"{n} {t:.1f}" for n, t in ms.items()), fastest, chosen,
-                   f"{ms[chosen] / ms[fastest]:.2f}"])
+                   f"{ms[chosen] / ms[fastest]:.2f}", "-" if best is None else f"{best:.1f}",
+                   "-" if best is None else f"{best / ms[chosen]:.2f}x"])
       print(rows[-1], flush=True)
   print()
-  print(table(rows, ["shape", "part", "ms per formulation (median)", "fastest", "rule", "rule / fastest"]))
+  print(table(rows, ["shape", "part", "ms per formulation (median)", "fastest", "rule", "rule / fastest",
+                     "PyTorch ms (oneDNN, better layout)", "ours (rule) / PyTorch, speed"]))
   print(f"\nthe rule picks the fastest formulation in {agree} of {len(rows)} cases")
+  if torch_anchor.torch_or_none() is None:
+    print(torch_anchor.MISSING)
   record("conv", {"batch": FLAGS.batch, "rows": figures})
 
 

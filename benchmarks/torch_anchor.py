@@ -116,6 +116,36 @@ def _median_seconds(run, repeats: int) -> float:
   return float(np.median(times))
 
 
+def conv_part_runs(part: str, x, w, g) -> dict | None:
+  """{"NCHW": run, "channels_last": run}: calls of one part ("forward", "input gradient", "weight
+  gradient") of PyTorch's 3x3 SAME convolution (oneDNN on CPU) on the NHWC / HWIO arrays `x`, `w`, `g`,
+  each returning the part's tensor in PyTorch's layout (NCHW / OIHW). None without torch."""
+  torch = torch_or_none()
+  if torch is None:
+    return None
+  mask = {"forward": None, "input gradient": (True, False, False), "weight gradient": (False, True, False)}[part]
+  runs = {}
+  for layout in ("NCHW", "channels_last"):
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    tx, tg = (torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous(memory_format=fmt) for a in (x, g))
+    tw = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous(memory_format=fmt)
+
+    def run(tx=tx, tw=tw, tg=tg):
+      with torch.no_grad():
+        if mask is None:
+          return torch.nn.functional.conv2d(tx, tw, padding=1)
+        out = torch.ops.aten.convolution_backward(tg, tx, tw, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, mask)
+        return out[0] if mask[0] else out[1]
+    runs[layout] = run
+  return runs
+
+
+def conv_part_seconds(part: str, x, w, g, repeats: int) -> dict[str, float] | None:
+  """{layout: median seconds} of `conv_part_runs`. None without torch."""
+  runs = conv_part_runs(part, x, w, g)
+  return None if runs is None else {layout: _median_seconds(run, repeats) for layout, run in runs.items()}
+
+
 def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps: int = 100,
                               repeats: int = 3) -> float | None:
   """Median replica-steps/s of `seeds` models trained together as a `torch.func` ensemble: their parameters

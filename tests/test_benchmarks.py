@@ -147,3 +147,21 @@ def test_train_throughput_runs_end_to_end_and_logs_consistent_figures(tmp_path):
   assert figures["seeds"]["seeds"] == 2 and figures["seeds"]["ours"] > 0
   if lenet["anchor"] is not None:  # PyTorch installed (the .[bench] extra)
     np.testing.assert_allclose(lenet["ratio"], lenet["steps_per_s"] / lenet["anchor_steps_per_s"])
+
+
+@pytest.mark.parametrize("part", ["forward", "input gradient", "weight gradient"])
+def test_pytorch_conv_anchor_computes_the_same_part_as_ours(part):
+  """benchmarks.conv's PyTorch column times the same convolution part as ours, in both memory formats:
+  its values, brought back to NHWC / HWIO, equal ours within float32 rounding."""
+  pytest.importorskip("torch")
+  from benchmarks import torch_anchor
+  from redundancy_jax.models import conv
+
+  k = jax.random.split(jax.random.key(3), 3)
+  x, w, g = jax.random.normal(k[0], (2, 6, 6, 5)), jax.random.normal(k[1], (3, 3, 5, 7)), jax.random.normal(k[2], (2, 6, 6, 7))
+  out, vjp = jax.vjp(conv.conv3x3, x, w)
+  ours = {"forward": out, "input gradient": vjp(g)[0], "weight gradient": vjp(g)[1]}[part]
+  for layout, run in torch_anchor.conv_part_runs(part, x, w, g).items():
+    got = run().numpy()
+    got = got.transpose(2, 3, 1, 0) if part == "weight gradient" else got.transpose(0, 2, 3, 1)  # OIHW -> HWIO, NCHW -> NHWC
+    np.testing.assert_allclose(got, ours, rtol=1e-5, atol=1e-5 * float(np.abs(ours).max()), err_msg=layout)

@@ -11,7 +11,7 @@ On CPU a custom VJP picks, by a documented rule, for a stride-1 SAME 3x3 convolu
   `SMALL_MAP` positions the nine shifted matmuls g_shift @ W_ij^T (356 ms against 4.1 ms);
 - weight gradient: XLA's backward-filter convolution on CPUs with AVX-512 (written out, `_backward_filter`,
   so that XLA transposes the stored input rather than recomputing its ReLU or max-pool inside the
-  transpose: bit for bit XLA's own, 14% of a Conv-6 step saved); on x86 CPUs without it,
+  transpose: bit for bit XLA's own; a Conv-6 step's transposes 100 -> 47 ms); on x86 CPUs without it,
   where XLA:CPU's backward-filter convolution is 5-14x slower (1.6-4.2 s against 0.29 s for 64 -> 64
   channels at 28x28, batch 64), the nine products x_shift^T @ g of the shifted input with the output
   gradient, each a (c_in, N H W) x (N H W, c_out) matmul; with few input channels, one im2col matmul.
@@ -153,7 +153,8 @@ def _backward_filter(x, g):
   """XLA's backward-filter convolution, written out: the one XLA derives from `_xla`'s VJP (the same
   operands, the same Eigen kernel, bit for bit), with the input's batch and channel axes swapped here,
   behind `_as_stored`, so that XLA transposes the stored input instead of recomputing its producer (a
-  bias, ReLU or max-pool) inside the transpose at strided addresses (Conv-6: 100 -> 47 ms per step)."""
+  bias, ReLU or max-pool) inside the transpose at strided addresses (a Conv-6 step's transposes: 100 ->
+  47 ms on an Intel Xeon)."""
   x_CxHxWxN = _as_stored(lambda v: jnp.transpose(v, (3, 1, 2, 0)), x)
   g_HxWxNxO = jnp.transpose(g, (1, 2, 0, 3))
   dw_Cx3x3xO = lax.conv_general_dilated(x_CxHxWxN, g_HxWxNxO, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
