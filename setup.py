@@ -17,6 +17,7 @@ setup(
   packages=find_packages(include=["redundancy_jax", "redundancy_jax.*"]),
   package_data={
     "redundancy_jax.core": ["data_files/mnist/*"],
+    "redundancy_jax.models": ["onednn_conv.cc"],  # compiled on first use of REDUNDANCY_JAX_CONV=onednn
     "redundancy_jax.plots": ["templates/*"],
     "redundancy_jax.reproduction": ["templates/*"],
   },

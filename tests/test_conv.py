@@ -10,7 +10,8 @@ import optax
 import pytest
 from jax import lax
 
-from redundancy_jax.models import conv, create_model, init_variables
+from redundancy_jax.core.errors import BadOption
+from redundancy_jax.models import conv, create_model, init_variables, onednn
 from redundancy_jax.models.common import max_pool
 
 EPS32 = np.finfo(np.float32).eps
@@ -50,10 +51,20 @@ SHAPES = [(1, 64, 28), (3, 64, 32), (3, 16, 7), (64, 64, 28), (64, 128, 14), (12
           (256, 256, 8), (256, 512, 4), (512, 512, 2), (512, 512, 1), (8, 16, 3)]
 
 
-@pytest.mark.parametrize("formulation", ["xla", "matmul"])
+def _use(monkeypatch, formulation):
+  """The rule with the weight gradient `formulation` ("xla", "matmul"), or oneDNN for all three parts."""
+  if formulation == "onednn":
+    if onednn.unavailable():  # .ci/run installs oneDNN and a compiler; a machine without them says so here
+      pytest.skip(onednn.unavailable())
+    monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
+  else:
+    monkeypatch.setenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", formulation)
+
+
+@pytest.mark.parametrize("formulation", ["xla", "matmul", "onednn"])
 @pytest.mark.parametrize("c, o, size", SHAPES)
 def test_value_and_gradients_equal_float64_within_float32_rounding(monkeypatch, formulation, c, o, size):
-  monkeypatch.setenv("REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT", formulation)
+  _use(monkeypatch, formulation)
   rng = np.random.default_rng(c * 1000 + o + size)
   n = 4 if size > 8 else 8
   x = rng.standard_normal((n, size, size, c)).astype(np.float32)
@@ -88,6 +99,37 @@ def test_the_rule_picks_by_the_cpu_and_the_override_wins(monkeypatch):
     conv.weight_gradient_formulation()
 
 
+def test_a_bad_conv_choice_names_the_valid_ones(monkeypatch):
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV", "mkl")
+  with pytest.raises(BadOption, match="valid: lax, onednn"):
+    conv.conv_general_dilated(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), (1, 1), "SAME",
+                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_onednn_without_a_compiler_or_onednn_says_what_to_install(monkeypatch, tmp_path):
+  monkeypatch.setenv("REDUNDANCY_JAX_CACHE", str(tmp_path))  # nothing built here yet
+  monkeypatch.delenv("CXX", raising=False)
+  monkeypatch.setattr(onednn.shutil, "which", lambda name: None)
+  with pytest.raises(BadOption, match="apt-get install libdnnl-dev g"):
+    onednn.build()
+  monkeypatch.setenv("CXX", "true")  # a "compiler" that writes nothing: no library may appear
+  with pytest.raises(BadOption, match="without writing a library"):
+    onednn.build()
+  assert not list(tmp_path.iterdir())
+
+
+def test_onednn_changes_only_the_training_steps_convolutions(monkeypatch):
+  """Outside differentiation `conv3x3` is the rule's forward bit for bit (evaluations and analyses are
+  unchanged); under differentiation the forward is oneDNN's (equal to rounding, tested above)."""
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 16, 8)) / 12
+  rule = conv.conv3x3(x, w)
+  _use(monkeypatch, "onednn")
+  np.testing.assert_array_equal(jax.jit(conv.conv3x3)(x, w), rule)
+  assert "ffi_call" not in str(jax.make_jaxpr(conv.conv3x3)(x, w))
+  assert str(jax.make_jaxpr(lambda x, w: jax.vjp(conv.conv3x3, x, w)[0])(x, w)).count("ffi_call") == 1
+
+
 @pytest.mark.parametrize("n, c, o, size", [(4, 64, 64, 16), (6, 16, 32, 8), (2, 8, 4, 5)])
 def test_written_out_backward_filter_is_xlas_own_bit_for_bit(n, c, o, size):
   """`conv._backward_filter` (the transposes written out, the input's behind a conditional) against the
@@ -116,14 +158,19 @@ def _loss_grad(model, variables, x, y):
   return jax.grad(loss)(variables["params"])
 
 
-@pytest.mark.parametrize("name, options, shape", [
-  ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1)),
-  ("vgg19", {"width": 0.125}, (28, 28, 1)),
-  ("conv6", {"width": 0.25}, (32, 32, 3)),
+@pytest.mark.parametrize("name, options, shape, formulation", [
+  ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1), "xla"),
+  ("vgg19", {"width": 0.125}, (28, 28, 1), "xla"),
+  ("conv6", {"width": 0.25}, (32, 32, 3), "xla"),
+  ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1), "onednn"),
+  ("vgg19", {"width": 0.125}, (28, 28, 1), "onednn"),
 ])
-def test_model_gradients_equal_lax_conv_also_with_batchnorm_and_under_vmap(monkeypatch, name, options, shape):
-  """The whole model's parameter gradients with the CPU convolution against `lax.conv_general_dilated`
-  (float32 both: equal within rounding), and vmapped over 3 replicas against each replica alone."""
+def test_model_gradients_equal_lax_conv_also_with_batchnorm_and_under_vmap(monkeypatch, name, options, shape, formulation):
+  """The whole model's parameter gradients with the CPU convolution (the rule, or oneDNN) against
+  `lax.conv_general_dilated` (float32 both: equal within rounding), and vmapped over 3 replicas against
+  each replica alone."""
+  if formulation == "onednn":
+    _use(monkeypatch, formulation)
   model = create_model(name, **options)
   keys = jax.random.split(jax.random.key(0), 3)
   stacked = jax.vmap(lambda k: init_variables(model, k, shape))(keys)

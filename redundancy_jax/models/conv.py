@@ -18,7 +18,12 @@ On CPU a custom VJP picks, by a documented rule, for a stride-1 SAME 3x3 convolu
 
 `REDUNDANCY_JAX_CONV_WEIGHT_GRADIENT=xla|matmul` overrides the rule (benchmarks/conv.py measures every
 formulation on the machine at hand and says which the rule picks); `REDUNDANCY_JAX_CONV=lax` uses
-`lax.conv_general_dilated` everywhere (for comparisons).
+`lax.conv_general_dilated` everywhere (for comparisons); `REDUNDANCY_JAX_CONV=onednn` computes all three
+parts of a float32 convolution in a training step with oneDNN (`models/onednn.py`: up to 2.3x faster per part
+on AVX-512 CPUs; equal to the rule's formulations to float32 rounding, not bit for bit, hence opt-in). Only
+the step's convolutions change: outside differentiation (evaluation, pruning sweeps, the analyses, and
+the jaxpr that `models/topology.py` reads) `conv3x3` is the rule's forward, so every number measured on a
+trained network is computed as before.
 
 "XLA's convolution" means XLA:CPU's Eigen convolution: `configure_xla_cpu`, run when `redundancy_jax` is
 imported, keeps XLA:CPU from handing convolutions to YNNPACK (its default in jaxlib 0.10), which runs
@@ -36,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from redundancy_jax.core.errors import BadOption
+from redundancy_jax.models import onednn
 
 FEW_CHANNELS = 4
 SMALL_MAP = 4  # positions (H W) of a map XLA's convolution is pathologically slow on
@@ -106,6 +112,22 @@ def weight_gradient_formulation() -> str:
   return "matmul" if x86 and not has_avx512() else "xla"
 
 
+CONV_CHOICES = ("lax", "onednn")
+
+
+def conv_choice() -> str:
+  """`REDUNDANCY_JAX_CONV`: "" (the rule above), "lax" or "onednn"."""
+  choice = os.environ.get("REDUNDANCY_JAX_CONV", "")
+  if choice and choice not in CONV_CHOICES:
+    raise BadOption(f"REDUNDANCY_JAX_CONV={choice!r}; valid: {', '.join(CONV_CHOICES)} (or unset, for the rule of "
+                    "redundancy_jax/models/conv.py)")
+  return choice
+
+
+def _by_onednn(x) -> bool:
+  return x.dtype == jnp.float32 and conv_choice() == "onednn"
+
+
 def _xla(x, w):
   return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC)
 
@@ -130,6 +152,8 @@ def _forward(x, w):
 
 
 def _input_gradient(x, w, g):
+  if _by_onednn(x):
+    return onednn.input_gradient(x.shape, w, g)
   n, h, wd, c = x.shape
   if h * wd <= SMALL_MAP:  # each input position gathers the output gradients its 3x3 window reached
     o = w.shape[-1]
@@ -140,6 +164,8 @@ def _input_gradient(x, w, g):
 
 
 def _weight_gradient(x, g, kernel_shape):
+  if _by_onednn(x):
+    return onednn.weight_gradient(x, g)
   c, o = kernel_shape[2], kernel_shape[3]
   if x.shape[-1] <= FEW_CHANNELS:
     return (_im2col(x).T @ g.reshape(-1, o)).reshape(kernel_shape)
@@ -176,6 +202,8 @@ def conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _conv3x3_fwd(x, w):
+  if _by_onednn(x) and x.shape[-1] > FEW_CHANNELS:  # with 1-3 channels oneDNN's forward loses to im2col's
+    return onednn.forward(x, w), (x, w)
   return _forward(x, w), (x, w)
 
 
@@ -192,7 +220,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """`lax.conv_general_dilated`'s signature (what `flax.linen.Conv` calls): the CPU `conv3x3` for the
   models' convolutions, XLA's convolution for anything else and on accelerators."""
   plain = (
-    jax.default_backend() == "cpu" and os.environ.get("REDUNDANCY_JAX_CONV") != "lax" and rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1)
+    jax.default_backend() == "cpu" and conv_choice() != "lax" and rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1)
     and padding in ("SAME", ((1, 1), (1, 1))) and lhs_dilation in (None, (1, 1)) and rhs_dilation in (None, (1, 1))
     and feature_group_count == 1 and _is_nhwc(dimension_numbers) and not kwargs
   )
