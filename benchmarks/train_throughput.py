@@ -11,11 +11,14 @@ load on a shared machine hits both. `--seeds=K` adds LeNet with K seeds: ours as
 against PyTorch training them one after another and as a `torch.func` ensemble (replica-steps/s).
 VGG19 is opt-in (`--models=...,vgg19`). `--dispatch` adds the compiled-scan epoch against one jitted call
 per step for LeNet and Conv-2. LeNet uses the bundled real MNIST; the conv nets generated CIFAR-shaped
-images. The CPU model and its AVX-512 flag are printed and logged in benchmarks/results.jsonl.
+images. The CPU model and its AVX-512 flag are printed and logged in benchmarks/results.jsonl, with the
+convolutions ours used: the rule of `models/conv.py`, or oneDNN's with `REDUNDANCY_JAX_CONV=onednn` in the
+environment (`models/onednn.py`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -25,7 +28,7 @@ from absl import app, flags
 from benchmarks import torch_anchor
 from benchmarks.common import RESULTS, compiled_flops, print_roofline, record, seconds_per_step, table, training_run
 from redundancy_jax.core import data, steps
-from redundancy_jax.models import MODELS
+from redundancy_jax.models import MODELS, conv
 
 _TIMED = tuple(m for m in MODELS if m != "mlp")  # the report's models
 flags.DEFINE_list("models", ["lenet", "conv2", "conv4", "conv6"], f"Models to time, of {', '.join(_TIMED)}.")
@@ -48,11 +51,19 @@ def make_run(model: str) -> tuple[steps.Setup, data.Dataset]:
 
 
 def step_flops(setup: steps.Setup, ds: data.Dataset) -> float:
-  """XLA's FLOP count of one `steps.train_step`."""
+  """XLA's FLOP count of one `steps.train_step`, traced with XLA's convolutions: oneDNN's
+  (`REDUNDANCY_JAX_CONV=onednn`) are FFI calls, which XLA counts as none; the arithmetic is the same."""
   train_data, _, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
   idx_KxB = steps.epoch_indices(setup, state.epoch)[0]
-  return compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
+  choice = os.environ.pop("REDUNDANCY_JAX_CONV", None) if conv.conv_choice() == "onednn" else None
+  jax.clear_caches()  # nothing traced under one formulation is reused under the other
+  try:
+    return compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
+  finally:
+    if choice:
+      os.environ["REDUNDANCY_JAX_CONV"] = choice
+      jax.clear_caches()
 
 
 def _ours(setup: steps.Setup, ds: data.Dataset):
@@ -92,6 +103,7 @@ def timed_rounds(ours, anchors: dict, rounds: int) -> tuple[float, dict]:
 def main(argv):
   del argv
   roof = print_roofline()
+  print(f"convolutions: {conv.conv_choice() or 'the rule of models/conv.py'} (REDUNDANCY_JAX_CONV)")
   rows, figures = [], []
   for model in FLAGS.models:
     setup, ds = make_run(model)

@@ -85,7 +85,11 @@ Plan& PlanFor(Part part, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o) 
 }
 
 // x, y: (N, H, W, C) and (N, H, W, O); kernel: (3, 3, C, O).
+// One convolution at a time: XLA runs independent operations of a step on several threads at once, and two
+// oneDNN calls would each start a team of OpenMP threads as large as the machine, on the same cores.
 ffi::Error Run(Part part, float* x, float* kernel, float* y, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o) {
+  static std::mutex running;
+  std::lock_guard<std::mutex> lock(running);
   try {
     auto& engine = Engine();
     Plan& plan = PlanFor(part, n, h, w, c, o);
