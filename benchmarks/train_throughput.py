@@ -111,7 +111,7 @@ def main(argv):
     flops = step_flops(setup, ds)
     batch = setup.cfg.batch_size
     best = max(theirs, key=theirs.get) if theirs else None
-    form = "python loop" if setup.host_loop else "lax.scan"
+    form = steps.epoch_form(setup)
     figures.append({"model": model, "batch": batch, "epoch_form": form, "steps_per_s": ours,
                     "gflop_per_step": flops / 1e9, "roofline_fraction": flops * ours / roof, "anchors": theirs,
                     "anchor": best, "anchor_steps_per_s": theirs.get(best), "ratio": ours / theirs[best] if best else None})

@@ -194,6 +194,32 @@ def test_scan_epoch_equals_host_loop_epoch():
     np.testing.assert_allclose(vals[2, k], ce, rtol=1e-5)
 
 
+def test_with_onednn_a_conv_net_trains_in_a_scan_equal_to_the_python_loop(monkeypatch):
+  """`REDUNDANCY_JAX_CONV=onednn`: the step's convolutions are FFI calls, so a conv net's epoch runs as one
+  scan (`steps.epoch_form`), and it computes what the Python-stepped epoch does (the same compiled step)."""
+  from redundancy_jax.models import onednn
+
+  if onednn.unavailable():  # .ci/run installs oneDNN and a compiler; a machine without them says so here
+    pytest.skip(onednn.unavailable())
+  ds = _small_mnist(n_train=48)
+  cfg = config.TrainConfig(model="conv2", width=0.125, steps=6, batch_size=8, eval_every=3, num_seeds=2).resolve()
+  setup = steps.make_setup(cfg, ds)
+  assert setup.host_loop and steps.epoch_form(setup) == "python loop"
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
+  assert steps.epoch_form(setup) == "lax.scan"
+  train_data, val_split, _ = steps.device_data(setup, ds)
+  runs = {}
+  for loop in ("auto", "python"):
+    state = steps.init_state(setup, ds.image_shape)
+    runs[loop] = jax.device_get(steps.run_epoch(setup, state, train_data, val_split, loop=loop)[:2])
+  (scan, scan_m), (host, host_m) = runs["auto"], runs["python"]
+  assert np.isfinite(scan_m["val_loss"][[2, 5]]).all() and int(scan.step) == 6
+  start = jax.device_get(steps.init_state(setup, ds.image_shape).params)
+  assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(scan.params), jax.tree.leaves(start))) > 1e-3
+  for a, b in zip(jax.tree.leaves((scan, scan_m)), jax.tree.leaves((host, host_m))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_num_seeds_trains_independent_replicas(tmp_path):
   ds = _small_mnist()
   cfg = config.TrainConfig(model="lenet", steps=40, batch_size=32, eval_every=20, num_seeds=3)

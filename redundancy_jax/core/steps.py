@@ -29,7 +29,7 @@ from redundancy_jax import models
 from redundancy_jax.core import data as data_lib, optim, parallel, variants
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.errors import BadOption
-from redundancy_jax.models import Network, topology
+from redundancy_jax.models import Network, conv, topology
 
 # ----------------------------------------------------------------------------- state and setup
 
@@ -355,12 +355,20 @@ def host_epoch(setup: Setup, state: TrainState, train_data, val_split, pause=Non
   return state, metrics, finished
 
 
+def epoch_form(setup: Setup) -> str:
+  """"python loop" (`host_epoch`) under the backend policy `variants.host_loop`, else "lax.scan"
+  (`scan_epoch`). With oneDNN's convolutions (`REDUNDANCY_JAX_CONV=onednn`) the step's convolutions are
+  FFI calls, which run inside a scan as fast as outside it: there the scan is the faster form (Conv-2 on
+  an AMD EPYC: 7.3-8.4 against 6.0-7.4 steps/s, BUILD_NOTES.md)."""
+  return "python loop" if setup.host_loop and conv.conv_choice() != "onednn" else "lax.scan"
+
+
 def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto", pause=None):
   """One epoch: `scan_epoch` compiled whole, or `host_epoch` where the backend policy says so (which may
   stop early when `pause()` turns true). Returns (state, metrics, whether the epoch finished)."""
   if loop not in ("auto", "scan", "python"):
     raise BadOption(f"unknown loop {loop!r}; valid: auto, scan, python")
-  python = setup.host_loop if loop == "auto" else loop == "python"
+  python = epoch_form(setup) == "python loop" if loop == "auto" else loop == "python"
   if python:
     return host_epoch(setup, state, train_data, val_split, pause)
   return (*_scan_epoch_jit(setup, state, train_data, val_split), True)
