@@ -8,7 +8,9 @@ convolution, one im2col matmul), the input gradient (XLA's, nine shifted matmuls
 (XLA's backward-filter convolution, nine shifted products x_shift^T @ g, one im2col matmul), medians in
 ms, the fastest marked, and the rule's choice; beside them PyTorch's convolution of the same part (oneDNN
 on CPU, the better of NCHW and channels_last, timed right after ours; `torch_anchor.conv_part_runs`) and
-our speed relative to it. Prints the CPU model and its AVX-512 flag; appends to
+our speed relative to it. Where oneDNN builds here (`models/onednn.py`), its part is timed too ("onednn")
+and the opt-in `REDUNDANCY_JAX_CONV=onednn`'s choice set against PyTorch in a column of its own; the rule
+picks among the others. Prints the CPU model and its AVX-512 flag; appends to
 benchmarks/results.jsonl. `lax.conv_general_dilated` here is XLA:CPU's Eigen convolution when
 `redundancy_jax` has set its XLA flag (`models/conv.py: configure_xla_cpu`), YNNPACK's otherwise.
 """
@@ -21,7 +23,7 @@ from absl import app, flags
 
 from benchmarks import torch_anchor
 from benchmarks.common import machine, median_seconds, record, table
-from redundancy_jax.models import conv
+from redundancy_jax.models import conv, onednn
 
 flags.DEFINE_integer("batch", 64, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("repeats", 5, "Timed runs per formulation (median).", lower_bound=1)
@@ -47,9 +49,20 @@ def formulations(c: int, o: int):
   shifted_dw = lambda x, w, g: jnp.stack([s.reshape(-1, c).T @ g.reshape(-1, o) for s in conv._shifts(x)]).reshape(w.shape)
   im2col_dw = lambda x, w, g: (conv._im2col(x).T @ g.reshape(-1, o)).reshape(w.shape)
   im2col_fwd = lambda x, w, g: (conv._im2col(x) @ w.reshape(-1, o)).reshape(*x.shape[:3], o)
-  return {"forward": {"xla": lambda x, w, g: conv._xla(x, w), "im2col": im2col_fwd},
-          "input gradient": {"xla": xla_dx, "shifted matmuls": shifted_dx},
-          "weight gradient": {"xla": xla_dw, "shifted matmuls": shifted_dw, "im2col": im2col_dw}}
+  parts = {"forward": {"xla": lambda x, w, g: conv._xla(x, w), "im2col": im2col_fwd},
+           "input gradient": {"xla": xla_dx, "shifted matmuls": shifted_dx},
+           "weight gradient": {"xla": xla_dw, "shifted matmuls": shifted_dw, "im2col": im2col_dw}}
+  if not onednn.unavailable():
+    parts["forward"]["onednn"] = lambda x, w, g: onednn.forward(x, w)
+    parts["input gradient"]["onednn"] = lambda x, w, g: onednn.input_gradient(x.shape, w, g)
+    parts["weight gradient"]["onednn"] = lambda x, w, g: onednn.weight_gradient(x, g)
+  return parts
+
+
+def onednn_choice(part: str, c: int) -> str:
+  """What `REDUNDANCY_JAX_CONV=onednn` runs for this part (`models/conv.py`: im2col's forward for the
+  first layers)."""
+  return "im2col" if part == "forward" and c <= conv.FEW_CHANNELS else "onednn"
 
 
 def rule(part: str, c: int, side: int) -> str:
@@ -79,7 +92,8 @@ def main(argv):
       if part == "input gradient" and c <= conv.FEW_CHANNELS:
         continue  # the first layer's input gradient is never computed
       ms = {name: 1e3 * median_seconds(lambda f=jax.jit(f): f(x, w, g), FLAGS.repeats) for name, f in options.items()}
-      fastest, chosen = min(ms, key=ms.get), rule(part, c, side)
+      fastest = min((n for n in ms if n != "onednn"), key=ms.get)  # the rule's candidates
+      chosen, opted = rule(part, c, side), onednn_choice(part, c)
       agree += fastest == chosen
       theirs = torch_anchor.conv_part_seconds(part, x, w, g, FLAGS.repeats)  # right after ours: the same load
       best = None if theirs is None else 1e3 * min(theirs.values())
@@ -87,11 +101,13 @@ def main(argv):
                       "rule": chosen, "pytorch_ms": theirs and {k: 1e3 * v for k, v in theirs.items()}})
       rows.append([f"{side}x{side} {c}->{o}", part, ", ".join(f"{n} {t:.1f}" for n, t in ms.items()), fastest, chosen,
                    f"{ms[chosen] / ms[fastest]:.2f}", "-" if best is None else f"{best:.1f}",
-                   "-" if best is None else f"{best / ms[chosen]:.2f}x"])
+                   "-" if best is None else f"{best / ms[chosen]:.2f}x",
+                   "-" if best is None or opted not in ms else f"{best / ms[opted]:.2f}x"])
       print(rows[-1], flush=True)
   print()
   print(table(rows, ["shape", "part", "ms per formulation (median)", "fastest", "rule", "rule / fastest",
-                     "PyTorch ms (oneDNN, better layout)", "ours (rule) / PyTorch, speed"]))
+                     "PyTorch ms (oneDNN, better layout)", "ours (rule) / PyTorch, speed",
+                     "ours (REDUNDANCY_JAX_CONV=onednn) / PyTorch, speed"]))
   print(f"\nthe rule picks the fastest formulation in {agree} of {len(rows)} cases")
   if torch_anchor.torch_or_none() is None:
     print(torch_anchor.MISSING)
