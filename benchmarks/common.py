@@ -141,6 +141,7 @@ def machine() -> dict:
 
   return {"host": platform.node(), "cpu": cpu, "avx512": conv.has_avx512(), "cores": os.cpu_count(),
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "conv": conv.conv_choice() or "rule",
+          "ld_preload": os.environ.get("LD_PRELOAD", ""),
           "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
           "jax": jax.__version__, "torch": torch_version, "python": platform.python_version(), "commit": commit}
