@@ -10,6 +10,10 @@ on), `reproduction/` (the report rebuilt as one page), `plots/`. Definitions: do
 # README.md shows the Open in Colab badge for it only once it is set (tests/test_notebooks.py checks both).
 REPOSITORY = ""
 
+from redundancy_jax.core.allocator import configure_allocator as _configure_allocator
+
+_configure_allocator()  # before JAX starts its threads: freed buffers reused in place (core/allocator.py)
+
 from redundancy_jax.models.conv import configure_xla_cpu as _configure_xla_cpu
 
 _configure_xla_cpu()  # before JAX starts: XLA:CPU's Eigen convolutions (redundancy_jax/models/conv.py)

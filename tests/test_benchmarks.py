@@ -170,12 +170,12 @@ def test_pytorch_conv_anchor_computes_the_same_part_as_ours(part):
 def test_every_formulation_benchmarks_conv_times_computes_the_same_part():
   """benchmarks.conv times, per part, formulations that agree (oneDNN's among them where it builds): each
   equal to XLA's within float32 rounding on a shape with no exactly representable sums."""
-  from benchmarks import conv as conv_benchmark
+  from benchmarks import conv_parts
   from redundancy_jax.models import onednn
 
   k = jax.random.split(jax.random.key(4), 3)
   x, w, g = jax.random.normal(k[0], (3, 7, 7, 6)), jax.random.normal(k[1], (3, 3, 6, 5)), jax.random.normal(k[2], (3, 7, 7, 5))
-  parts = conv_benchmark.formulations(6, 5)
+  parts = conv_parts.formulations(6, 5)
   assert ("onednn" in parts["weight gradient"]) == (onednn.unavailable() is None)
   for part, options in parts.items():
     reference = np.asarray(options["xla"](x, w, g))
