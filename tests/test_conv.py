@@ -118,6 +118,18 @@ def test_onednn_without_a_compiler_or_onednn_says_what_to_install(monkeypatch, t
   assert not list(tmp_path.iterdir())
 
 
+def test_a_built_library_that_no_longer_loads_says_what_to_install(monkeypatch, tmp_path):
+  monkeypatch.setenv("REDUNDANCY_JAX_CACHE", str(tmp_path))
+  with open(onednn.library_path(), "wb") as f:  # as if oneDNN's own library had been removed since the build
+    f.write(b"not a shared library")
+  onednn._registered.cache_clear()
+  try:
+    with pytest.raises(BadOption, match="could not load its library.*apt-get install libdnnl-dev"):
+      onednn._registered()
+  finally:
+    onednn._registered.cache_clear()  # the next call registers the real library again
+
+
 def test_onednn_changes_only_the_training_steps_convolutions(monkeypatch):
   """Outside differentiation `conv3x3` is the rule's forward bit for bit (evaluations and analyses are
   unchanged); under differentiation the forward is oneDNN's (equal to rounding, tested above)."""

@@ -65,7 +65,7 @@ def build() -> str:
       raise BadOption(f"REDUNDANCY_JAX_CONV=onednn: {compiler} exited without writing a library; set CXX to a C++ "
                       "compiler, or unset REDUNDANCY_JAX_CONV to use XLA's convolutions")
     if done.returncode != 0:
-      missing = HEADER in done.stderr or "-ldnnl" in done.stderr or "ldnnl" in done.stderr
+      missing = HEADER in done.stderr or "ldnnl" in done.stderr
       why = f"oneDNN is not installed: {INSTALL}" if missing else f"the compiler failed:\n{done.stderr[-2000:]}"
       raise BadOption(f"REDUNDANCY_JAX_CONV=onednn could not build {SOURCE}: {why}; or unset REDUNDANCY_JAX_CONV "
                       "to use XLA's convolutions")
@@ -88,7 +88,11 @@ def unavailable() -> str | None:
 
 @functools.cache
 def _registered() -> bool:
-  library = ctypes.cdll.LoadLibrary(build())
+  try:
+    library = ctypes.cdll.LoadLibrary(build())
+  except OSError as e:  # built once, oneDNN's library gone since
+    raise BadOption(f"REDUNDANCY_JAX_CONV=onednn could not load its library ({e}): {INSTALL}; or unset "
+                    "REDUNDANCY_JAX_CONV to use XLA's convolutions") from e
   for target in _TARGETS.values():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
   return True

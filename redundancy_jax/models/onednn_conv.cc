@@ -7,6 +7,7 @@
 // asks for, on every call (a few thousand to a few million floats against N H W C O 9 multiply-adds).
 // Primitives are built once per shape and kept.
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -110,7 +111,7 @@ ffi::Error Run(Part part, float* x, float* kernel, float* y, int64_t n, int64_t 
       if (plan.reorder) plan.to_plain.execute(stream, w_mem, w_plain);
     }
     stream.wait();
-  } catch (const dnnl::error& e) {
+  } catch (const std::exception& e) {  // dnnl::error among them: XLA reports it, nothing escapes into XLA
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
   }
   return ffi::Error::Success();
