@@ -56,14 +56,16 @@ def step_flops(setup: steps.Setup, ds: data.Dataset) -> float:
   train_data, _, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
   idx_KxB = steps.epoch_indices(setup, state.epoch)[0]
-  choice = os.environ.pop("REDUNDANCY_JAX_CONV", None) if conv.conv_choice() == "onednn" else None
+  count = lambda: compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
+  if conv.conv_choice() != "onednn":
+    return count()
+  choice = os.environ.pop("REDUNDANCY_JAX_CONV")
   jax.clear_caches()  # nothing traced under one formulation is reused under the other
   try:
-    return compiled_flops(jax.jit(steps.train_step, static_argnames="setup"), setup, state, idx_KxB, train_data)
+    return count()
   finally:
-    if choice:
-      os.environ["REDUNDANCY_JAX_CONV"] = choice
-      jax.clear_caches()
+    os.environ["REDUNDANCY_JAX_CONV"] = choice
+    jax.clear_caches()
 
 
 def _ours(setup: steps.Setup, ds: data.Dataset):

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -39,10 +40,9 @@ struct Plan {
 
 using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
+// Called under `Run`'s lock only.
 Plan& PlanFor(Part part, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o) {
-  static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  std::lock_guard<std::mutex> lock(mutex);
   Key key{part, n, h, w, c, o};
   auto found = plans.find(key);
   if (found != plans.end()) return *found->second;
@@ -56,7 +56,7 @@ Plan& PlanFor(Part part, int64_t n, int64_t h, int64_t w, int64_t c, int64_t o) 
   memory::dims strides{1, 1}, padding{1, 1};
   auto forward_desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                                       x_plain, w_any, y_plain, strides, padding, padding);
-  auto forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, Engine());
+  auto forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, engine);
   auto plan = std::make_unique<Plan>();
   if (part == kForward) {
     plan->conv = dnnl::convolution_forward(forward_pd);
