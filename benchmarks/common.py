@@ -79,16 +79,18 @@ def table(rows: list[list], header: list[str]) -> str:
 # ----------------------------------------------------------------------------- shared workloads
 
 
-def training_run(model: str, n_train: int, *, width: float = 1.0, num_seeds: int = 1) -> tuple[steps.Setup, data.Dataset]:
+def training_run(model: str, n_train: int, *, width: float = 1.0, num_seeds: int = 1,
+                 num_devices: int | None = None) -> tuple[steps.Setup, data.Dataset]:
   """`model`'s recipe (batch, optimizer) on `n_train` benchmark images, never validating nor stopping
-  within the timing: LeNet on the bundled real MNIST, the CIFAR models on generated CIFAR-shaped images."""
+  within the timing: LeNet on the bundled real MNIST, the CIFAR models on generated CIFAR-shaped images.
+  `num_devices` as the training commands' option (default: every device; the seeds spread over them)."""
   if model == "lenet":
     ds = data.load_bundled_mnist(0)
     ds = dataclasses.replace(ds, train_x=ds.train_x[:n_train], train_y=ds.train_y[:n_train])
   else:
     ds = data.random_images(seed=0, n_train=n_train, n_val=64, n_test=64)
   cfg = config.TrainConfig(model=model, dataset=ds.name, steps=10**6, eval_every=10**6, width=width,
-                           num_seeds=num_seeds).resolve()
+                           num_seeds=num_seeds, num_devices=num_devices, replica_devices=num_devices).resolve()
   return steps.make_setup(cfg, ds), ds
 
 

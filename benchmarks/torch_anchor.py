@@ -183,6 +183,58 @@ def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps:
   return seeds * steps / _median_seconds(run, repeats)
 
 
+def processes_steps_per_second(name: str, ds: data.Dataset, processes: int, *, steps: int = 100,
+                               repeats: int = 3) -> float | None:
+  """Replica-steps/s of `processes` PyTorch processes of one thread each, each training its own seed
+  (`training_loop`), timed together after every one has warmed up: the cores used as separate machines,
+  as ours spreads seeds over CPU devices (`--cpu_devices`). Their data goes to them as one .npz file (no
+  pickle). None without torch."""
+  if torch_or_none() is None:
+    return None
+  import subprocess
+  import sys
+  import tempfile
+
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, "data.npz")
+    np.savez(path, train_x=ds.train_x, train_y=ds.train_y, mean=np.asarray(ds.mean), std=np.asarray(ds.std))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [sys.executable, "-m", "benchmarks.torch_anchor", name, path, str(steps), str(repeats)]
+    procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(processes)]
+    try:
+      for p in procs:  # each has built its model and run one warm-up
+        if p.stdout.readline().strip() != "ready":
+          raise RuntimeError(f"a PyTorch worker of {name} did not start")
+      for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+      return sum(float(p.communicate(timeout=600)[0]) for p in procs)
+    finally:
+      for p in procs:
+        p.kill()
+
+
+def _worker(name: str, path: str, steps: int, repeats: int) -> None:
+  """One process of `processes_steps_per_second`: one thread, one seed; prints "ready" after its warm-up,
+  waits for "go" on stdin, prints its median steps/s."""
+  files = np.load(path, allow_pickle=False)
+  x, y = files["train_x"], files["train_y"]
+  ds = data.Dataset(name, "benchmark", x, y, x[:0], y[:0], x[:0], y[:0], 10, tuple(files["mean"]),
+                    tuple(files["std"]))
+  run = training_loop(name, ds)
+  torch_or_none().set_num_threads(1)
+  run(steps)
+  print("ready", flush=True)
+  input()
+  times = []
+  for _ in range(repeats):
+    begin = time.perf_counter()
+    run(steps)
+    times.append(time.perf_counter() - begin)
+  print(steps / float(np.median(times)), flush=True)
+
+
 def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mean, std) -> tuple[float, np.ndarray] | None:
   """The sweep as the loop a user writes in PyTorch: for each order and level, zero the removed units of
   `layer` (its activations) and evaluate the whole network on (x, y). Our trained or initialised Flax
@@ -225,3 +277,9 @@ def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mea
         keep["mask"] = mask
         acc[i, j] = float((model(xt).argmax(1) == yt).float().mean())
   return time.perf_counter() - begin, acc
+
+
+if __name__ == "__main__":  # a worker of `processes_steps_per_second`
+  import sys
+
+  _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

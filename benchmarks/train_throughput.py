@@ -7,8 +7,11 @@ For each model: steps/s of the epoch form `steps.run_epoch` picks on this backen
 anchor is PyTorch eager training of the same model (LeNet, Conv-2, Conv-6) at the same batch with the
 same optimizer and data (`benchmarks/torch_anchor.py`; conv nets in both memory formats, the faster one
 quoted). Ours and the anchor are timed in alternating rounds (`--rounds`, medians), so that a change of
-load on a shared machine hits both. `--seeds=K` adds LeNet with K seeds: ours as K vmapped replicas,
-against PyTorch training them one after another and as a `torch.func` ensemble (replica-steps/s).
+load on a shared machine hits both. `--seeds=K` adds LeNet with K seeds: ours as K vmapped replicas on
+one device, and on CPU spread over `--cpu_devices` devices of this process (default: one per core; as the
+training commands' `--cpu_devices`), against PyTorch training them one after another, as a `torch.func`
+ensemble, and as one single-threaded process per core, each training its own seed (replica-steps/s).
+Every other figure runs on one device.
 VGG19 is opt-in (`--models=...,vgg19`). `--dispatch` adds the compiled-scan epoch against one jitted call
 per step for LeNet and Conv-2. LeNet uses the bundled real MNIST; the conv nets generated CIFAR-shaped
 images. The CPU model and its AVX-512 flag are printed and logged in benchmarks/results.jsonl, with the
@@ -36,6 +39,9 @@ flags.DEFINE_integer("epochs", 3, "Timed epochs per model, after a compiling one
 flags.DEFINE_bool("dispatch", False, "Also time scan against Python-loop epochs for lenet and conv2 (slow on CPU).")
 flags.DEFINE_integer("rounds", 5, "Alternating rounds of ours and the anchor (medians reported).", lower_bound=1)
 flags.DEFINE_integer("seeds", 10, "LeNet seeds for the multi-seed comparison (0: skip it).", lower_bound=0)
+flags.DEFINE_integer("cpu_devices", len(os.sched_getaffinity(0)),
+                     "CPU devices the --seeds comparison also spreads ours over, and PyTorch processes of one "
+                     "thread each it runs side by side (default: the cores; 1: neither).", lower_bound=1)
 flags.DEFINE_string("results", RESULTS, "The results log a line is appended to.")
 flags.register_validator(
   "models", lambda names: set(names) <= set(_TIMED), f"--models takes names of {', '.join(_TIMED)}"
@@ -47,7 +53,7 @@ _TRAIN_IMAGES = {"lenet": 8000, "conv2": 640, "conv4": 600, "conv6": 600, "vgg19
 
 def make_run(model: str) -> tuple[steps.Setup, data.Dataset]:
   """The model's recipe on its benchmark data."""
-  return training_run(model, _TRAIN_IMAGES[model])
+  return training_run(model, _TRAIN_IMAGES[model], num_devices=1)
 
 
 def step_flops(setup: steps.Setup, ds: data.Dataset) -> float:
@@ -104,6 +110,7 @@ def timed_rounds(ours, anchors: dict, rounds: int) -> tuple[float, dict]:
 
 def main(argv):
   del argv
+  jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # before JAX starts its backend
   roof = print_roofline()
   print(f"convolutions: {conv.conv_choice() or 'the rule of models/conv.py'} (REDUNDANCY_JAX_CONV)")
   rows, figures = [], []
@@ -129,9 +136,9 @@ def main(argv):
   print(table(rows, header))
   if multi:
     print(f"\nLeNet with {FLAGS.seeds} seeds, replica-steps/s (median of {FLAGS.rounds} rounds):")
-    print(table([[multi["ours"] and f"{multi['ours']:.0f}", f"{multi['sequential']:.0f}", f"{multi['ensemble']:.0f}",
-                  f"{multi['ratio']:.2f}x"]], ["ours (vmapped replicas)", "PyTorch, one after another",
-                                               "PyTorch torch.func ensemble", "ours / better PyTorch"]))
+    print(table([[f"{multi[k]:.0f}" if multi.get(k) else "-" for k in SEED_FORMS]
+                 + [f"{multi[k]:.2f}x" if multi.get(k) else "-" for k in ("ratio", "ratio_spread")]],
+                [*SEED_FORMS.values(), "ours / best PyTorch", "ours spread / best PyTorch"]))
   if torch_anchor.torch_or_none() is None:
     print(f"\n{torch_anchor.MISSING}")
   dispatch = []
@@ -147,19 +154,35 @@ def main(argv):
                               "seeds": multi, "dispatch": dispatch}, FLAGS.results)
 
 
-def seeds_comparison(seeds: int, rounds: int) -> dict | None:
-  """LeNet with `seeds` seeds: ours (one vmapped program) against PyTorch one seed after another (its
-  single-model steps/s is its replica-steps/s) and as a torch.func ensemble, in replica-steps/s."""
-  setup, ds = training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds)
-  forms = {}
-  if torch_anchor.torch_or_none() is not None:
-    forms = {"sequential": lambda: torch_anchor.train_steps_per_second("lenet", ds, repeats=1),
-             "ensemble": lambda: torch_anchor.ensemble_steps_per_second("lenet", ds, seeds, repeats=1)}
-  ours, theirs = timed_rounds(_ours(setup, ds), forms, rounds)
-  out = {"seeds": seeds, "ours": seeds * ours, **theirs}
-  out["ratio"] = out["ours"] / max(theirs.values()) if theirs else None
-  return out if theirs else {**out, "sequential": float("nan"), "ensemble": float("nan"), "ratio": float("nan")}
+SEED_FORMS = {"ours": "ours (vmapped replicas, one device)", "spread": "ours over --cpu_devices CPU devices",
+              "sequential": "PyTorch, one after another", "ensemble": "PyTorch torch.func ensemble",
+              "processes": "PyTorch, one 1-thread process per CPU device"}
 
+
+def seeds_comparison(seeds: int, rounds: int) -> dict:
+  """LeNet with `seeds` seeds in replica-steps/s: ours as one vmapped program on one device and (on CPU,
+  with `--cpu_devices` > 1 dividing the seeds) spread over the CPU devices, against PyTorch one seed after
+  another (its single-model steps/s is its replica-steps/s), as a torch.func ensemble and as one
+  single-threaded process per CPU device. Forms that do not apply are None."""
+  setup, ds = training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds, num_devices=1)
+  devices = FLAGS.cpu_devices if jax.default_backend() == "cpu" and seeds % FLAGS.cpu_devices == 0 else 1
+  forms = {}
+  if devices > 1:
+    spread = _ours(*training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds, num_devices=devices))
+    forms["spread"] = lambda: 1 / next(spread)
+  if torch_anchor.torch_or_none() is not None:
+    forms["sequential"] = lambda: torch_anchor.train_steps_per_second("lenet", ds, repeats=1)
+    forms["ensemble"] = lambda: torch_anchor.ensemble_steps_per_second("lenet", ds, seeds, repeats=1)
+    if FLAGS.cpu_devices > 1:
+      forms["processes"] = lambda: torch_anchor.processes_steps_per_second("lenet", ds, FLAGS.cpu_devices, repeats=1)
+  ours, timed = timed_rounds(_ours(setup, ds), forms, rounds)
+  out = {"seeds": seeds, "cpu_devices": devices, **{k: None for k in SEED_FORMS}, **timed, "ours": seeds * ours}
+  if out["spread"]:
+    out["spread"] *= seeds
+  theirs = [out[k] for k in ("sequential", "ensemble", "processes") if out[k]]
+  out["ratio"] = out["ours"] / max(theirs) if theirs else None
+  out["ratio_spread"] = out["spread"] / max(theirs) if theirs and out["spread"] else None
+  return out
 
 if __name__ == "__main__":
   app.run(main)

@@ -144,7 +144,13 @@ def test_train_throughput_runs_end_to_end_and_logs_consistent_figures(tmp_path):
   assert f"| lenet | 64 | lax.scan | {lenet['steps_per_s']:.1f} |" in run.stdout
   np.testing.assert_allclose(lenet["roofline_fraction"],
                              lenet["gflop_per_step"] * lenet["steps_per_s"] / figures["roofline_gflops"])
-  assert figures["seeds"]["seeds"] == 2 and figures["seeds"]["ours"] > 0
+  seeds = figures["seeds"]
+  assert seeds["seeds"] == 2 and seeds["ours"] > 0
+  assert seeds["cpu_devices"] == (2 if len(os.sched_getaffinity(0)) >= 2 else 1)  # one device per core, at most the seeds
+  assert (seeds["spread"] > 0) if seeds["cpu_devices"] > 1 else seeds["spread"] is None
+  pytorch = [seeds[k] for k in ("sequential", "ensemble", "processes") if seeds[k]]
+  if pytorch:
+    np.testing.assert_allclose(seeds["ratio"], seeds["ours"] / max(pytorch))
   if lenet["anchor"] is not None:  # PyTorch installed (the .[bench] extra)
     np.testing.assert_allclose(lenet["ratio"], lenet["steps_per_s"] / lenet["anchor_steps_per_s"])
 

@@ -16,7 +16,7 @@ from flax import nnx, serialization
 
 from helpers import quiet
 from redundancy_jax.analyses import criteria, network, prune_sweep, pruning, units
-from redundancy_jax.core import config, errors, storage, train, variants
+from redundancy_jax.core import config, data, errors, steps, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, override
 from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, topology
@@ -146,6 +146,25 @@ def test_a_users_models_train_and_their_layers_are_found(trained):
   for f, t in trained.items():  # each learned something (chance: 10%)
     accuracy = variants.loss_and_accuracy(t.model, t.variables, t.dataset.test_x, t.dataset.test_y)[1]
     assert accuracy > 0.3, (f, accuracy)  # 240 steps: well above chance, far from converged
+
+
+def test_with_onednn_a_users_conv_layers_keep_the_python_stepped_epoch(monkeypatch):
+  """`REDUNDANCY_JAX_CONV=onednn` routes `models.conv.conv3x3` (the report's conv nets) to oneDNN, not a
+  user's `nn.Conv`: the ResNet's differentiated step still holds XLA convolutions, which XLA:CPU runs far
+  slower inside a scan, so its epoch stays stepped from Python; Conv-2's has none left and scans."""
+  from redundancy_jax.models import onednn
+
+  if onednn.unavailable():  # .ci/run installs oneDNN and a compiler; a machine without them says so here
+    pytest.skip(onednn.unavailable())
+  ds = data.load_bundled_mnist(0)
+  setups = {name: steps.make_setup(TrainConfig(model=name, steps=10, width=0.125 if name == "conv2" else None)
+                                   .resolve(), ds) for name in (spec("resnet"), "conv2")}
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
+  assert steps.xla_convolutions_in_step(setups[spec("resnet")])
+  assert steps.epoch_form(setups[spec("resnet")]) == "python loop"
+  assert not steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "lax.scan"
+  monkeypatch.delenv("REDUNDANCY_JAX_CONV")  # the rule's convolutions: XLA's, in both
+  assert steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "python loop"
 
 
 def test_refusals_give_their_reason_before_anything_runs(tmp_path):

@@ -108,6 +108,20 @@ def trace(f, *args) -> Graph:
   return flatten(jax.make_jaxpr(lambda *a: jax.tree.leaves(f(*a)))(*args))
 
 
+def primitives(closed: jcore.ClosedJaxpr) -> set[str]:
+  """The names of every primitive `closed` runs, in nested jaxprs too (calls, loops, conditionals, the
+  rules of custom derivatives)."""
+  names, todo = set(), [closed.jaxpr]
+  while todo:
+    for e in todo.pop().eqns:
+      names.add(e.primitive.name)
+      for value in e.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if isinstance(sub, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+            todo.append(getattr(sub, "jaxpr", sub))
+  return names
+
+
 def _is_var(a) -> bool:
   return isinstance(a, jcore.Var)
 

@@ -26,7 +26,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from redundancy_jax import models
-from redundancy_jax.core import data as data_lib, optim, parallel, variants
+from redundancy_jax.core import data as data_lib, jaxprs, optim, parallel, variants
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.errors import BadOption
 from redundancy_jax.models import Network, conv, topology
@@ -359,8 +359,30 @@ def epoch_form(setup: Setup) -> str:
   """"python loop" (`host_epoch`) under the backend policy `variants.host_loop`, else "lax.scan"
   (`scan_epoch`). With oneDNN's convolutions (`REDUNDANCY_JAX_CONV=onednn`) the step's convolutions are
   FFI calls, which run inside a scan as fast as outside it: there the scan is the faster form (Conv-2 on
-  an AMD EPYC: 7.3-8.4 against 6.0-7.4 steps/s, BUILD_NOTES.md)."""
-  return "python loop" if setup.host_loop and conv.conv_choice() != "onednn" else "lax.scan"
+  an AMD EPYC: 7.3-8.4 against 6.0-7.4 steps/s, BUILD_NOTES.md), unless the step still holds an XLA
+  convolution (a network's own `nn.Conv` layers: oneDNN serves `models.conv.conv3x3` only)."""
+  scan = not setup.host_loop or (conv.conv_choice() == "onednn" and not xla_convolutions_in_step(setup))
+  return "lax.scan" if scan else "python loop"
+
+
+@functools.lru_cache(maxsize=None)
+def _step_primitives(setup: Setup, choice: str) -> frozenset[str]:
+  del choice  # the cache key: the convolutions `models.conv` traces
+  net, cfg = setup.model, setup.cfg
+  variables = jax.eval_shape(lambda k: net.init(k, net.image_shape), jax.random.key(0))
+  params = variables["params"]
+  x = jax.ShapeDtypeStruct((cfg.batch_size, *net.image_shape), jnp.float32)
+  y = jax.ShapeDtypeStruct((cfg.batch_size,), jnp.int32)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  closed = jax.make_jaxpr(functools.partial(_replica_step, setup))(
+    params, variables.get("batch_stats", {}), jax.eval_shape(setup.tx.init, params), x, y, key)
+  return frozenset(jaxprs.primitives(closed))
+
+
+def xla_convolutions_in_step(setup: Setup) -> bool:
+  """Whether one replica's training step, differentiated, runs an XLA convolution (traced abstractly
+  once per setup and convolution choice, `models.conv.conv_choice`)."""
+  return "conv_general_dilated" in _step_primitives(setup, conv.conv_choice())
 
 
 def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto", pause=None):
