@@ -16,7 +16,7 @@ from flax import nnx, serialization
 
 from helpers import quiet
 from redundancy_jax.analyses import criteria, network, prune_sweep, pruning, units
-from redundancy_jax.core import config, data, errors, steps, storage, train, variants
+from redundancy_jax.core import config, data, errors, jaxprs, steps, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, override
 from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, topology
@@ -94,6 +94,22 @@ def nnx_mlp(num_classes, rngs=None):
   return NnxMLP(num_classes, rngs=rngs)
 
 
+class NnxConvNet(nnx.Module):
+  def __init__(self, num_classes=10, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(8, 8, (3, 3), padding=1, rngs=rngs)  # the same SAME convolution, padding spelt out
+    self.down = nnx.Conv(8, 16, (3, 3), strides=2, rngs=rngs)
+    self.out = nnx.Linear(16, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = nnx.relu(self.down(nnx.relu(self.conv2(nnx.relu(self.conv1(x))))))
+    return self.out(jnp.mean(x, axis=(1, 2)))
+
+
+def nnx_conv(num_classes, rngs=None):
+  return NnxConvNet(num_classes, rngs=rngs)
+
+
 class Odd(nn.Module):  # what cannot be pruned exactly, each for its reason
   @nn.compact
   def __call__(self, x):
@@ -149,8 +165,8 @@ def test_a_users_models_train_and_their_layers_are_found(trained):
 
 
 def test_with_onednn_a_users_conv_layers_keep_the_python_stepped_epoch(monkeypatch):
-  """`REDUNDANCY_JAX_CONV=onednn` routes `models.conv.conv3x3` (the report's conv nets) to oneDNN, not a
-  user's `nn.Conv`: the ResNet's differentiated step still holds XLA convolutions, which XLA:CPU runs far
+  """`REDUNDANCY_JAX_CONV=onednn` routes stride-1 SAME 3x3 convolutions to oneDNN, not the ResNet's
+  stride-2 first layer: its differentiated step still holds an XLA convolution, which XLA:CPU runs far
   slower inside a scan, so its epoch stays stepped from Python; Conv-2's has none left and scans."""
   from redundancy_jax.models import onednn
 
@@ -165,6 +181,44 @@ def test_with_onednn_a_users_conv_layers_keep_the_python_stepped_epoch(monkeypat
   assert not steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "lax.scan"
   monkeypatch.delenv("REDUNDANCY_JAX_CONV")  # the rule's convolutions: XLA's, in both
   assert steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "python loop"
+
+
+@pytest.mark.parametrize("factory", ["resnet", "nnx_conv"])
+def test_with_onednn_a_users_3x3_convolutions_train_through_onednn(monkeypatch, factory):
+  """Under `REDUNDANCY_JAX_CONV=onednn` a user's stride-1 SAME 3x3 convolutions (linen `nn.Conv`, NNX
+  `nnx.Conv`, padding "SAME" or 1) train with oneDNN's parts: the training call's logits and batch
+  statistics are bit for bit the default's (XLA's forward outside differentiation), the gradients equal
+  the default's within float32 rounding, and the differentiated step calls oneDNN, keeping XLA's
+  convolution only for the stride-2 layer."""
+  from redundancy_jax.models import onednn
+
+  if onednn.unavailable():  # .ci/run installs oneDNN and a compiler; a machine without them says so here
+    pytest.skip(onednn.unavailable())
+  ds = data.load_bundled_mnist(0)
+  net = steps.make_setup(TrainConfig(model=spec(factory), steps=10).resolve(), ds).model
+  variables = net.init(jax.random.key(0), net.image_shape)
+  x, y = jnp.asarray(ds.train_x[:32]), jnp.asarray(ds.train_y[:32])
+
+  def loss(params):
+    logits, _ = net.apply_train({**variables, "params": params}, x)
+    return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[:, None], 1)[:, 0])
+
+  def run():  # new functions each time: traced under the environment of the moment
+    grad = lambda p: jax.grad(loss)(p)
+    names = [e.primitive.name for e in jax.make_jaxpr(grad)(variables["params"]).jaxpr.eqns]
+    return (jax.jit(lambda v: net.apply_train(v, x))(variables), jax.jit(grad)(variables["params"]),
+            jaxprs.primitives(jax.make_jaxpr(grad)(variables["params"])), names)
+
+  (logits0, stats0), grads0, prims0, _ = run()
+  monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
+  (logits, stats), grads, prims, _ = run()
+  np.testing.assert_array_equal(logits, logits0)
+  jax.tree.map(np.testing.assert_array_equal, stats, stats0)
+  for path, g0 in jax.tree_util.tree_flatten_with_path(grads0)[0]:
+    g = topology.get(grads, [k.key for k in path])
+    np.testing.assert_allclose(g, g0, rtol=2e-4, atol=2e-5 * float(np.abs(g0).max()), err_msg=str(path))
+  assert "ffi_call" in prims and "ffi_call" not in prims0
+  assert "conv_general_dilated" in prims  # the stride-2 layer's
 
 
 def test_refusals_give_their_reason_before_anything_runs(tmp_path):

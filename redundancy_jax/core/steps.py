@@ -360,7 +360,7 @@ def epoch_form(setup: Setup) -> str:
   (`scan_epoch`). With oneDNN's convolutions (`REDUNDANCY_JAX_CONV=onednn`) the step's convolutions are
   FFI calls, which run inside a scan as fast as outside it: there the scan is the faster form (Conv-2 on
   an AMD EPYC: 7.3-8.4 against 6.0-7.4 steps/s, BUILD_NOTES.md), unless the step still holds an XLA
-  convolution (a network's own `nn.Conv` layers: oneDNN serves `models.conv.conv3x3` only)."""
+  convolution (oneDNN serves stride-1 SAME 3x3 ones only: a network's own strided or 1x1 layers stay XLA's)."""
   scan = not setup.host_loop or (conv.conv_choice() == "onednn" and not xla_convolutions_in_step(setup))
   return "lax.scan" if scan else "python loop"
 

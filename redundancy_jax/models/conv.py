@@ -23,7 +23,9 @@ parts of a float32 convolution in a training step with oneDNN (`models/onednn.py
 on AVX-512 CPUs; equal to the rule's formulations to float32 rounding, not bit for bit, hence opt-in). Only
 the step's convolutions change: outside differentiation (evaluation, pruning sweeps, the analyses, and
 the jaxpr that `models/topology.py` reads) `conv3x3` is the rule's forward, so every number measured on a
-trained network is computed as before.
+trained network is computed as before. A user's network gets the same for its stride-1 SAME 3x3
+convolutions in its training step (`Network.apply_train` routes them to `onednn_conv_general_dilated`,
+`xla_conv3x3`: XLA's forward, as flax computes it, outside differentiation).
 
 "XLA's convolution" means XLA:CPU's Eigen convolution: `configure_xla_cpu`, run when `redundancy_jax` is
 imported, keeps XLA:CPU from handing convolutions to YNNPACK (its default in jaxlib 0.10), which runs
@@ -215,17 +217,54 @@ def _conv3x3_bwd(residuals, g):
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+@jax.custom_vjp
+def xla_conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
+  """A network's own stride-1 SAME 3x3 convolution (a user's `nn.Conv`) in a training step under
+  `REDUNDANCY_JAX_CONV=onednn`: XLA's convolution, bit for bit what flax computes, outside differentiation;
+  differentiated, oneDNN's parts as in `conv3x3` (`Network.apply_train` routes it here)."""
+  return _xla(x, w)
+
+
+def _xla_conv3x3_fwd(x, w):
+  if _by_onednn(x) and x.shape[-1] > FEW_CHANNELS:
+    return onednn.forward(x, w), (x, w)
+  return _xla(x, w), (x, w)
+
+
+xla_conv3x3.defvjp(_xla_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+           kwargs) -> bool:
+  """Whether a `lax.conv_general_dilated` call is the stride-1 SAME 3x3 convolution of this module."""
+  same = padding == "SAME" or (not isinstance(padding, str) and tuple(map(tuple, padding)) == ((1, 1), (1, 1)))
+  return (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and same
+          and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1) and feature_group_count == 1
+          and _is_nhwc(dimension_numbers) and all(v is None for v in kwargs.values()))  # NNX: out_sharding=None
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
   """`lax.conv_general_dilated`'s signature (what `flax.linen.Conv` calls): the CPU `conv3x3` for the
   models' convolutions, XLA's convolution for anything else and on accelerators."""
-  plain = (
-    jax.default_backend() == "cpu" and conv_choice() != "lax" and rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1)
-    and padding in ("SAME", ((1, 1), (1, 1))) and lhs_dilation in (None, (1, 1)) and rhs_dilation in (None, (1, 1))
-    and feature_group_count == 1 and _is_nhwc(dimension_numbers) and not kwargs
-  )
-  if plain:
+  plain = _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+                 kwargs)
+  if plain and jax.default_backend() == "cpu" and conv_choice() != "lax":
     return conv3x3(lhs, rhs)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                  rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                  feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def onednn_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                                dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """`lax.conv_general_dilated`'s signature for a network's own convolutions in a training step under
+  `REDUNDANCY_JAX_CONV=onednn`: `xla_conv3x3` where the call is a stride-1 SAME 3x3 float32 convolution
+  without a precision, XLA's convolution for anything else."""
+  if (precision is None and lhs.dtype == rhs.dtype == jnp.float32
+      and _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+                 kwargs)):
+    return xla_conv3x3(lhs, rhs)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision, **kwargs)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from redundancy_jax.core.errors import BadOption
+from redundancy_jax.models import conv
 
 FRAMEWORKS = ("linen", "nnx")
 
@@ -100,17 +101,20 @@ class Network:
 
   def _call(self, variables, x, train, hook=None, rng=None):
     x = normalize(x, self.mean, self.std)
+    onednn = train and conv.conv_choice() == "onednn" and jax.default_backend() == "cpu"
     if self.framework == "linen":
       kwargs = {"train": train} if _takes_train(self.module) else {}
       if rng is not None:
         kwargs["rngs"] = {"dropout": rng}
-      with _linen_hooked(hook):
+      with _linen_hooked(hook), _linen_onednn(onednn):
         if train and "batch_stats" in variables:
           logits, updates = self.module.apply(variables, x, mutable=["batch_stats"], **kwargs)
           return logits, updates["batch_stats"]
         return self.module.apply(variables, x, **kwargs), variables.get("batch_stats", {})
     model = self.merge(variables)
     model.train() if train else model.eval()
+    if onednn:
+      _nnx_onednn(model)
     with _nnx_hooked(model, hook):
       logits = model(x)
     stats = self.variables_of(_split(model, self.spec)[1:]).get("batch_stats", {}) if train else None
@@ -166,6 +170,39 @@ def _linen_hooked(hook: Hook | None):
 
   with nn.intercept_methods(interceptor):
     yield
+
+
+# ----------------------------------------------------------------------------- a user's convolutions, trained
+
+
+@contextlib.contextmanager
+def _linen_onednn(on: bool):
+  """While inside (`on`: a training call under `REDUNDANCY_JAX_CONV=onednn`), a linen `nn.Conv` that uses
+  XLA's convolution computes through `conv.onednn_conv_general_dilated` (a clone of it with that
+  function, applied to its own parameters): its stride-1 SAME 3x3 convolutions train with oneDNN's
+  parts, with the same forward values."""
+  if not on:
+    yield
+    return
+
+  def interceptor(next_fun, args, kwargs, context):
+    m = context.module
+    if (context.method_name != "__call__" or not isinstance(m, nn.Conv) or m.conv_general_dilated is not None
+        or m.conv_general_dilated_cls is not None):
+      return next_fun(*args, **kwargs)
+    clone = m.clone(parent=None, conv_general_dilated=conv.onednn_conv_general_dilated)
+    return clone.apply({"params": m.variables["params"]}, *args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    yield
+
+
+def _nnx_onednn(model: nnx.Module) -> None:
+  """`_linen_onednn` for NNX: the `nnx.Conv` layers of `model` (merged for this call only) that use XLA's
+  convolution compute through `conv.onednn_conv_general_dilated`."""
+  for _, node in nnx.iter_graph(model):
+    if isinstance(node, nnx.Conv) and node.conv_general_dilated is jax.lax.conv_general_dilated:
+      node.conv_general_dilated = conv.onednn_conv_general_dilated
 
 
 @contextlib.contextmanager
