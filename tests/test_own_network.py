@@ -183,6 +183,24 @@ def test_with_onednn_a_users_conv_layers_keep_the_python_stepped_epoch(monkeypat
   assert steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "python loop"
 
 
+def test_primitives_reaches_into_every_nested_jaxpr():
+  """`jaxprs.primitives` (what `steps.xla_convolutions_in_step` reads) finds a primitive inside a jit, a
+  scan's body, a conditional's branch and a custom VJP's rules, and nothing that is not there."""
+  @jax.custom_vjp
+  def f(x):
+    return jnp.sin(x)
+
+  f.defvjp(lambda x: (jnp.sin(x), jnp.cos(x)), lambda c, g: (jnp.exp(c) * g,))
+
+  def g(x):
+    body = lambda c, _: (jax.lax.cond(c.sum() > 0, jnp.tanh, jnp.log1p, c), None)
+    return jax.jit(lambda y: jax.lax.scan(body, y, None, length=2)[0])(f(x)).sum()
+
+  names = jaxprs.primitives(jax.make_jaxpr(jax.grad(g))(jnp.ones(3)))
+  assert {"sin", "cos", "exp", "tanh", "log1p", "scan", "cond"} <= names
+  assert not {"conv_general_dilated", "ffi_call", "sqrt"} & names
+
+
 @pytest.mark.parametrize("factory", ["resnet", "nnx_conv"])
 def test_with_onednn_a_users_3x3_convolutions_train_through_onednn(monkeypatch, factory):
   """Under `REDUNDANCY_JAX_CONV=onednn` a user's stride-1 SAME 3x3 convolutions (linen `nn.Conv`, NNX
