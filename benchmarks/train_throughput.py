@@ -161,11 +161,11 @@ SEED_FORMS = {"ours": "ours (vmapped replicas, one device)", "spread": "ours ove
 
 def seeds_comparison(seeds: int, rounds: int) -> dict:
   """LeNet with `seeds` seeds in replica-steps/s: ours as one vmapped program on one device and (on CPU,
-  with `--cpu_devices` > 1 dividing the seeds) spread over the CPU devices, against PyTorch one seed after
+  over the most of the `--cpu_devices` CPU devices that divide the seeds, if more than one) spread over them, against PyTorch one seed after
   another (its single-model steps/s is its replica-steps/s), as a torch.func ensemble and as one
   single-threaded process per CPU device. Forms that do not apply are None."""
   setup, ds = training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds, num_devices=1)
-  devices = FLAGS.cpu_devices if jax.default_backend() == "cpu" and seeds % FLAGS.cpu_devices == 0 else 1
+  devices = max(d for d in range(1, FLAGS.cpu_devices + 1) if seeds % d == 0) if jax.default_backend() == "cpu" else 1
   forms = {}
   if devices > 1:
     spread = _ours(*training_run("lenet", _TRAIN_IMAGES["lenet"], num_seeds=seeds, num_devices=devices))
@@ -183,6 +183,7 @@ def seeds_comparison(seeds: int, rounds: int) -> dict:
   out["ratio"] = out["ours"] / max(theirs) if theirs else None
   out["ratio_spread"] = out["spread"] / max(theirs) if theirs and out["spread"] else None
   return out
+
 
 if __name__ == "__main__":
   app.run(main)
