@@ -45,7 +45,9 @@ def test_default_lenet_recipe_reaches_94_percent_on_bundled_data(trained_lenet):
 @pytest.mark.parametrize(
   "model, width, shape",
   [("lenet", 1.0, (28, 28, 1)), ("conv2", 0.25, (16, 16, 3)), ("conv4", 0.25, (16, 16, 3)),
-   ("conv6", 0.25, (16, 16, 3)), ("vgg19", 0.125, (32, 32, 3))],
+   ("conv6", 0.25, (16, 16, 3)),
+   # VGG19's run, the longest to compile, in the end-to-end tier (where the quick reproduction trains it too)
+   pytest.param("vgg19", 0.125, (32, 32, 3), marks=pytest.mark.e2e)],
 )
 def test_every_model_learns_generated_data(tmp_path, model, width, shape):
   ds = data.random_images(seed=0, shape=shape, n_train=1024, n_val=128, n_test=128)
