@@ -21,12 +21,12 @@ os.environ.update(REDUNDANCY_JAX_TEST_CACHE=CACHE, JAX_COMPILATION_CACHE_DIR=CAC
 
 
 E2E_NOTE = ("end-to-end tests (marked e2e: commands run whole as a user runs them, several processes, the quick "
-            "reproduction's page, VGG19's training run) deselected; run them with: python -m pytest -q -n 2 --dist loadfile -m e2e tests")
+            "reproduction's page, VGG19 whole, PyTorch's sweep) deselected; run them with: python -m pytest -q -n 2 --dist loadfile -m e2e tests")
 
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "e2e: a command run end to end (its quick preset, several processes, the quick "
-                                     "reproduction's page, VGG19's training run); deselected unless -m selects it (CI runs both tiers)")
+                                     "reproduction's page, VGG19 whole, PyTorch's sweep); deselected unless -m selects it (CI runs both tiers)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -61,6 +61,7 @@ def test_accelerator_benchmark_small_on_cpu(tmp_path, capsys):
   assert line["figures"]["training"] == result["training"]
 
 
+@pytest.mark.e2e  # compiles Conv-2's sweeps at full width: the end-to-end tier, beside the benchmarks run whole
 def test_pytorch_sweep_anchor_evaluates_the_same_pruned_networks():
   """The anchor's loop (PyTorch, our weights copied in) gives our sweep's accuracies: LeNet fc1 and, with
   the HWC-to-CHW flatten order, Conv-2 fc1 and its last convolution."""
