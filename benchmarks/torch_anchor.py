@@ -186,7 +186,7 @@ def ensemble_steps_per_second(name: str, ds: data.Dataset, seeds: int, *, steps:
 def processes_steps_per_second(name: str, ds: data.Dataset, processes: int, *, steps: int = 100,
                                repeats: int = 3) -> float | None:
   """Replica-steps/s of `processes` PyTorch processes of one thread each, each training its own seed
-  (`training_loop`), timed together after every one has warmed up: the cores used as separate machines,
+  (`training_loop`), started together once every one has built its model: the cores used as separate machines,
   as ours spreads seeds over CPU devices (`--cpu_devices`). Their data goes to them as one .npz file (no
   pickle). None without torch."""
   if torch_or_none() is None:
@@ -203,7 +203,7 @@ def processes_steps_per_second(name: str, ds: data.Dataset, processes: int, *, s
     procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(processes)]
     try:
-      for p in procs:  # each has built its model and run one warm-up
+      for p in procs:  # each has built its model
         if p.stdout.readline().strip() != "ready":
           raise RuntimeError(f"a PyTorch worker of {name} did not start")
       for p in procs:
@@ -216,23 +216,17 @@ def processes_steps_per_second(name: str, ds: data.Dataset, processes: int, *, s
 
 
 def _worker(name: str, path: str, steps: int, repeats: int) -> None:
-  """One process of `processes_steps_per_second`: one thread, one seed; prints "ready" after its warm-up,
-  waits for "go" on stdin, prints its median steps/s."""
+  """One process of `processes_steps_per_second`: one thread, one seed; prints "ready" once its model is
+  built, waits for "go" on stdin, prints its median steps/s (`_median_seconds`, after a warm-up run)."""
   files = np.load(path, allow_pickle=False)
   x, y = files["train_x"], files["train_y"]
   ds = data.Dataset(name, "benchmark", x, y, x[:0], y[:0], x[:0], y[:0], 10, tuple(files["mean"]),
                     tuple(files["std"]))
   run = training_loop(name, ds)
   torch_or_none().set_num_threads(1)
-  run(steps)
   print("ready", flush=True)
   input()
-  times = []
-  for _ in range(repeats):
-    begin = time.perf_counter()
-    run(steps)
-    times.append(time.perf_counter() - begin)
-  print(steps / float(np.median(times)), flush=True)
+  print(steps / _median_seconds(lambda: run(steps), repeats), flush=True)
 
 
 def sweep_loop(name: str, variables, layer: str, x, y, orders: dict, levels, mean, std) -> tuple[float, np.ndarray] | None:

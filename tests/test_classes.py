@@ -11,7 +11,7 @@ import pytest
 
 from experiments import classes as script
 from redundancy_jax.analyses import classes, spectral
-from redundancy_jax.core import config, data, steps, storage
+from redundancy_jax.core import class_subsets, config, data, steps, storage
 from redundancy_jax.core.config import TrainConfig
 
 QUIET = dict(log=lambda s: None)
@@ -47,7 +47,7 @@ def test_class_subsets_and_labels_by_hand():
   for r in range(4):
     seen = idx[:, r].ravel().tolist()
     assert len(set(seen)) == len(seen) and set(seen) <= set(pools[r])  # no repeat, only the replica's classes
-    labels = np.asarray(steps.shared_labels(setup, jnp.asarray(ds.train_y)))[r]
+    labels = np.asarray(class_subsets.shared_labels(setup, jnp.asarray(ds.train_y)))[r]
     for i in seen[:50]:  # the label it trains with: the class's place in its sorted subset
       chosen = [k for k in range(10) if maps[r][k] >= 0]
       assert labels[i] == chosen.index(int(ds.train_y[i]))

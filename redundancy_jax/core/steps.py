@@ -26,7 +26,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from redundancy_jax import models
-from redundancy_jax.core import data as data_lib, jaxprs, optim, parallel, variants
+from redundancy_jax.core import class_subsets, data as data_lib, jaxprs, optim, parallel, variants
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.errors import BadOption
 from redundancy_jax.models import Network, conv, topology
@@ -127,34 +127,6 @@ def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
 
 # ----------------------------------------------------------------------------- pure pieces
 
-MASKED_LOGIT = -1e9  # an output outside a replica's class subset: exp(MASKED_LOGIT - max) is exactly 0
-
-
-def mask_logits(logits: jax.Array, num_classes) -> jax.Array:
-  """`logits` with every output >= `num_classes` set to MASKED_LOGIT: softmax, loss, gradients and argmax
-  are then exactly those of a classifier with `num_classes` outputs (and the masked outputs get none)."""
-  return jnp.where(jnp.arange(logits.shape[-1]) < num_classes, logits, MASKED_LOGIT)
-
-
-def class_counts(setup: Setup) -> jax.Array:
-  """(K,) the number of classes each replica trains on (class subsets only)."""
-  return jnp.asarray(np.max(setup.label_maps, axis=1) + 1, jnp.int32)
-
-
-def shared_labels(setup: Setup, y: jax.Array) -> jax.Array:
-  """Labels `y` (any shape, -1 = padding) as each replica sees them: (K, *y.shape), -1 where padded or
-  outside the replica's class subset; `y` itself without class subsets."""
-  if setup.label_maps is None:
-    return y
-  maps = jnp.asarray(setup.label_maps, jnp.int32)
-  return jnp.where(y >= 0, maps[:, jnp.maximum(y, 0)], -1)
-
-
-def num_examples(setup: Setup, y: jax.Array) -> jax.Array:
-  """The real examples among labels `y` (a padded split): a scalar, or (K,) with class subsets."""
-  return jnp.sum(shared_labels(setup, y) >= 0, axis=tuple(range(-y.ndim, 0)))
-
-
 def forward(net: Network, params, batch_stats, x, train: bool, rng=None):
   """Logits and updated batch statistics (unchanged when not training or without BatchNorm); `rng` seeds a
   training step's dropout."""
@@ -176,33 +148,22 @@ def over_replicas(setup: Setup, fn, *args):
 
 def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_classes=None):
   """One optimisation step of one replica on raw images `x` (the model standardises them); with
-  `num_classes`, the outputs from that one on masked (`mask_logits`)."""
+  `num_classes`, the outputs from that one on masked (`class_subsets.mask_logits`)."""
   if setup.cfg.augment:
     x = data_lib.augment_batch(x, key)
 
   def loss_fn(p):
     logits, new_stats = forward(setup.model, p, batch_stats, x, train=True, rng=jax.random.fold_in(key, 1))
     if num_classes is not None:
-      logits = mask_logits(logits, num_classes)
+      logits = class_subsets.mask_logits(logits, num_classes)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
 
   (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, opt_state = setup.tx.update(grads, opt_state, params)
   if num_classes is not None:
-    updates = keep_absent_classes(setup.classifier, updates, num_classes)
+    updates = class_subsets.keep_absent_classes(setup.classifier, updates, num_classes)
   return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
-
-
-def keep_absent_classes(classifier: str, updates, num_classes):
-  """`updates` with the classifier's outputs from `num_classes` on set to zero, so that the absent classes'
-  weights keep their initial values under any optimizer, weight decay included (DEFINITIONS.md section 6).
-  Their gradients are exactly zero (`mask_logits`), so without weight decay nothing changes."""
-  path = classifier.split("/")
-  group = topology.get(updates, path)
-  keep = jnp.arange(group["kernel"].shape[-1]) < num_classes
-  return topology.replace(updates, path, {k: v * keep.astype(v.dtype) if k in ("kernel", "bias") else v
-                                          for k, v in group.items()})
 
 
 def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
@@ -213,7 +174,8 @@ def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) 
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
   y, subsets = train_y[idx_KxB], ()
   if setup.label_maps is not None:  # each replica's own labels
-    y, subsets = jnp.take_along_axis(jnp.asarray(setup.label_maps, jnp.int32), y, axis=1), (class_counts(setup),)
+    y = jnp.take_along_axis(jnp.asarray(setup.label_maps, jnp.int32), y, axis=1)
+    subsets = (class_subsets.class_counts(setup),)
   params, stats, opt, loss, acc = over_replicas(
     setup, functools.partial(_replica_step, setup), state.params, state.batch_stats, state.opt_state, x, y, keys,
     *subsets,
@@ -249,8 +211,9 @@ def eval_sums(setup: Setup, params, batch_stats, x, y) -> tuple[jax.Array, jax.A
   logits = lambda p, b: forward(setup.model, p, b, x, train=False)[0]
   if setup.label_maps is None:
     return over_replicas(setup, lambda p, b: variants.loss_and_correct(logits(p, b), y), params, batch_stats)
-  sums = lambda p, b, y_k, c: variants.loss_and_correct(mask_logits(logits(p, b), c), y_k)
-  return over_replicas(setup, sums, params, batch_stats, shared_labels(setup, y), class_counts(setup))
+  sums = lambda p, b, y_k, c: variants.loss_and_correct(class_subsets.mask_logits(logits(p, b), c), y_k)
+  labels = class_subsets.shared_labels(setup, y)
+  return over_replicas(setup, sums, params, batch_stats, labels, class_subsets.class_counts(setup))
 
 
 def _scanned_eval(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
@@ -274,7 +237,7 @@ def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None) -> jax.
     order = lambda k: jax.random.permutation(epoch_key(k), n)
     idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg))[:, : s * b]
   else:  # the replica's examples first, in random order
-    keep_KxN = shared_labels(setup, train_y) >= 0
+    keep_KxN = class_subsets.shared_labels(setup, train_y) >= 0
     order = lambda k, keep: jnp.argsort(jnp.where(keep, jax.random.uniform(epoch_key(k), keep.shape), 2.0))
     idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg), keep_KxN)[:, : s * b]
   return idx_KxSxB.reshape(setup.cfg.num_seeds, s, b).transpose(1, 0, 2)
@@ -284,7 +247,7 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
   """One pass over the training split for every replica as one scan: `train_step`, then (when due)
   validation and `track_best`. Returns per-step metrics."""
   cfg, nan_K = setup.cfg, jnp.full(setup.cfg.num_seeds, jnp.nan, jnp.float32)
-  n_val = num_examples(setup, val_split[1])
+  n_val = class_subsets.num_examples(setup, val_split[1])
 
   def validate(s):
     val_loss = _scanned_eval(setup, s.params, s.batch_stats, val_split)[0] / n_val
@@ -319,7 +282,7 @@ def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.A
     loss, correct = sum(s[0] for s in sums), sum(s[1] for s in sums)
   else:
     loss, correct = _scanned_eval_jit(setup, params, batch_stats, split)
-  n = num_examples(setup, split[1])
+  n = class_subsets.num_examples(setup, split[1])
   return loss / n, correct / n
 
 

@@ -203,10 +203,13 @@ def conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
   return _forward(x, w)
 
 
-def _conv3x3_fwd(x, w):
-  if _by_onednn(x) and x.shape[-1] > FEW_CHANNELS:  # with 1-3 channels oneDNN's forward loses to im2col's
-    return onednn.forward(x, w), (x, w)
-  return _forward(x, w), (x, w)
+def _forward_rule(primal):
+  """A custom VJP's forward rule: oneDNN's forward under the opt-in, else `primal`'s."""
+  def fwd(x, w):
+    if _by_onednn(x) and x.shape[-1] > FEW_CHANNELS:  # with 1-3 channels oneDNN's forward loses to im2col's
+      return onednn.forward(x, w), (x, w)
+    return primal(x, w), (x, w)
+  return fwd
 
 
 def _conv3x3_bwd(residuals, g):
@@ -214,7 +217,7 @@ def _conv3x3_bwd(residuals, g):
   return _input_gradient(x, w, g), _weight_gradient(x, g, w.shape)
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+conv3x3.defvjp(_forward_rule(_forward), _conv3x3_bwd)
 
 
 @jax.custom_vjp
@@ -225,46 +228,34 @@ def xla_conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
   return _xla(x, w)
 
 
-def _xla_conv3x3_fwd(x, w):
-  if _by_onednn(x) and x.shape[-1] > FEW_CHANNELS:
-    return onednn.forward(x, w), (x, w)
-  return _xla(x, w), (x, w)
+xla_conv3x3.defvjp(_forward_rule(_xla), _conv3x3_bwd)
 
 
-xla_conv3x3.defvjp(_xla_conv3x3_fwd, _conv3x3_bwd)
-
-
-def _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-           kwargs) -> bool:
-  """Whether a `lax.conv_general_dilated` call is the stride-1 SAME 3x3 convolution of this module."""
-  same = padding == "SAME" or (not isinstance(padding, str) and tuple(map(tuple, padding)) == ((1, 1), (1, 1)))
-  return (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and same
-          and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1) and feature_group_count == 1
-          and _is_nhwc(dimension_numbers) and all(v is None for v in kwargs.values()))  # NNX: out_sharding=None
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+def conv_general_dilated(lhs, rhs, *args, **kwargs):
   """`lax.conv_general_dilated`'s signature (what `flax.linen.Conv` calls): the CPU `conv3x3` for the
   models' convolutions, XLA's convolution for anything else and on accelerators."""
-  plain = _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-                 kwargs)
-  if plain and jax.default_backend() == "cpu" and conv_choice() != "lax":
-    return conv3x3(lhs, rhs)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                  rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                  feature_group_count=feature_group_count, precision=precision, **kwargs)
+  cpu = jax.default_backend() == "cpu" and conv_choice() != "lax"
+  return _plain_or_lax(conv3x3 if cpu else None, lhs, rhs, *args, **kwargs)
 
 
-def onednn_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                                dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+def onednn_conv_general_dilated(lhs, rhs, *args, **kwargs):
   """`lax.conv_general_dilated`'s signature for a network's own convolutions in a training step under
   `REDUNDANCY_JAX_CONV=onednn`: `xla_conv3x3` where the call is a stride-1 SAME 3x3 float32 convolution
   without a precision, XLA's convolution for anything else."""
-  if (precision is None and lhs.dtype == rhs.dtype == jnp.float32
-      and _plain(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-                 kwargs)):
-    return xla_conv3x3(lhs, rhs)
+  return _plain_or_lax(xla_conv3x3 if lhs.dtype == rhs.dtype == jnp.float32 else None, lhs, rhs, *args, **kwargs)
+
+
+def _plain_or_lax(plain_conv, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                  dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """`plain_conv(lhs, rhs)` where the call is this module's stride-1 SAME 3x3 convolution (NHWC / HWIO,
+  no dilation, groups or precision; NNX passes `out_sharding=None`), else `lax.conv_general_dilated`."""
+  same = padding == "SAME" or (not isinstance(padding, str) and tuple(map(tuple, padding)) == ((1, 1), (1, 1)))
+  plain = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and same
+           and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1)
+           and feature_group_count == 1 and precision is None and _is_nhwc(dimension_numbers)
+           and all(v is None for v in kwargs.values()))
+  if plain_conv is not None and plain:
+    return plain_conv(lhs, rhs)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision, **kwargs)
