@@ -151,6 +151,8 @@ def test_train_throughput_runs_end_to_end_and_logs_consistent_figures(tmp_path):
   pytorch = [seeds[k] for k in ("sequential", "ensemble", "processes") if seeds[k]]
   if pytorch:
     np.testing.assert_allclose(seeds["ratio"], seeds["ours"] / max(pytorch))
+    np.testing.assert_allclose(seeds["ratio_spread"], seeds["spread"] / max(pytorch))
+    np.testing.assert_allclose(seeds["ratio_spread_named"], seeds["spread"] / max(seeds["sequential"], seeds["ensemble"]))
   if lenet["anchor"] is not None:  # PyTorch installed (the .[bench] extra)
     np.testing.assert_allclose(lenet["ratio"], lenet["steps_per_s"] / lenet["anchor_steps_per_s"])
 

@@ -126,6 +126,21 @@ def test_two_processes_train_like_one_process_of_four_devices(two_processes, tmp
   jax.tree.map(np.testing.assert_array_equal, got_params, ref_params)
 
 
+def test_two_processes_of_one_device_train_in_waves_like_four_devices(two_processes, tmp_path):
+  """2 processes x 1 device hold 2 of the 4 seeds each, trained one per device at a time
+  (`steps.waves_epoch`): bit for bit the one-replica-per-device training of 4 devices (parameters,
+  validation losses, best steps). The final test evaluation is one program of 2 replicas per device,
+  which may round the division of the correct counts differently (float32 rounding)."""
+  _ok(_start("train", [*TRAIN, f"--workdir={tmp_path}"], devices=1))
+  (got, got_params), (ref, ref_params) = _trained(tmp_path), _trained(two_processes)
+  assert got["devices"] == 2 and got["num_processes"] == 2
+  jax.tree.map(np.testing.assert_array_equal, got_params, ref_params)
+  for key in ("best_step", "best_val_loss"):
+    assert got[key] == ref[key], key
+  np.testing.assert_allclose(got["test_accuracy"], ref["test_accuracy"], rtol=1e-6)
+  np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-6)
+
+
 def test_two_processes_train_like_one_device(two_processes, tmp_path):
   """One device trains the 4 seeds vmapped, a batched program that XLA may round differently from the
   one-seed program of each device: parameters equal to 1e-5 relative, test accuracies (whole counts of

@@ -251,6 +251,29 @@ for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1])):
   np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 assert out[1][0]["best_step"] == out[4][0]["best_step"]
 print("devices", out[4][0]["devices"], "max diff", max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1]))))
+
+# 4 LeNet seeds on 2 CPU devices, stepped in 2 waves of one replica per device (`steps.waves_epoch`), give
+# bit for bit what 4 devices of one replica each give in one program: parameters, optimizer state, the
+# minimum-loss copies and every per-step metric, over 3 epochs with validations inside them and an end mid-epoch
+import dataclasses
+from redundancy_jax.core import steps
+small = dataclasses.replace(ds, train_x=ds.train_x[:600], train_y=ds.train_y[:600])
+runs = {}
+for n in (4, 2):
+  cfg = config.TrainConfig(model="lenet", dataset="mnist", steps=45, batch_size=32, eval_every=10, num_seeds=4,
+                           num_devices=n).resolve()
+  setup = steps.make_setup(cfg, small)
+  assert steps.waves(setup) == {4: 1, 2: 2}[n], (n, steps.waves(setup))
+  train_data, val_split, _ = steps.device_data(setup, small)
+  state, metrics = steps.init_state(setup, small.image_shape), []
+  for _ in range(3):
+    state, m, done = steps.run_epoch(setup, state, train_data, val_split)
+    metrics.append(m)
+  runs[n] = jax.device_get((state, metrics))
+assert int(runs[2][0].step) == 45 and int(runs[2][0].epoch) == 3
+for a, b in zip(jax.tree.leaves(runs[4]), jax.tree.leaves(runs[2])):
+  assert np.shape(a) == np.shape(b) and np.array_equal(a, b, equal_nan=True), (np.shape(a), a, b)
+print("waves bit for bit")
 """
 
 
@@ -258,7 +281,7 @@ def test_four_devices_match_one_device(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   proc = python("-c", MULTI_DEVICE, str(tmp_path), env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "devices 4" in proc.stdout
+  assert "devices 4" in proc.stdout and "waves bit for bit" in proc.stdout
 
 
 @pytest.mark.parametrize(

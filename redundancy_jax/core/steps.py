@@ -13,6 +13,7 @@ is the report's "network at iteration j" (DEFINITIONS.md section 1).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, NamedTuple
@@ -166,12 +167,14 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_c
   return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
 
 
-def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data) -> tuple[TrainState, tuple]:
+def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data, keys_K=None) -> tuple[TrainState, tuple]:
   """One step of every replica on its batch `idx_KxB` of the training split `train_data` = (images,
-  labels): (state, (loss_K, acc_K))."""
+  labels): (state, (loss_K, acc_K)). `keys_K`: the replicas' keys (default the config's, `_replica_keys`;
+  a wave's, `wave_epoch`)."""
   train_x, train_y = train_data
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1, replica_axis=0)
-  keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(_replica_keys(setup.cfg))
+  keys_K = _replica_keys(setup.cfg) if keys_K is None else keys_K
+  keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(keys_K)
   y, subsets = train_y[idx_KxB], ()
   if setup.label_maps is not None:  # each replica's own labels
     y = jnp.take_along_axis(jnp.asarray(setup.label_maps, jnp.int32), y, axis=1)
@@ -227,15 +230,16 @@ def is_due(cfg: TrainConfig, step) -> jax.Array:
   return (step % cfg.eval_every == 0) | (step == cfg.steps)
 
 
-def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None) -> jax.Array:
-  """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch. With class
-  subsets (which need the training labels `train_y`), a shuffle of the replica's own examples, of which
-  an epoch takes the first steps_per_epoch * batch (the smallest subset's whole size)."""
+def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None, keys_K=None) -> jax.Array:
+  """(steps_per_epoch, K, batch) example indices: each replica's own shuffle of this epoch (`keys_K` as
+  `train_step`'s). With class subsets (which need the training labels `train_y`), a shuffle of the
+  replica's own examples, of which an epoch takes the first steps_per_epoch * batch (the smallest
+  subset's whole size)."""
   n, b, s = setup.n_train, setup.cfg.batch_size, setup.steps_per_epoch
   epoch_key = lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), epoch)
   if setup.label_maps is None:
     order = lambda k: jax.random.permutation(epoch_key(k), n)
-    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg))[:, : s * b]
+    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg) if keys_K is None else keys_K)[:, : s * b]
   else:  # the replica's examples first, in random order
     keep_KxN = class_subsets.shared_labels(setup, train_y) >= 0
     order = lambda k, keep: jnp.argsort(jnp.where(keep, jax.random.uniform(epoch_key(k), keep.shape), 2.0))
@@ -243,9 +247,9 @@ def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None) -> jax.
   return idx_KxSxB.reshape(setup.cfg.num_seeds, s, b).transpose(1, 0, 2)
 
 
-def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
-  """One pass over the training split for every replica as one scan: `train_step`, then (when due)
-  validation and `track_best`. Returns per-step metrics."""
+def scan_steps(setup: Setup, state: TrainState, train_data, val_split, keys_K=None) -> tuple[TrainState, dict]:
+  """The steps of one pass over the training split for every replica as one scan: `train_step`, then
+  (when due) validation and `track_best`; per-step metrics. `keys_K` as `train_step`'s."""
   cfg, nan_K = setup.cfg, jnp.full(setup.cfg.num_seeds, jnp.nan, jnp.float32)
   n_val = class_subsets.num_examples(setup, val_split[1])
 
@@ -256,19 +260,85 @@ def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[
   def body(state, idx_KxB):
     active = state.step < cfg.steps
     skip = lambda s: (s, (nan_K, nan_K))  # steps past cfg.steps: NaN metrics, as in `host_epoch`
-    state, (loss, acc) = jax.lax.cond(active, lambda s: train_step(setup, s, idx_KxB, train_data), skip, state)
+    step = lambda s: train_step(setup, s, idx_KxB, train_data, keys_K)
+    state, (loss, acc) = jax.lax.cond(active, step, skip, state)
     state, val_loss = jax.lax.cond(active & is_due(cfg, state.step), validate, lambda s: (s, nan_K), state)
     return state, {"active": active, "loss": loss, "accuracy": acc, "val_loss": val_loss}
 
+  return jax.lax.scan(body, state, epoch_indices(setup, state.epoch, train_data[1], keys_K))
+
+
+def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
+  """One epoch of every replica as one compiled scan (`scan_steps`), then the epoch's counters."""
   first_step = state.step
-  state, metrics = jax.lax.scan(body, state, epoch_indices(setup, state.epoch, train_data[1]))
+  state, metrics = scan_steps(setup, state, train_data, val_split)
   return note_non_finite(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
+
+
+# ----------------------------------------------------------------------------- waves of replicas
+
+def waves(setup: Setup) -> int:
+  """How many waves `wave_epoch` steps an epoch's replicas in: on CPU devices holding several replicas
+  each (seeds spread with `--cpu_devices`), one replica per device at a time, each wave a scan of its
+  own (one replica's parameters and optimizer state stay in the caches: 10 LeNet seeds on 2 devices
+  ran 1.2x faster, BUILD_NOTES.md); else 1 (one program). The waves compute bit for bit what one replica
+  per device computes (the parameters also what the vmapped replicas of one program do; their losses
+  may differ in the last bit)."""
+  r = setup.mesh.shape["replicas"]
+  per_device = setup.cfg.num_seeds // r
+  cpu = setup.mesh.devices.flat[0].platform == "cpu"
+  return per_device if cpu and r > 1 and per_device > 1 and setup.label_maps is None else 1
+
+
+def _wave_setup(setup: Setup) -> Setup:
+  """The setup of one wave: one replica per "replicas" device, on the same mesh."""
+  return setup._replace(cfg=dataclasses.replace(setup.cfg, num_seeds=setup.mesh.shape["replicas"]))
+
+
+def _of_wave(a: jax.Array, r: int, wave) -> jax.Array:
+  """The wave's replicas of a leaf stacked over K = r x waves replicas (device i holds the i-th block)."""
+  return jax.lax.dynamic_index_in_dim(a.reshape(r, -1, *a.shape[1:]), wave, axis=1, keepdims=False)
+
+
+def wave_epoch(setup: Setup, state: TrainState, wave, train_data, val_split) -> tuple[TrainState, dict]:
+  """`scan_steps` of wave `wave`'s replicas (the `wave`-th of each device's, `waves`), written back into
+  `state`; its counters are left at the epoch's start for the next wave (`end_waves`). Metrics (S, r)."""
+  r = setup.mesh.shape["replicas"]
+  replica_leaves = lambda s: s.replace(step=None, epoch=None, bad_step=None)
+  part = jax.tree.map(lambda a: _of_wave(a, r, wave), replica_leaves(state))
+  part = part.replace(step=state.step, epoch=state.epoch, bad_step=state.bad_step)
+  part, metrics = scan_steps(_wave_setup(setup), part, train_data, val_split,
+                             _of_wave(_replica_keys(setup.cfg), r, wave))
+  put = lambda a, p: jax.lax.dynamic_update_index_in_dim(a.reshape(r, -1, *a.shape[1:]), p, wave, 1).reshape(a.shape)
+  merged = jax.tree.map(put, replica_leaves(state), replica_leaves(part))
+  return merged.replace(step=state.step, epoch=state.epoch, bad_step=state.bad_step), metrics
+
+
+def end_waves(state: TrainState, parts: list[dict]) -> tuple[TrainState, dict]:
+  """The epoch's counters after its waves, and the metrics of all replicas, (S, K), from the waves' (S, r):
+  device i's replicas i*W .. i*W+W-1, so wave w's i-th is replica i*W + w."""
+  interleave = lambda *m: jnp.stack(m, axis=-1).reshape(*m[0].shape[:-1], -1) if m[0].ndim > 1 else m[0]
+  metrics = jax.tree.map(interleave, *parts)
+  first_step = state.step
+  state = state.replace(step=state.step + jnp.sum(metrics["active"]).astype(state.step.dtype), epoch=state.epoch + 1)
+  return note_non_finite(state, first_step, metrics), metrics
+
+
+def waves_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
+  """`scan_epoch` stepped in `waves(setup)` waves from Python (`wave_epoch`), one program at a time."""
+  parts = [None] * waves(setup)
+  for w in range(len(parts)):
+    state, parts[w] = parallel.one_at_a_time(_wave_epoch_jit(setup, state, jnp.int32(w), train_data, val_split),
+                                             setup.mesh)
+  return _end_waves_jit(state, parts)
 
 
 _train_step_jit = jax.jit(train_step, static_argnames="setup", donate_argnames="state")
 _track_best_jit = jax.jit(track_best, donate_argnames="state")
 _note_non_finite_jit = jax.jit(note_non_finite, donate_argnames="state")
 _scan_epoch_jit = jax.jit(scan_epoch, static_argnames="setup", donate_argnames="state")
+_wave_epoch_jit = jax.jit(wave_epoch, static_argnames="setup", donate_argnames="state")
+_end_waves_jit = jax.jit(end_waves, donate_argnames="state")
 _eval_sums_jit = jax.jit(eval_sums, static_argnames="setup")
 _scanned_eval_jit = jax.jit(_scanned_eval, static_argnames="setup")
 _epoch_indices_jit = jax.jit(epoch_indices, static_argnames="setup")
@@ -356,6 +426,8 @@ def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str 
   python = epoch_form(setup) == "python loop" if loop == "auto" else loop == "python"
   if python:
     return host_epoch(setup, state, train_data, val_split, pause)
+  if waves(setup) > 1:
+    return (*waves_epoch(setup, state, train_data, val_split), True)
   return (*_scan_epoch_jit(setup, state, train_data, val_split), True)
 
 
