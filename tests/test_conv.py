@@ -172,12 +172,12 @@ def _loss_grad(model, variables, x, y):
 
 @pytest.mark.parametrize("name, options, shape, formulation", [
   ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1), "xla"),
-  # VGG19 whole, vmapped, the longest to compile: the end-to-end tier (its shapes, 2x2 and 1x1 maps
-  # included, are checked part by part against float64 above)
+  # VGG19 whole, vmapped, the longest to compile: the end-to-end tier, both formulations (its shapes, 2x2
+  # and 1x1 maps included, are checked part by part against float64 above)
   pytest.param("vgg19", {"width": 0.125}, (28, 28, 1), "xla", marks=pytest.mark.e2e),
   ("conv6", {"width": 0.25}, (32, 32, 3), "xla"),
   ("conv2", {"batch_norm": True, "width": 0.25}, (28, 28, 1), "onednn"),
-  ("vgg19", {"width": 0.125}, (28, 28, 1), "onednn"),
+  pytest.param("vgg19", {"width": 0.125}, (28, 28, 1), "onednn", marks=pytest.mark.e2e),
 ])
 def test_model_gradients_equal_lax_conv_also_with_batchnorm_and_under_vmap(monkeypatch, name, options, shape, formulation):
   """The whole model's parameter gradients with the CPU convolution (the rule, or oneDNN) against

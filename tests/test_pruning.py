@@ -183,7 +183,8 @@ CASES = [
   ("conv2", {"width": 0.25}, "conv1", (32, 32, 3)),  # conv before conv
   ("conv2", {"width": 0.25}, "conv2", (32, 32, 3)),  # last conv (then pool) before the dense head
   ("conv4", {"width": 0.25, "batch_norm": True}, "conv3", (32, 32, 3)),  # conv with BatchNorm
-  ("vgg19", {"width": 0.125}, "conv16", (32, 32, 3)),  # BN conv before global average pool
+  # BN conv before global average pool; VGG19 whole, the longest to compile: the end-to-end tier
+  pytest.param("vgg19", {"width": 0.125}, "conv16", (32, 32, 3), marks=pytest.mark.e2e),
 ]
 
 
