@@ -10,7 +10,7 @@
    initialisation's edge, the fitted edge, the elbow; an initialised VGG19, or the trained one in
    `--vgg19_workdir`.
 3. Training of each model at its recipe batch: steps/s and images/s (median of `--epochs` epochs of
-   `--steps_per_epoch` steps after a compiling one, in the epoch form `steps.run_epoch` picks), and the
+   `--steps_per_epoch` steps after a compiling one, in the epoch form `epochs.run_epoch` picks), and the
    projected time of the full recipe's training steps (validation not included).
 
 Writes <out>.json and <out>.md (the tables), prints the tables and appends a line to

@@ -17,6 +17,7 @@ import numpy as np
 
 from redundancy_jax.analyses import criteria, pruning, units
 from redundancy_jax.core import config, data, steps, storage
+from redundancy_jax.core.epochs import run_epoch
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl")
 
@@ -95,15 +96,15 @@ def training_run(model: str, n_train: int, *, width: float = 1.0, num_seeds: int
 
 
 def seconds_per_step(setup: steps.Setup, ds: data.Dataset, loop: str, epochs: int) -> float:
-  """Median seconds per step over `epochs` epochs of `steps.run_epoch(loop=loop)`, after a compiling one."""
+  """Median seconds per step over `epochs` epochs of `run_epoch(loop=loop)`, after a compiling one."""
   train_data, val_split, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
-  state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split, loop)
+  state, metrics, _ = run_epoch(setup, state, train_data, val_split, loop)
   jax.block_until_ready((state, metrics))
   times = []
   for _ in range(epochs):
     begin = time.perf_counter()
-    state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split, loop)
+    state, metrics, _ = run_epoch(setup, state, train_data, val_split, loop)
     jax.block_until_ready((state, metrics))
     times.append((time.perf_counter() - begin) / setup.steps_per_epoch)
   return float(np.median(times))

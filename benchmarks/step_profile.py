@@ -4,7 +4,7 @@
 
 For each model at its recipe batch (LeNet on the bundled real MNIST, the conv nets on generated 32x32x3
 images, as `benchmarks.train_throughput`), and LeNet again with `--lenet_seeds` replicas:
-- ours: the whole step as it trains (the epoch form `steps.run_epoch` picks on this backend, median per
+- ours: the whole step as it trains (the epoch form `epochs.run_epoch` picks on this backend, median per
   step over `--epochs`), and each part of it compiled and timed alone (median of `--repeats`), in the
   formulation the model uses (`models/conv.py`), vmapped over the replicas as the step is: the batch
   gathered and standardised; each convolution's forward (with bias and ReLU), input gradient and weight

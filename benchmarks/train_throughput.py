@@ -2,15 +2,16 @@
 
   python -m benchmarks.train_throughput [--models=lenet,conv2,conv4,conv6] [--seeds=10] [--rounds=5] [--dispatch]
 
-For each model: steps/s of the epoch form `steps.run_epoch` picks on this backend, XLA's FLOPs per
+For each model: steps/s of the epoch form `epochs.run_epoch` picks on this backend, XLA's FLOPs per
 `steps.train_step`, achieved FLOP/s and its fraction of the matmul FLOP/s measured in the same run. The
 anchor is PyTorch eager training of the same model (LeNet, Conv-2, Conv-6) at the same batch with the
 same optimizer and data (`benchmarks/torch_anchor.py`; conv nets in both memory formats, the faster one
 quoted). Ours and the anchor are timed in alternating rounds (`--rounds`, medians), so that a change of
 load on a shared machine hits both. `--seeds=K` adds LeNet with K seeds: ours as K vmapped replicas on
 one device, and on CPU spread over `--cpu_devices` devices of this process (default: one per core; as the
-training commands' `--cpu_devices`; one replica per device at a time, `steps.waves`), against PyTorch training them one after another, as a `torch.func`
-ensemble, and as one single-threaded process per core, each training its own seed (replica-steps/s).
+training commands' `--cpu_devices`; one replica per device at a time, `epochs.waves`), against PyTorch
+training them one after another, as a `torch.func` ensemble, and as one single-threaded process per core,
+each training its own seed (replica-steps/s).
 Every other figure runs on one device.
 VGG19 is opt-in (`--models=...,vgg19`). `--dispatch` adds the compiled-scan epoch against one jitted call
 per step for LeNet and Conv-2. LeNet uses the bundled real MNIST; the conv nets generated CIFAR-shaped
@@ -30,7 +31,7 @@ from absl import app, flags
 
 from benchmarks import torch_anchor
 from benchmarks.common import RESULTS, compiled_flops, print_roofline, record, seconds_per_step, table, training_run
-from redundancy_jax.core import data, steps
+from redundancy_jax.core import data, epochs, steps
 from redundancy_jax.models import MODELS, conv
 
 _TIMED = tuple(m for m in MODELS if m != "mlp")  # the report's models
@@ -78,11 +79,11 @@ def _ours(setup: steps.Setup, ds: data.Dataset):
   """A generator of seconds per step, one value per epoch, after a compiling epoch."""
   train_data, val_split, _ = steps.device_data(setup, ds)
   state = steps.init_state(setup, ds.image_shape)
-  state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split)
+  state, metrics, _ = epochs.run_epoch(setup, state, train_data, val_split)
   jax.block_until_ready((state, metrics))
   while True:
     begin = time.perf_counter()
-    state, metrics, _ = steps.run_epoch(setup, state, train_data, val_split)
+    state, metrics, _ = epochs.run_epoch(setup, state, train_data, val_split)
     jax.block_until_ready((state, metrics))
     yield (time.perf_counter() - begin) / setup.steps_per_epoch
 
@@ -120,7 +121,7 @@ def main(argv):
     flops = step_flops(setup, ds)
     batch = setup.cfg.batch_size
     best = max(theirs, key=theirs.get) if theirs else None
-    form = steps.epoch_form(setup)
+    form = epochs.epoch_form(setup)
     figures.append({"model": model, "batch": batch, "epoch_form": form, "steps_per_s": ours,
                     "gflop_per_step": flops / 1e9, "roofline_fraction": flops * ours / roof, "anchors": theirs,
                     "anchor": best, "anchor_steps_per_s": theirs.get(best), "ratio": ours / theirs[best] if best else None})

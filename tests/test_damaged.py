@@ -13,7 +13,7 @@ import pytest
 
 from helpers import python, quiet
 from redundancy_jax.analyses import prune_sweep
-from redundancy_jax.core import config, errors, processes, steps, storage, train
+from redundancy_jax.core import config, epochs, errors, processes, steps, storage, train
 from redundancy_jax.core.config import TrainConfig
 from redundancy_jax.core.runs import Run
 
@@ -115,13 +115,13 @@ def test_a_python_stepped_epoch_paused_for_checkpoints_equals_one_unbroken_epoch
   ds = data.random_images(0, shape=(16, 16, 3), n_train=96, n_val=40, n_test=40)
   setup = steps.make_setup(cfg, ds)
   train_data, val_split, _ = steps.device_data(setup, ds)
-  whole, metrics_whole, done = steps.run_epoch(setup, steps.init_state(setup, ds.image_shape), train_data,
+  whole, metrics_whole, done = epochs.run_epoch(setup, steps.init_state(setup, ds.image_shape), train_data,
                                                val_split, loop="python")
   assert done and setup.steps_per_epoch == 12
   state, parts, calls = steps.init_state(setup, ds.image_shape), [], 0
   while True:
     calls += 1
-    state, part, done = steps.run_epoch(setup, state, train_data, val_split, loop="python", pause=lambda: True)
+    state, part, done = epochs.run_epoch(setup, state, train_data, val_split, loop="python", pause=lambda: True)
     parts.append(jax.device_get(part))
     state = steps.place_state(jax.device_get(state), setup.mesh)  # as a checkpoint restores it
     if done:

@@ -128,7 +128,7 @@ def test_two_processes_train_like_one_process_of_four_devices(two_processes, tmp
 
 def test_two_processes_of_one_device_train_in_waves_like_four_devices(two_processes, tmp_path):
   """2 processes x 1 device hold 2 of the 4 seeds each, trained one per device at a time
-  (`steps.waves_epoch`): bit for bit the one-replica-per-device training of 4 devices (parameters,
+  (`epochs.waves_epoch`): bit for bit the one-replica-per-device training of 4 devices (parameters,
   validation losses, best steps). The final test evaluation is one program of 2 replicas per device,
   which may round the division of the correct counts differently (float32 rounding)."""
   _ok(_start("train", [*TRAIN, f"--workdir={tmp_path}"], devices=1))

@@ -16,7 +16,7 @@ from flax import nnx, serialization
 
 from helpers import quiet
 from redundancy_jax.analyses import criteria, network, prune_sweep, pruning, units
-from redundancy_jax.core import config, data, errors, jaxprs, steps, storage, train, variants
+from redundancy_jax.core import config, data, epochs, errors, jaxprs, steps, storage, train, variants
 from redundancy_jax.core.config import TrainConfig, override
 from redundancy_jax.core.runs import Run
 from redundancy_jax.models import create_model, topology
@@ -177,10 +177,10 @@ def test_with_onednn_a_users_conv_layers_keep_the_python_stepped_epoch(monkeypat
                                    .resolve(), ds) for name in (spec("resnet"), "conv2")}
   monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
   assert steps.xla_convolutions_in_step(setups[spec("resnet")])
-  assert steps.epoch_form(setups[spec("resnet")]) == "python loop"
-  assert not steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "lax.scan"
+  assert epochs.epoch_form(setups[spec("resnet")]) == "python loop"
+  assert not steps.xla_convolutions_in_step(setups["conv2"]) and epochs.epoch_form(setups["conv2"]) == "lax.scan"
   monkeypatch.delenv("REDUNDANCY_JAX_CONV")  # the rule's convolutions: XLA's, in both
-  assert steps.xla_convolutions_in_step(setups["conv2"]) and steps.epoch_form(setups["conv2"]) == "python loop"
+  assert steps.xla_convolutions_in_step(setups["conv2"]) and epochs.epoch_form(setups["conv2"]) == "python loop"
 
 
 def test_primitives_reaches_into_every_nested_jaxpr():

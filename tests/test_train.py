@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from helpers import LENET_STEPS, python
-from redundancy_jax.core import config, data, optim, steps, storage, train
+from redundancy_jax.core import config, data, epochs, optim, steps, storage, train
 from redundancy_jax.core.runs import ConfigMismatch, Run
 
 QUIET = dict(log=lambda s: None)
@@ -169,7 +169,7 @@ def test_scan_epoch_equals_host_loop_epoch():
   for loop in ("scan", "python"):
     state, metrics = steps.init_state(setup, ds.image_shape), []  # a fresh state: the step donates it
     for _ in range(2):
-      state, m, _ = steps.run_epoch(setup, state, train_data, val_split, loop=loop)
+      state, m, _ = epochs.run_epoch(setup, state, train_data, val_split, loop=loop)
       metrics.append(jax.device_get(m))
     runs[loop] = jax.device_get(state), {k: np.concatenate([m[k] for m in metrics]) for k in metrics[0]}
   (scan, scan_m), (host, host_m) = runs["scan"], runs["python"]
@@ -198,7 +198,7 @@ def test_scan_epoch_equals_host_loop_epoch():
 
 def test_with_onednn_a_conv_net_trains_in_a_scan_equal_to_the_python_loop(monkeypatch):
   """`REDUNDANCY_JAX_CONV=onednn`: the step's convolutions are FFI calls, so a conv net's epoch runs as one
-  scan (`steps.epoch_form`), and it computes what the Python-stepped epoch does (the same compiled step)."""
+  scan (`epochs.epoch_form`), and it computes what the Python-stepped epoch does (the same compiled step)."""
   from redundancy_jax.models import onednn
 
   if onednn.unavailable():  # .ci/run installs oneDNN and a compiler; a machine without them says so here
@@ -206,14 +206,14 @@ def test_with_onednn_a_conv_net_trains_in_a_scan_equal_to_the_python_loop(monkey
   ds = _small_mnist(n_train=48)
   cfg = config.TrainConfig(model="conv2", width=0.125, steps=6, batch_size=8, eval_every=3, num_seeds=2).resolve()
   setup = steps.make_setup(cfg, ds)
-  assert setup.host_loop and steps.epoch_form(setup) == "python loop"
+  assert setup.host_loop and epochs.epoch_form(setup) == "python loop"
   monkeypatch.setenv("REDUNDANCY_JAX_CONV", "onednn")
-  assert steps.epoch_form(setup) == "lax.scan"
+  assert epochs.epoch_form(setup) == "lax.scan"
   train_data, val_split, _ = steps.device_data(setup, ds)
   runs = {}
   for loop in ("auto", "python"):
     state = steps.init_state(setup, ds.image_shape)
-    runs[loop] = jax.device_get(steps.run_epoch(setup, state, train_data, val_split, loop=loop)[:2])
+    runs[loop] = jax.device_get(epochs.run_epoch(setup, state, train_data, val_split, loop=loop)[:2])
   (scan, scan_m), (host, host_m) = runs["auto"], runs["python"]
   assert np.isfinite(scan_m["val_loss"][[2, 5]]).all() and int(scan.step) == 6
   start = jax.device_get(steps.init_state(setup, ds.image_shape).params)
@@ -252,22 +252,22 @@ for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1])):
 assert out[1][0]["best_step"] == out[4][0]["best_step"]
 print("devices", out[4][0]["devices"], "max diff", max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[4][1]))))
 
-# 4 LeNet seeds on 2 CPU devices, stepped in 2 waves of one replica per device (`steps.waves_epoch`), give
+# 4 LeNet seeds on 2 CPU devices, stepped in 2 waves of one replica per device (`epochs.waves_epoch`), give
 # bit for bit what 4 devices of one replica each give in one program: parameters, optimizer state, the
 # minimum-loss copies and every per-step metric, over 3 epochs with validations inside them and an end mid-epoch
 import dataclasses
-from redundancy_jax.core import steps
+from redundancy_jax.core import epochs, steps
 small = dataclasses.replace(ds, train_x=ds.train_x[:600], train_y=ds.train_y[:600])
 runs = {}
 for n in (4, 2):
   cfg = config.TrainConfig(model="lenet", dataset="mnist", steps=45, batch_size=32, eval_every=10, num_seeds=4,
                            num_devices=n).resolve()
   setup = steps.make_setup(cfg, small)
-  assert steps.waves(setup) == {4: 1, 2: 2}[n], (n, steps.waves(setup))
+  assert epochs.waves(setup) == {4: 1, 2: 2}[n], (n, epochs.waves(setup))
   train_data, val_split, _ = steps.device_data(setup, small)
   state, metrics = steps.init_state(setup, small.image_shape), []
   for _ in range(3):
-    state, m, done = steps.run_epoch(setup, state, train_data, val_split)
+    state, m, done = epochs.run_epoch(setup, state, train_data, val_split)
     metrics.append(m)
   runs[n] = jax.device_get((state, metrics))
 assert int(runs[2][0].step) == 45 and int(runs[2][0].epoch) == 3

@@ -1,8 +1,7 @@
-"""The compiled pieces of training: the state of K replicas, a module-level pure `train_step` jitted once
-with donation, validation with the minimum-loss parameters kept on device (`track_best`), and an epoch
-as one compiled `lax.scan` (`scan_epoch`) or, on CPU for models with convolutions, the same step driven
-from Python (`host_epoch`: XLA:CPU runs convolutions far slower inside loops; BUILD_NOTES.md).
-`train.train` is the I/O around them.
+"""The pure pieces of training: the state of K replicas, one step of every replica (`train_step`),
+validation with the minimum-loss parameters kept on device (`track_best`), and an epoch's steps as one
+`lax.scan` (`scan_steps`). `core/epochs.py` runs an epoch of them in the form that suits the backend;
+`train.train` is the I/O around that.
 
 `K = num_seeds` independently seeded replicas train side by side (the step is vmapped over them); on
 the ("replicas", "data") mesh of every device of every process the replicas are sharded over "replicas"
@@ -13,7 +12,6 @@ is the report's "network at iteration j" (DEFINITIONS.md section 1).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any, NamedTuple
@@ -91,7 +89,8 @@ def make_setup(cfg: TrainConfig, dataset: data_lib.Dataset, *, masked: bool = Fa
                classifier)
 
 
-def _replica_keys(cfg: TrainConfig) -> jax.Array:
+def replica_keys(cfg: TrainConfig) -> jax.Array:
+  """The K replicas' keys (each replica's initialisation, shuffles and step keys fold in from its own)."""
   return jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
 
 
@@ -104,7 +103,7 @@ def place_state(state: TrainState, mesh) -> TrainState:
 def init_state(setup: Setup, image_shape: tuple[int, ...]) -> TrainState:
   """The K replicas' initial state, placed on the mesh (`place_state`)."""
   init = lambda k: setup.model.init(k, image_shape)
-  variables = jax.vmap(init)(_replica_keys(setup.cfg))
+  variables = jax.vmap(init)(replica_keys(setup.cfg))
   if setup.cfg.classifier_seed is not None:  # Figure 5: the same network, another classifier
     path = topology.classifier(setup.model).split("/")
     other = jax.vmap(init)(jax.random.split(jax.random.key(setup.cfg.classifier_seed), setup.cfg.num_seeds))
@@ -167,13 +166,14 @@ def _replica_step(setup: Setup, params, batch_stats, opt_state, x, y, key, num_c
   return optax.apply_updates(params, updates), batch_stats, opt_state, loss, acc
 
 
-def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data, keys_K=None) -> tuple[TrainState, tuple]:
+def train_step(setup: Setup, state: TrainState, idx_KxB: jax.Array, train_data,
+               keys_K=None) -> tuple[TrainState, tuple]:
   """One step of every replica on its batch `idx_KxB` of the training split `train_data` = (images,
   labels): (state, (loss_K, acc_K)). `keys_K`: the replicas' keys (default the config's, `_replica_keys`;
-  a wave's, `wave_epoch`)."""
+  a wave's, `epochs.wave_epoch`)."""
   train_x, train_y = train_data
   x = parallel.shard_batch(train_x[idx_KxB], setup.mesh, axis=1, replica_axis=0)
-  keys_K = _replica_keys(setup.cfg) if keys_K is None else keys_K
+  keys_K = replica_keys(setup.cfg) if keys_K is None else keys_K
   keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), state.step))(keys_K)
   y, subsets = train_y[idx_KxB], ()
   if setup.label_maps is not None:  # each replica's own labels
@@ -239,11 +239,11 @@ def epoch_indices(setup: Setup, epoch, train_y: jax.Array | None = None, keys_K=
   epoch_key = lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), epoch)
   if setup.label_maps is None:
     order = lambda k: jax.random.permutation(epoch_key(k), n)
-    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg) if keys_K is None else keys_K)[:, : s * b]
+    idx_KxSxB = jax.vmap(order)(replica_keys(setup.cfg) if keys_K is None else keys_K)[:, : s * b]
   else:  # the replica's examples first, in random order
     keep_KxN = class_subsets.shared_labels(setup, train_y) >= 0
     order = lambda k, keep: jnp.argsort(jnp.where(keep, jax.random.uniform(epoch_key(k), keep.shape), 2.0))
-    idx_KxSxB = jax.vmap(order)(_replica_keys(setup.cfg), keep_KxN)[:, : s * b]
+    idx_KxSxB = jax.vmap(order)(replica_keys(setup.cfg), keep_KxN)[:, : s * b]
   return idx_KxSxB.reshape(setup.cfg.num_seeds, s, b).transpose(1, 0, 2)
 
 
@@ -259,7 +259,7 @@ def scan_steps(setup: Setup, state: TrainState, train_data, val_split, keys_K=No
 
   def body(state, idx_KxB):
     active = state.step < cfg.steps
-    skip = lambda s: (s, (nan_K, nan_K))  # steps past cfg.steps: NaN metrics, as in `host_epoch`
+    skip = lambda s: (s, (nan_K, nan_K))  # steps past cfg.steps: NaN metrics, as in `epochs.host_epoch`
     step = lambda s: train_step(setup, s, idx_KxB, train_data, keys_K)
     state, (loss, acc) = jax.lax.cond(active, step, skip, state)
     state, val_loss = jax.lax.cond(active & is_due(cfg, state.step), validate, lambda s: (s, nan_K), state)
@@ -268,80 +268,8 @@ def scan_steps(setup: Setup, state: TrainState, train_data, val_split, keys_K=No
   return jax.lax.scan(body, state, epoch_indices(setup, state.epoch, train_data[1], keys_K))
 
 
-def scan_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
-  """One epoch of every replica as one compiled scan (`scan_steps`), then the epoch's counters."""
-  first_step = state.step
-  state, metrics = scan_steps(setup, state, train_data, val_split)
-  return note_non_finite(state.replace(epoch=state.epoch + 1), first_step, metrics), metrics
-
-
-# ----------------------------------------------------------------------------- waves of replicas
-
-def waves(setup: Setup) -> int:
-  """How many waves `wave_epoch` steps an epoch's replicas in: on CPU devices holding several replicas
-  each (seeds spread with `--cpu_devices`), one replica per device at a time, each wave a scan of its
-  own (one replica's parameters and optimizer state stay in the caches: 10 LeNet seeds on 2 devices
-  ran 1.2x faster, BUILD_NOTES.md); else 1 (one program). The waves compute bit for bit what one replica
-  per device computes (the parameters also what the vmapped replicas of one program do; their losses
-  may differ in the last bit)."""
-  r = setup.mesh.shape["replicas"]
-  per_device = setup.cfg.num_seeds // r
-  cpu = setup.mesh.devices.flat[0].platform == "cpu"
-  return per_device if cpu and r > 1 and per_device > 1 and setup.label_maps is None else 1
-
-
-def _wave_setup(setup: Setup) -> Setup:
-  """The setup of one wave: one replica per "replicas" device, on the same mesh."""
-  return setup._replace(cfg=dataclasses.replace(setup.cfg, num_seeds=setup.mesh.shape["replicas"]))
-
-
-def _of_wave(a: jax.Array, r: int, wave) -> jax.Array:
-  """The wave's replicas of a leaf stacked over K = r x waves replicas (device i holds the i-th block)."""
-  return jax.lax.dynamic_index_in_dim(a.reshape(r, -1, *a.shape[1:]), wave, axis=1, keepdims=False)
-
-
-def wave_epoch(setup: Setup, state: TrainState, wave, train_data, val_split) -> tuple[TrainState, dict]:
-  """`scan_steps` of wave `wave`'s replicas (the `wave`-th of each device's, `waves`), written back into
-  `state`; its counters are left at the epoch's start for the next wave (`end_waves`). Metrics (S, r)."""
-  r = setup.mesh.shape["replicas"]
-  replica_leaves = lambda s: s.replace(step=None, epoch=None, bad_step=None)
-  part = jax.tree.map(lambda a: _of_wave(a, r, wave), replica_leaves(state))
-  part = part.replace(step=state.step, epoch=state.epoch, bad_step=state.bad_step)
-  part, metrics = scan_steps(_wave_setup(setup), part, train_data, val_split,
-                             _of_wave(_replica_keys(setup.cfg), r, wave))
-  put = lambda a, p: jax.lax.dynamic_update_index_in_dim(a.reshape(r, -1, *a.shape[1:]), p, wave, 1).reshape(a.shape)
-  merged = jax.tree.map(put, replica_leaves(state), replica_leaves(part))
-  return merged.replace(step=state.step, epoch=state.epoch, bad_step=state.bad_step), metrics
-
-
-def end_waves(state: TrainState, parts: list[dict]) -> tuple[TrainState, dict]:
-  """The epoch's counters after its waves, and the metrics of all replicas, (S, K), from the waves' (S, r):
-  device i's replicas i*W .. i*W+W-1, so wave w's i-th is replica i*W + w."""
-  interleave = lambda *m: jnp.stack(m, axis=-1).reshape(*m[0].shape[:-1], -1) if m[0].ndim > 1 else m[0]
-  metrics = jax.tree.map(interleave, *parts)
-  first_step = state.step
-  state = state.replace(step=state.step + jnp.sum(metrics["active"]).astype(state.step.dtype), epoch=state.epoch + 1)
-  return note_non_finite(state, first_step, metrics), metrics
-
-
-def waves_epoch(setup: Setup, state: TrainState, train_data, val_split) -> tuple[TrainState, dict]:
-  """`scan_epoch` stepped in `waves(setup)` waves from Python (`wave_epoch`), one program at a time."""
-  parts = [None] * waves(setup)
-  for w in range(len(parts)):
-    state, parts[w] = parallel.one_at_a_time(_wave_epoch_jit(setup, state, jnp.int32(w), train_data, val_split),
-                                             setup.mesh)
-  return _end_waves_jit(state, parts)
-
-
-_train_step_jit = jax.jit(train_step, static_argnames="setup", donate_argnames="state")
-_track_best_jit = jax.jit(track_best, donate_argnames="state")
-_note_non_finite_jit = jax.jit(note_non_finite, donate_argnames="state")
-_scan_epoch_jit = jax.jit(scan_epoch, static_argnames="setup", donate_argnames="state")
-_wave_epoch_jit = jax.jit(wave_epoch, static_argnames="setup", donate_argnames="state")
-_end_waves_jit = jax.jit(end_waves, donate_argnames="state")
 _eval_sums_jit = jax.jit(eval_sums, static_argnames="setup")
 _scanned_eval_jit = jax.jit(_scanned_eval, static_argnames="setup")
-_epoch_indices_jit = jax.jit(epoch_indices, static_argnames="setup")
 
 
 def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.Array]:
@@ -354,48 +282,6 @@ def evaluate(setup: Setup, params, batch_stats, split) -> tuple[jax.Array, jax.A
     loss, correct = _scanned_eval_jit(setup, params, batch_stats, split)
   n = class_subsets.num_examples(setup, split[1])
   return loss / n, correct / n
-
-
-def host_epoch(setup: Setup, state: TrainState, train_data, val_split, pause=None) -> tuple[TrainState, dict, bool]:
-  """`scan_epoch` stepped from Python through the same compiled `train_step` and `track_best`: XLA:CPU
-  runs convolutions inside loop bodies and conditionals far slower (BUILD_NOTES.md). Starts where
-  `state.step` is within the epoch (a checkpoint saved mid-epoch), and when `pause()` turns true after a
-  step, returns early with the epoch unfinished (the caller saves a checkpoint and calls again).
-  Returns (state, metrics of the steps run, whether the epoch finished)."""
-  cfg, nan_K = setup.cfg, np.full(setup.cfg.num_seeds, np.nan, np.float32)
-  metrics = {"active": [], "loss": [], "accuracy": [], "val_loss": []}
-  first_step = step = int(state.step)
-  offset = step - int(state.epoch) * setup.steps_per_epoch
-  indices = _epoch_indices_jit(setup, state.epoch, train_data[1])
-  finished = True
-  for position in range(offset, setup.steps_per_epoch):
-    active = step < cfg.steps
-    loss = acc = val = nan_K
-    if active:
-      state, (loss, acc) = parallel.one_at_a_time(_train_step_jit(setup, state, indices[position], train_data),
-                                                  setup.mesh)
-      step += 1
-      if is_due(cfg, step):
-        val = evaluate(setup, state.params, state.batch_stats, val_split)[0]
-        state = _track_best_jit(state, val)
-    for k, v in zip(metrics, (active, loss, acc, val)):
-      metrics[k].append(v)
-    if pause is not None and position + 1 < setup.steps_per_epoch and step < cfg.steps and pause():
-      finished = False
-      break
-  metrics = {k: jnp.stack([jnp.asarray(v) for v in vs]) for k, vs in metrics.items()}
-  state = _note_non_finite_jit(state.replace(epoch=state.epoch + finished), first_step, metrics)
-  return state, metrics, finished
-
-
-def epoch_form(setup: Setup) -> str:
-  """"python loop" (`host_epoch`) under the backend policy `variants.host_loop`, else "lax.scan"
-  (`scan_epoch`). With oneDNN's convolutions (`REDUNDANCY_JAX_CONV=onednn`) the step's convolutions are
-  FFI calls, which run inside a scan as fast as outside it: there the scan is the faster form (Conv-2 on
-  an AMD EPYC: 7.3-8.4 against 6.0-7.4 steps/s, BUILD_NOTES.md), unless the step still holds an XLA
-  convolution (oneDNN serves stride-1 SAME 3x3 ones only: a network's own strided or 1x1 layers stay XLA's)."""
-  scan = not setup.host_loop or (conv.conv_choice() == "onednn" and not xla_convolutions_in_step(setup))
-  return "lax.scan" if scan else "python loop"
 
 
 @functools.lru_cache(maxsize=None)
@@ -416,19 +302,6 @@ def xla_convolutions_in_step(setup: Setup) -> bool:
   """Whether one replica's training step, differentiated, runs an XLA convolution (traced abstractly
   once per setup and convolution choice, `models.conv.conv_choice`)."""
   return "conv_general_dilated" in _step_primitives(setup, conv.conv_choice())
-
-
-def run_epoch(setup: Setup, state: TrainState, train_data, val_split, loop: str = "auto", pause=None):
-  """One epoch: `scan_epoch` compiled whole, or `host_epoch` where the backend policy says so (which may
-  stop early when `pause()` turns true). Returns (state, metrics, whether the epoch finished)."""
-  if loop not in ("auto", "scan", "python"):
-    raise BadOption(f"unknown loop {loop!r}; valid: auto, scan, python")
-  python = epoch_form(setup) == "python loop" if loop == "auto" else loop == "python"
-  if python:
-    return host_epoch(setup, state, train_data, val_split, pause)
-  if waves(setup) > 1:
-    return (*waves_epoch(setup, state, train_data, val_split), True)
-  return (*_scan_epoch_jit(setup, state, train_data, val_split), True)
 
 
 def device_data(setup: Setup, dataset: data_lib.Dataset, eval_chunk: int = 500):

@@ -1,5 +1,5 @@
 """A whole training run in its folder: data to the devices, resume from the last checkpoint, the epochs
-(`steps.run_epoch`), and the I/O around them once per epoch: the metrics line, a parameter snapshot, a
+(`epochs.run_epoch`), and the I/O around them once per epoch: the metrics line, a parameter snapshot, a
 resumable orbax checkpoint at most every `checkpoint_every_secs`, the progress line; at the end the
 variables at minimum validation loss and results.json (DEFINITIONS.md section 1).
 
@@ -25,8 +25,9 @@ from redundancy_jax.core.config import TrainConfig, option
 from redundancy_jax import models
 from redundancy_jax.core.runs import ConfigMismatch, Run, Trained, default_workdir, restore_state, save_state
 from redundancy_jax.core import steps
+from redundancy_jax.core.epochs import run_epoch
 from redundancy_jax.core.steps import (
-  Setup, TrainState, best_variables, device_data, evaluate, init_state, make_setup, run_epoch,
+  Setup, TrainState, best_variables, device_data, evaluate, init_state, make_setup,
 )
 from redundancy_jax.models import count_params
 
